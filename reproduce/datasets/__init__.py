@@ -1,0 +1,53 @@
+"""PASCAL VOC and SBD in their real on-disk formats, the seg11valid split, the synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from porting.errors import DatasetError
+
+from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
+from .sbd import SBDSegmentation
+from .splits import sample_order, seg11valid_ids
+from .voc import VOCSegmentation
+
+EVAL_SPLITS = ("voc2011seg11valid", "voc2012val", "sbdval", "sbdtrain")
+
+
+def dataset_for_split(
+    split: str,
+    voc_root: str | Path | None,
+    sbd_root: str | Path | None,
+    ids_file: str | Path | None = None,
+) -> VOCSegmentation | SBDSegmentation:
+    """The dataset behind an eval split name; `ids_file` replaces the split's id list."""
+    ids = load_ids(ids_file) if ids_file is not None else None
+    if split == "voc2011seg11valid":
+        return VOCSegmentation(_need(voc_root, "VOC", split), "2011", "seg11valid", ids=ids, sbd_root=sbd_root)
+    if split == "voc2012val":
+        return VOCSegmentation(_need(voc_root, "VOC", split), "2012", "val", ids=ids)
+    if split in ("sbdval", "sbdtrain"):
+        return SBDSegmentation(_need(sbd_root, "SBD", split), split[3:], ids=ids)
+    raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
+
+
+def _need(root: str | Path | None, name: str, split: str) -> str | Path:
+    if root is None:
+        raise DatasetError(f"split {split!r} needs the {name} root folder")
+    return root
+
+
+__all__ = [
+    "EVAL_SPLITS",
+    "IGNORE_LABEL",
+    "MEAN_BGR",
+    "NUM_CLASSES",
+    "SBDSegmentation",
+    "Sample",
+    "VOCSegmentation",
+    "dataset_for_split",
+    "load_ids",
+    "sample_order",
+    "seg11valid_ids",
+    "voc_palette",
+]
