@@ -1,0 +1,208 @@
+"""The FCN-VGG16 nets of the papers, written with our NetSpec.
+
+`build(net, split)` reproduces the authors' voc-fcn32s / 16s / 8s / 8s-atonce files
+(train, val, and a deploy file for every net, like their voc-fcn8s/deploy.prototxt);
+`define` is the general form behind it, where the skip layers are a parameter. Every
+Crop offset comes from the coordinate-map analysis (`coordmap.crop`), so changing the
+skips, the class count, the backbone width or the input channels keeps the score aligned
+with the input.
+
+Documented difference from the authors' files: the Python data layer's `param_str`
+holds dataset paths. Ours default to `../data/...` for every net; the authors'
+voc-fcn16s files point two levels up (`../../data/...`) while their other nets use
+`../data/...`. The datasets themselves come from the project (`reproduce`), which reads
+`param_str` only for its non-path settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from porting.proto import caffe_pb2
+
+from .coordmap import crop
+from .netspec import NetSpec, Top, layers
+
+NETS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
+SPLITS = ("train", "val", "deploy")
+
+#: (num_output, convolutions) per VGG16 stage; stage k ends in pool<k> at stride 2**k.
+VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+FC_WIDTH = 4096
+MEAN_BGR = (104.00699, 116.66877, 122.67892)
+IGNORE_LABEL = 255
+DEPLOY_SIZE = 500
+
+#: Skip layers per net, coarsest first, and the at-once net's fixed skip scalings.
+SKIPS: dict[str, tuple[str, ...]] = {
+    "voc-fcn32s": (),
+    "voc-fcn16s": ("pool4",),
+    "voc-fcn8s": ("pool4", "pool3"),
+    "voc-fcn8s-atonce": ("pool4", "pool3"),
+}
+SKIP_SCALES: dict[str, dict[str, float]] = {"voc-fcn8s-atonce": {"pool4": 0.01, "pool3": 0.0001}}
+
+#: Python data layer (module.Layer) and param dict per split, as in the authors' files.
+DATA_LAYERS = {"train": "voc_layers.SBDDSegDataLayer", "val": "voc_layers.VOCSegDataLayer"}
+DATA_PARAMS: dict[str, dict[str, Any]] = {
+    "train": {"sbdd_dir": "../data/sbdd/dataset", "seed": 1337, "split": "train", "mean": MEAN_BGR},
+    "val": {"voc_dir": "../data/pascal/VOC2011", "seed": 1337, "split": "seg11valid", "mean": MEAN_BGR},
+}
+
+_LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+_FIXED = [dict(lr_mult=0)]
+_LEARNED_UPSAMPLING = [dict(lr_mult=1)]
+_STRIDE_OF_POOL = {f"pool{k}": 2**k for k in range(1, len(VGG16_STAGES) + 1)}
+_FINAL_STRIDE = 2 ** len(VGG16_STAGES)
+
+
+def scaled_width(channels: int, width: float) -> int:
+    """Backbone channels at a width multiplier: rounded half up, at least 1."""
+    return max(1, math.floor(channels * width + 0.5))
+
+
+def _conv_relu(bottom: Top, channels: int, kernel: int = 3, pad: int = 1) -> tuple[Top, Top]:
+    conv = layers.Convolution(bottom, num_output=channels, pad=pad, kernel_size=kernel, stride=1, param=_LEARNED)
+    return conv, layers.ReLU(conv, in_place=True)
+
+
+def _score(bottom: Top, num_classes: int) -> Top:
+    return layers.Convolution(bottom, num_output=num_classes, pad=0, kernel_size=1, param=_LEARNED)
+
+
+def _upsample(bottom: Top, num_classes: int, factor: int, learned: bool) -> Top:
+    return layers.Deconvolution(
+        bottom,
+        num_output=num_classes,
+        bias_term=False,
+        kernel_size=2 * factor,
+        stride=factor,
+        param=_LEARNED_UPSAMPLING if learned else _FIXED,
+    )
+
+
+def _data(n: NetSpec, split: str, in_channels: int, data_layer: str | None, data_params: Mapping | None) -> None:
+    if split == "deploy":
+        n.data = layers.Input(shape=dict(dim=[1, in_channels, DEPLOY_SIZE, DEPLOY_SIZE]), name="input")
+        return
+    params = dict(DATA_PARAMS[split] if data_params is None else data_params)
+    mean = params.get("mean")
+    if mean is not None and len(mean) != in_channels:
+        raise ValueError(
+            f"{split} data layer: mean has {len(mean)} entries but in_channels is {in_channels}; "
+            f"pass data_params with a mean per input channel"
+        )
+    module, _, layer = (data_layer or DATA_LAYERS[split]).rpartition(".")
+    if not module or not layer:
+        raise ValueError(f"data_layer must be 'module.LayerClass', got {data_layer!r}")
+    n.data, n.label = layers.Python(module=module, layer=layer, param_str=repr(params), ntop=2)
+
+
+def define(
+    split: str,
+    *,
+    skips: Sequence[str] = (),
+    skip_scales: Mapping[str, float] | None = None,
+    num_classes: int = 21,
+    width: float = 1.0,
+    in_channels: int = 3,
+    normalize_loss: bool = False,
+    learn_skip_upsampling: bool = False,
+    data_layer: str | None = None,
+    data_params: Mapping[str, Any] | None = None,
+) -> NetSpec:
+    """An FCN-VGG16 with the given skip layers (pooling layers, coarsest first).
+
+    The coarse score is upsampled 2x per skip by an intermediate deconvolution, fused
+    with the skip's (optionally scaled) score, and the last fusion is upsampled to the
+    input by the final deconvolution (fixed bilinear in every recipe).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    strides = [_STRIDE_OF_POOL.get(skip) for skip in skips]
+    if None in strides or sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
+        raise ValueError(f"skips must be distinct pooling layers of {list(_STRIDE_OF_POOL)}, coarsest first; got {skips}")
+    if num_classes < 1 or in_channels < 1 or width <= 0:
+        raise ValueError("num_classes and in_channels must be positive, width above zero")
+    skip_scales = dict(skip_scales or {})
+
+    n = NetSpec()
+    _data(n, split, in_channels, data_layer, data_params)
+    bottom = n.data
+    for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
+        for index in range(1, convs + 1):
+            pad = 100 if (stage, index) == (1, 1) else 1
+            conv, relu = _conv_relu(bottom, scaled_width(channels, width), pad=pad)
+            n[f"conv{stage}_{index}"], n[f"relu{stage}_{index}"] = conv, relu
+            bottom = relu
+        n[f"pool{stage}"] = bottom = layers.Pooling(bottom, pool="MAX", kernel_size=2, stride=2)
+
+    for index, kernel in ((6, 7), (7, 1)):
+        n[f"fc{index}"], n[f"relu{index}"] = _conv_relu(bottom, scaled_width(FC_WIDTH, width), kernel=kernel, pad=0)
+        bottom = n[f"relu{index}"]
+        if split != "deploy":
+            n[f"drop{index}"] = layers.Dropout(bottom, dropout_ratio=0.5, in_place=True)
+            bottom = n[f"drop{index}"]
+
+    n.score_fr = _score(bottom, num_classes)
+    score, stride, previous = n.score_fr, _FINAL_STRIDE, None
+    for skip, skip_stride in zip(skips, strides):
+        name = "upscore2" if previous is None else f"upscore_{previous}"
+        n[name] = _upsample(score, num_classes, stride // skip_stride, learn_skip_upsampling)
+        source = n[skip]
+        if skip in skip_scales:
+            n[f"scale_{skip}"] = layers.Scale(
+                source, param=_FIXED, filler=dict(type="constant", value=skip_scales[skip])
+            )
+            source = n[f"scale_{skip}"]
+        n[f"score_{skip}"] = _score(source, num_classes)
+        n[f"score_{skip}c"] = crop(n[f"score_{skip}"], n[name])
+        n[f"fuse_{skip}"] = layers.Eltwise(n[name], n[f"score_{skip}c"], operation="SUM")
+        score, stride, previous = n[f"fuse_{skip}"], skip_stride, skip
+
+    final = "upscore" if previous is None else f"upscore{stride}"
+    n[final] = _upsample(score, num_classes, stride, learned=False)
+    n.score = crop(n[final], n.data)
+    if split != "deploy":
+        n.loss = layers.SoftmaxWithLoss(
+            n.score, n.label, loss_param=dict(ignore_label=IGNORE_LABEL, normalize=normalize_loss)
+        )
+    return n
+
+
+def build(
+    net: str,
+    split: str,
+    *,
+    num_classes: int = 21,
+    width: float = 1.0,
+    in_channels: int = 3,
+    normalize_loss: bool = False,
+    learn_skip_upsampling: bool = False,
+    data_layer: str | None = None,
+    data_params: dict | None = None,
+) -> caffe_pb2.NetParameter:
+    """One of the authors' nets (`NETS`) for a split (`SPLITS`) as a `NetParameter`.
+
+    Defaults give the authors' files. `width` scales conv1_1..fc7 (not the classifier);
+    `normalize_loss` is the CVPR preset's per-pixel normalized loss; `learn_skip_upsampling`
+    lets the intermediate upsamplings learn (CVPR) while the final one stays fixed;
+    `data_layer` ("module.Layer") and `data_params` replace the Python data layer and
+    its `param_str` dict (train: SBD train; val: VOC2011 seg11valid).
+    """
+    if net not in SKIPS:
+        raise ValueError(f"net must be one of {', '.join(NETS)}, got {net!r}")
+    return define(
+        split,
+        skips=SKIPS[net],
+        skip_scales=SKIP_SCALES.get(net),
+        num_classes=num_classes,
+        width=width,
+        in_channels=in_channels,
+        normalize_loss=normalize_loss,
+        learn_skip_upsampling=learn_skip_upsampling,
+        data_layer=data_layer,
+        data_params=data_params,
+    ).to_proto()

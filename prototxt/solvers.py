@@ -1,0 +1,108 @@
+"""Solver files for the two published FCN training recipes.
+
+`heavy` is the reference repository's recipe (the PAMI paper's): the authors' four
+`solver.prototxt` files exactly. Batch 1 with no accumulation, momentum 0.99, an
+unnormalized (summed) loss, so tiny fixed learning rates: 1e-10 (32s and the at-once
+8s, both from VGG16), 1e-12 (16s), 1e-14 (8s); 100k iterations per stage, 300k at once.
+
+`cvpr` is the CVPR 2015 recipe (Sec. 4, "Optimization"), our reading of it:
+
+- SGD, momentum 0.9, weight decay 5e-4, fixed learning rate;
+- "minibatch size of 20 images": batch 1 with `iter_size: 20`, Caffe's accumulation
+  of 20 single-image passes per update (whole images differ in size, so they cannot be
+  stacked);
+- learning rate 1e-4 for FCN-32s (FCN-VGG16), and for the skip stages "decreased by a
+  factor of 100" per stage: 1e-6 for FCN-16s and, "in this fashion", 1e-8 for FCN-8s.
+  These rates go with a per-pixel normalized loss (`normalize: true`): the paper does
+  not say, but the authors' code pairs lr 1e-4 with a normalized loss (FCN-AlexNet), so
+  the nets of this preset are built with `normalize_loss=True`;
+- intermediate upsamplings learned (`learn_skip_upsampling=True`), final one fixed;
+- `max_iter` 5,000 updates per stage: our choice (the paper gives days, not
+  iterations), the same 100k images per stage as the heavy recipe.
+
+The CVPR paper has no at-once net, so the `cvpr` preset does not define one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from porting.proto import caffe_pb2
+
+from .fcn import NETS
+
+VALIDATION_IMAGES = 736  # seg11valid
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training recipe: solver settings per net and how its nets are built."""
+
+    description: str
+    base_lr: dict[str, float]
+    max_iter: dict[str, int]
+    momentum: float
+    weight_decay: float
+    iter_size: int
+    snapshot: int
+    normalize_loss: bool
+    learn_skip_upsampling: bool
+
+
+PRESETS: dict[str, Preset] = {
+    "heavy": Preset(
+        description="reference repo (PAMI): batch 1, momentum 0.99, unnormalized loss, fixed lr",
+        base_lr={"voc-fcn32s": 1e-10, "voc-fcn16s": 1e-12, "voc-fcn8s": 1e-14, "voc-fcn8s-atonce": 1e-10},
+        max_iter={"voc-fcn32s": 100000, "voc-fcn16s": 100000, "voc-fcn8s": 100000, "voc-fcn8s-atonce": 300000},
+        momentum=0.99,
+        weight_decay=0.0005,
+        iter_size=1,
+        snapshot=4000,
+        normalize_loss=False,
+        learn_skip_upsampling=False,
+    ),
+    "cvpr": Preset(
+        description="CVPR 2015: 20 images per update, momentum 0.9, normalized loss, fixed lr 1e-4 / 1e-6 / 1e-8",
+        base_lr={"voc-fcn32s": 1e-4, "voc-fcn16s": 1e-6, "voc-fcn8s": 1e-8},
+        max_iter={"voc-fcn32s": 5000, "voc-fcn16s": 5000, "voc-fcn8s": 5000},
+        momentum=0.9,
+        weight_decay=0.0005,
+        iter_size=20,
+        snapshot=200,
+        normalize_loss=True,
+        learn_skip_upsampling=True,
+    ),
+}
+
+
+def build(
+    preset: str, net: str, *, train_net: str = "train.prototxt", test_net: str = "val.prototxt"
+) -> caffe_pb2.SolverParameter:
+    """The solver of `net` under a recipe, laid out like the authors' solver files.
+
+    The test net is made but never run by the solver (scoring is `eval`'s job), hence the
+    huge `test_interval` and no test at start, as in the authors' files.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    recipe = PRESETS[preset]
+    if net not in recipe.base_lr:
+        known = ", ".join(name for name in NETS if name in recipe.base_lr)
+        raise ValueError(f"the {preset} recipe has no {net!r}; it defines {known}")
+    return caffe_pb2.SolverParameter(
+        train_net=train_net,
+        test_net=[test_net],
+        test_iter=[VALIDATION_IMAGES],
+        test_interval=999999999,
+        display=20,
+        average_loss=20,
+        lr_policy="fixed",
+        base_lr=recipe.base_lr[net],
+        momentum=recipe.momentum,
+        iter_size=recipe.iter_size,
+        max_iter=recipe.max_iter[net],
+        weight_decay=recipe.weight_decay,
+        snapshot=recipe.snapshot,
+        snapshot_prefix="snapshot/train",
+        test_initialization=False,
+    )
