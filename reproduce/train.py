@@ -1,0 +1,369 @@
+"""The training loop: one image per forward/backward, gradients summed to a Caffe update.
+
+FCN trains on whole images of different sizes, so a "minibatch of 20" is Caffe's
+`iter_size: 20` with batch 1: twenty forward/backward passes whose parameter gradients
+add up, scaled by 1/20, then one solver update. Across P processes each takes 20/P of
+those images; gradients are summed over processes before the single scaling, so 1x20,
+2x10 and 4x5 make the same update from the same twenty images.
+
+The image at global position n (n = update * images_per_update + slot) is drawn from a
+seeded per-epoch permutation, and the torch RNG is reseeded from (seed, n) before its
+pass. Data order and dropout masks therefore depend only on (seed, n): independent of
+the number of processes, and resumable from a snapshot without stored RNG state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import porting
+from porting.errors import CheckpointError, FcnError
+from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
+from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
+from reproduce.solver import CaffeSGD, SolverConfig
+
+Evaluate = Callable[[nn.Module], Mapping[str, float]]
+LOG_COLUMNS = ("iter", "loss", "lr", "images_per_s", "mean_iu")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the loop runs; the update rule itself is the solver's `SolverConfig`."""
+
+    images_per_update: int = 20
+    max_iter: int = 100_000
+    display: int = 20
+    average_loss: int = 20
+    snapshot_every: int = 0
+    out_dir: Path = Path("train")
+    seed: int = 1337
+    eval_every: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def from_solver(cls, solver: SolverConfig, out_dir: Path, **overrides: Any) -> TrainConfig:
+        """Loop settings as a Caffe solver file gives them (batch 1, so images per update = iter_size)."""
+        fields = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
+                      average_loss=solver.average_loss, snapshot_every=solver.snapshot, out_dir=Path(out_dir))
+        if solver.random_seed >= 0:
+            fields["seed"] = solver.random_seed
+        fields.update(overrides)
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run leaves behind (files are written by rank 0 only)."""
+
+    iter: int
+    loss: float | None
+    snapshot: Path | None
+    caffemodel: Path
+    log_csv: Path
+    log_jsonl: Path
+    plot: Path
+
+
+class ImageOrder:
+    """Dataset index of the image at global position n: a fresh seeded permutation per epoch."""
+
+    def __init__(self, seed: int, length: int) -> None:
+        self.seed = seed
+        self.length = length
+        self._epoch = -1
+        self._permutation = np.empty(0, dtype=np.int64)
+
+    def __getitem__(self, position: int) -> int:
+        epoch, offset = divmod(position, self.length)
+        if epoch != self._epoch:
+            self._permutation = np.random.default_rng((self.seed, epoch)).permutation(self.length)
+            self._epoch = epoch
+        return int(self._permutation[offset])
+
+
+def image_seed(seed: int, position: int) -> int:
+    """The torch seed for the pass over the image at global position `position`."""
+    return int(np.random.SeedSequence((seed, position)).generate_state(1, np.uint64)[0] >> 1)
+
+
+class _RankSampler:
+    """This rank's share of the global image sequence, from update `start` to `stop`."""
+
+    def __init__(self, order: ImageOrder, start: int, stop: int, images_per_update: int, ctx: DistContext) -> None:
+        self.order, self.start, self.stop = order, start, stop
+        self.images_per_update = images_per_update
+        self.per_rank = images_per_update // ctx.world_size
+        self.first_slot = ctx.rank * self.per_rank
+
+    def positions(self) -> Iterator[int]:
+        for update in range(self.start, self.stop):
+            base = update * self.images_per_update + self.first_slot
+            yield from range(base, base + self.per_rank)
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.order[position] for position in self.positions())
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.per_rank
+
+
+class TrainLog:
+    """The run's records as JSON lines (all keys) and CSV (fixed columns), plus a plot."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.jsonl = out_dir / "log.jsonl"
+        self.csv = out_dir / "log.csv"
+        self.plot = out_dir / "loss.png"
+        self.records: list[dict[str, Any]] = []
+
+    def restart(self, resumed_iter: int) -> None:
+        """Keep what happened before the resumed iteration; later records are about to be redone.
+
+        A loss record at iteration k is measured before update k+1, an evaluation record at
+        k after update k, so at iteration s the loss is recomputed but the evaluation stays."""
+        if self.jsonl.exists():
+            kept = []
+            for line in self.jsonl.read_text().splitlines():
+                record = json.loads(line)
+                if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and "loss" not in record):
+                    kept.append(record)
+            self.records = kept
+        self._rewrite()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        with open(self.jsonl, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        with open(self.csv, "a", newline="") as handle:
+            csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore").writerow(record)
+        draw_plot(self.records, self.plot)
+
+    def _rewrite(self) -> None:
+        self.jsonl.write_text("".join(json.dumps(record) + "\n" for record in self.records))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.records)
+        self.csv.write_text(text.getvalue())
+        draw_plot(self.records, self.plot)
+
+
+def draw_plot(records: list[dict[str, Any]], path: Path, size: tuple[int, int] = (800, 450)) -> None:
+    """Loss (left axis, blue) and mean IU (right axis, orange) against iteration, with Pillow."""
+    width, height = size
+    left, right, top, bottom = 70, 70, 20, 40
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    series = {key: [(r["iter"], r[key]) for r in records if isinstance(r.get(key), (int, float))
+                    and math.isfinite(r[key])] for key in ("loss", "mean_iu")}
+    iters = [i for points in series.values() for i, _ in points] or [0]
+    x_low, x_high = min(iters), max(max(iters), min(iters) + 1)
+    draw.rectangle((left, top, width - right, height - bottom), outline="black")
+
+    def x_of(iteration: float) -> float:
+        return left + (iteration - x_low) / (x_high - x_low) * (width - left - right)
+
+    for fraction in (0.0, 0.5, 1.0):
+        iteration = x_low + fraction * (x_high - x_low)
+        draw.text((x_of(iteration) - 10, height - bottom + 5), f"{iteration:g}", fill="black", font=font)
+    draw.text((width // 2 - 15, height - 18), "iter", fill="black", font=font)
+    for key, colour, label_x in (("loss", (31, 119, 180), 5), ("mean_iu", (255, 127, 14), width - right + 5)):
+        points = series[key]
+        if not points:
+            continue
+        values = [v for _, v in points]
+        y_low, y_high = min(values), max(max(values), min(values) + 1e-12)
+
+        def y_of(value: float) -> float:
+            return height - bottom - (value - y_low) / (y_high - y_low) * (height - top - bottom)
+
+        for value in (y_low, y_high):
+            draw.text((label_x, y_of(value) - 6), f"{value:.4g}", fill=colour, font=font)
+        draw.text((label_x, height // 2), key, fill=colour, font=font)
+        coordinates = [(x_of(i), y_of(v)) for i, v in points]
+        if len(coordinates) > 1:
+            draw.line(coordinates, fill=colour, width=2)
+        for x, y in coordinates[-1:]:
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+    image.save(path)
+
+
+class Progress:
+    """A one-line progress bar on stderr (rank 0); a plain line per display when not a terminal."""
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+
+    def update(self, iteration: int, loss: float, images_per_s: float, force: bool = False) -> None:
+        if not (self.live or force):
+            return
+        filled = int(30 * iteration / max(self.total, 1))
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {iteration}/{self.total} loss {loss:.6g} {images_per_s:.1f} img/s"
+        self.stream.write(("\r" + line) if self.live else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Trainer:
+    """Caffe-style training of a TRAIN-phase `CaffeNet` on a dataset of `Sample`s.
+
+    `evaluate(net)`, if given, runs on rank 0 every `eval_every` updates (under no_grad)
+    and returns metrics such as {"mean_iu": ...}; it must leave the weights alone.
+    """
+
+    def __init__(self, net: nn.Module, solver: CaffeSGD, dataset: Dataset, config: TrainConfig, *,
+                 evaluate: Evaluate | None = None) -> None:
+        if solver.config.iter_size != config.images_per_update:
+            raise FcnError(f"solver iter_size {solver.config.iter_size} differs from images_per_update "
+                           f"{config.images_per_update}; with batch 1 they must agree")
+        if len(dataset) == 0:
+            raise FcnError("the training dataset is empty")
+        self.net = net
+        self.solver = solver
+        self.dataset = dataset
+        self.config = config
+        self.evaluate = evaluate
+        first = next(net.parameters())
+        self.ctx = current_context(first.device)
+        self.dtype = first.dtype
+        if config.images_per_update % self.ctx.world_size:
+            raise FcnError(f"images_per_update {config.images_per_update} is not divisible by "
+                           f"{self.ctx.world_size} processes")
+        self.loss_weights = dict(net.loss_weights)
+        if not self.loss_weights:
+            raise FcnError("the net has no loss layer (no top with a nonzero loss weight)")
+        self.losses: deque[float] = deque(maxlen=config.average_loss)
+        self.out_dir = Path(config.out_dir)
+        self.log = TrainLog(self.out_dir)
+
+    def trainer_state(self) -> dict[str, Any]:
+        """The loop's part of a snapshot: data-order position and the smoothed-loss window."""
+        return {"iter": self.solver.iter, "images_seen": self.solver.iter * self.config.images_per_update,
+                "seed": self.config.seed, "images_per_update": self.config.images_per_update,
+                "losses": list(self.losses)}
+
+    def _resume(self, resume: Path) -> None:
+        path = latest_snapshot(resume) if Path(resume).is_dir() else Path(resume)
+        if path is None:
+            raise CheckpointError(f"{resume}: no snapshot to resume from")
+        state = load_snapshot(path, self.net, self.solver)
+        for key in ("seed", "images_per_update"):
+            if state.get(key) != getattr(self.config, key):
+                raise CheckpointError(f"{path}: snapshot was taken with {key} {state.get(key)}, "
+                                      f"this run has {getattr(self.config, key)}; resume needs the same")
+        if state.get("iter") != self.solver.iter:
+            raise CheckpointError(f"{path}: trainer iteration {state.get('iter')} differs from solver {self.solver.iter}")
+        self.losses.extend(state["losses"])
+
+    def _snapshot(self) -> Path | None:
+        if not self.ctx.is_main:
+            return None
+        return save_snapshot(snapshot_path(self.out_dir, self.solver.iter), self.net, self.solver, self.trainer_state())
+
+    def _forward_backward(self, sample: Any, position: int) -> torch.Tensor:
+        torch.manual_seed(image_seed(self.config.seed, position))
+        device = self.ctx.device
+        image = torch.as_tensor(sample.image).to(device, self.dtype, non_blocking=True)
+        label = torch.as_tensor(sample.label).to(device, non_blocking=True)
+        outputs = self.net(data=image[None], label=label[None, None])
+        loss = sum(weight * outputs[name].sum() for name, weight in self.loss_weights.items())
+        loss.backward()
+        return loss.detach()
+
+    def _reduce_and_scale(self, loss_sum: torch.Tensor) -> float:
+        """Sum gradients and loss over processes, then scale once, as Caffe's Normalize does."""
+        parameters = self.solver.parameters
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        grads = [parameter.grad for parameter in parameters]
+        all_reduce_sum([*grads, loss_sum.reshape(1)])
+        scale = 1.0 / self.config.images_per_update
+        torch._foreach_mul_(grads, scale)
+        return loss_sum.item() * scale
+
+    def run(self, resume: Path | None = None) -> TrainResult:
+        """Train to `config.max_iter` updates, from scratch or from a snapshot (file or directory)."""
+        config = self.config
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            self._resume(resume)
+        else:
+            broadcast_from_main(list(self.net.state_dict().values()))
+        if self.ctx.is_main:
+            self.log.restart(self.solver.iter)
+        start = self.solver.iter
+        sampler = _RankSampler(ImageOrder(config.seed, len(self.dataset)), start, max(start, config.max_iter),
+                               config.images_per_update, self.ctx)
+        loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=config.num_workers,
+                            pin_memory=self.ctx.device.type == "cuda")
+        progress = Progress(config.max_iter)
+        positions = sampler.positions()
+        samples = iter(loader)
+        last_snapshot: Path | None = None
+        snapshot_iter = start
+        window_start, window_iter = time.perf_counter(), start
+        self.net.train()
+        while self.solver.iter < config.max_iter:
+            iteration = self.solver.iter
+            self.solver.zero_grad()
+            loss_sum = torch.zeros((), dtype=self.dtype, device=self.ctx.device)
+            for _ in range(sampler.per_rank):
+                loss_sum += self._forward_backward(next(samples), next(positions))
+            self.losses.append(self._reduce_and_scale(loss_sum))
+            rate = self.solver.step()
+            smoothed = sum(self.losses) / len(self.losses)
+            elapsed = time.perf_counter() - window_start
+            images_per_s = (self.solver.iter - window_iter) * config.images_per_update / max(elapsed, 1e-9)
+            if self.ctx.is_main:
+                display = bool(config.display) and iteration % config.display == 0
+                progress.update(self.solver.iter, smoothed, images_per_s, force=display)
+                if display:
+                    self.log.append({"iter": iteration, "loss": smoothed, "lr": rate, "images_per_s": images_per_s})
+                    window_start, window_iter = time.perf_counter(), self.solver.iter
+            if config.eval_every and self.solver.iter % config.eval_every == 0:
+                self._evaluate()
+            if config.snapshot_every and self.solver.iter % config.snapshot_every == 0:
+                last_snapshot, snapshot_iter = self._snapshot(), self.solver.iter
+        if self.ctx.is_main:
+            progress.close()
+        if snapshot_iter != self.solver.iter:
+            last_snapshot = self._snapshot()
+        caffemodel = self.out_dir / "final.caffemodel"
+        if self.ctx.is_main:
+            porting.write_caffemodel(self.net, caffemodel)  # atomic itself (temp + rename)
+        smoothed = sum(self.losses) / len(self.losses) if self.losses else None
+        return TrainResult(self.solver.iter, smoothed, last_snapshot or latest_snapshot(self.out_dir), caffemodel,
+                           self.log.csv, self.log.jsonl, self.log.plot)
+
+    def _evaluate(self) -> None:
+        if self.evaluate is None or not self.ctx.is_main:
+            return
+        with torch.no_grad():
+            metrics = dict(self.evaluate(self.net))
+        self.net.train()
+        self.log.append({"iter": self.solver.iter, **{key: float(value) for key, value in metrics.items()}})

@@ -1,0 +1,216 @@
+"""The training loop: accumulation equals a batch, data order, logs, plot and progress.
+
+`TinyNet` stands in for a TRAIN-phase CaffeNet (same interface: `param_specs()`,
+`loss_weights`, `forward(data=, label=) -> {"loss": ...}`); test_snapshot and
+test_distributed import it from here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+import porting
+from reproduce.datasets.image import Sample
+from reproduce.distributed import DistContext
+from reproduce.solver import CaffeSGD, SolverConfig
+from reproduce.train import ImageOrder, Trainer, TrainConfig, _RankSampler
+
+ParamInfo = namedtuple("ParamInfo", "layer index parameter lr_mult decay_mult")
+
+
+class TinyNet(nn.Module):
+    """conv-relu-dropout-score, a fixed (lr_mult 0) scale, SoftmaxWithLoss with normalize: false."""
+
+    def __init__(self, dropout: float = 0.5, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.score = nn.Conv2d(4, 3, 1)
+        with torch.no_grad():
+            for parameter in (self.conv.weight, self.conv.bias, self.score.weight, self.score.bias):
+                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+        self.fixed = nn.Parameter(torch.full((3, 1, 1), 1.5))
+        self.dropout = dropout
+        self.loss_weights = {"loss": 1.0}
+
+    def param_specs(self) -> list[ParamInfo]:
+        return [ParamInfo("conv", 0, self.conv.weight, 1.0, 1.0), ParamInfo("conv", 1, self.conv.bias, 2.0, 0.0),
+                ParamInfo("score", 0, self.score.weight, 1.0, 1.0), ParamInfo("score", 1, self.score.bias, 2.0, 0.0),
+                ParamInfo("upscore", 0, self.fixed, 0.0, 1.0)]
+
+    def forward(self, data: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = F.dropout(F.relu(self.conv(data)), self.dropout, self.training)
+        score = self.score(hidden) * self.fixed
+        # Caffe's normalize: false divides the summed pixel losses by the batch size
+        loss = F.cross_entropy(score, label[:, 0], ignore_index=255, reduction="sum") / data.shape[0]
+        return {"score": score, "loss": loss}
+
+
+def make_samples(count: int, sizes: list[tuple[int, int]], seed: int = 0) -> list[Sample]:
+    """Random images with labels 0..2 and some ignored (255) pixels, sizes cycling through `sizes`."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(count):
+        height, width = sizes[index % len(sizes)]
+        label = rng.integers(0, 3, (height, width))
+        label[rng.random((height, width)) < 0.1] = 255
+        samples.append(Sample(torch.from_numpy(rng.standard_normal((3, height, width)).astype(np.float32)),
+                              torch.from_numpy(label), f"img{index}"))
+    return samples
+
+
+def fake_caffemodel_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TinyNet is no CaffeNet, so the caffemodel writer gets a stand-in that records the weights."""
+    monkeypatch.setattr(porting, "write_caffemodel",
+                        lambda net, path: torch.save(net.state_dict(), path), raising=False)
+
+
+def solver_for(net: nn.Module, images_per_update: int) -> CaffeSGD:
+    config = SolverConfig(base_lr=0.01, lr_policy="fixed", momentum=0.9, weight_decay=5e-4,
+                          iter_size=images_per_update)
+    return CaffeSGD(net.param_specs(), config)
+
+
+def test_accumulating_single_images_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 per-image passes with gradients summed and scaled equal one batch of the 20 images.
+
+    Reference: a batch forward (loss normalized by batch size, as Caffe's normalize: false)
+    and torch.optim.SGD, which for a fixed rate is Caffe's update with history = lr * buffer."""
+    fake_caffemodel_writer(monkeypatch)
+    samples = make_samples(20, [(9, 11)])
+    net = TinyNet(dropout=0.0).double()
+    reference = TinyNet(dropout=0.0).double()
+    Trainer(net, solver_for(net, 20), samples, TrainConfig(images_per_update=20, max_iter=3, display=1,
+                                                           out_dir=tmp_path)).run()
+    groups = [{"params": [spec.parameter], "lr": 0.01 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+              for spec in reference.param_specs() if spec.lr_mult]
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
+    data = torch.stack([s.image for s in samples]).double()
+    label = torch.stack([s.label for s in samples])[:, None]
+    for _ in range(3):
+        optimizer.zero_grad()
+        reference(data=data, label=label)["loss"].backward()
+        optimizer.step()
+    for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
+    assert not torch.equal(net.conv.weight, TinyNet().conv.weight.double())
+
+
+def test_data_order_is_seeded_epoch_permutations() -> None:
+    order = ImageOrder(seed=7, length=5)
+    first_epochs = [order[n] for n in range(15)]
+    for epoch in range(3):
+        assert sorted(first_epochs[5 * epoch:5 * epoch + 5]) == list(range(5))
+    assert first_epochs != [ImageOrder(seed=8, length=5)[n] for n in range(15)]
+    assert [ImageOrder(seed=7, length=5)[n] for n in (14, 3, 9)] == [first_epochs[n] for n in (14, 3, 9)]
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_share_the_same_images_per_update(world_size: int) -> None:
+    order = ImageOrder(seed=3, length=13)
+
+    def positions(rank: int, world: int) -> list[int]:
+        return list(_RankSampler(order, 2, 5, 20, DistContext(rank, world, rank, torch.device("cpu"))).positions())
+
+    single = positions(0, 1)
+    shares = [positions(rank, world_size) for rank in range(world_size)]
+    per_rank = 20 // world_size
+    for update in range(3):
+        combined = [p for share in shares for p in share[update * per_rank:(update + 1) * per_rank]]
+        assert combined == single[update * 20:(update + 1) * 20]
+
+
+def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    fake_caffemodel_writer(monkeypatch)
+    net = TinyNet()
+    samples = make_samples(6, [(8, 8), (11, 7), (5, 9)])
+    calls = []
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        calls.append(model.training)
+        return {"mean_iu": 0.1 * len(calls)}
+
+    config = TrainConfig(images_per_update=2, max_iter=6, display=2, average_loss=3, snapshot_every=4,
+                         eval_every=3, out_dir=tmp_path)
+    result = Trainer(net, solver_for(net, 2), samples, config, evaluate=evaluate).run()
+    records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
+    assert [r["iter"] for r in records if "loss" in r] == [0, 2, 4]
+    assert [(r["iter"], r["mean_iu"]) for r in records if "mean_iu" in r] == [(3, pytest.approx(0.1)),
+                                                                               (6, pytest.approx(0.2))]
+    assert all(r["lr"] == pytest.approx(0.01) and r["images_per_s"] > 0 for r in records if "loss" in r)
+    with open(result.log_csv) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["iter", "loss", "lr", "images_per_s", "mean_iu"] and len(rows) == len(records)
+    with Image.open(result.plot) as plot:
+        assert plot.size == (800, 450)
+    assert result.iter == 6 and result.caffemodel.is_file()
+    assert sorted(p.name for p in tmp_path.glob("snapshot_iter_*.pt")) == ["snapshot_iter_4.pt", "snapshot_iter_6.pt"]
+    assert result.snapshot == tmp_path / "snapshot_iter_6.pt"
+    assert "img/s" in capsys.readouterr().err
+
+
+def test_mismatched_iter_size_is_refused(tmp_path: Path) -> None:
+    net = TinyNet()
+    with pytest.raises(porting.errors.FcnError, match="iter_size 4 differs from images_per_update 20"):
+        Trainer(net, solver_for(net, 4), make_samples(2, [(4, 4)]), TrainConfig(out_dir=tmp_path))
+
+
+TINY_FCN = """
+name: "tiny-fcn"
+layer { name: "data" type: "Python" top: "data" top: "label"
+  python_param { module: "voc_layers" layer: "SBDDSegDataLayer" param_str: "{'seed': 1337, 'split': 'train'}" } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "score" type: "Convolution" bottom: "conv1" top: "score"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "upscore" type: "Deconvolution" bottom: "score" top: "upscore" param { lr_mult: 0 }
+  convolution_param { num_output: 3 kernel_size: 4 stride: 2 bias_term: false group: 3
+                      weight_filler { type: "bilinear" } } }
+layer { name: "crop" type: "Crop" bottom: "upscore" bottom: "data" top: "cropped" crop_param { axis: 2 offset: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "cropped" bottom: "label" top: "loss"
+  loss_param { ignore_label: 255 normalize: false } }
+"""
+
+
+def test_caffenet_accumulation_equals_batch_and_writes_caffemodel(tmp_path: Path) -> None:
+    """A real TRAIN-phase CaffeNet: the fixed bilinear deconvolution stays put, the rest
+    follows batch SGD exactly, and final.caffemodel holds the trained weights."""
+    torch.manual_seed(0)
+    net = porting.CaffeNet(porting.parse_prototxt(TINY_FCN, "tiny"), phase="TRAIN").double()
+    reference = porting.CaffeNet(porting.parse_prototxt(TINY_FCN, "tiny"), phase="TRAIN").double()
+    reference.load_state_dict(net.state_dict())
+    bilinear = net.state_dict()["upscore.0"].clone()
+    samples = make_samples(4, [(9, 11)])
+    solver = CaffeSGD(net.param_specs(), SolverConfig(base_lr=0.001, lr_policy="fixed", momentum=0.9,
+                                                      weight_decay=5e-4, iter_size=4))
+    result = Trainer(net, solver, samples, TrainConfig(images_per_update=4, max_iter=3, display=1,
+                                                       out_dir=tmp_path)).run()
+    groups = [{"params": [spec.parameter], "lr": 0.001 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+              for spec in reference.param_specs() if spec.lr_mult]
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
+    data = torch.stack([s.image for s in samples]).double()
+    label = torch.stack([s.label for s in samples])[:, None]
+    for _ in range(3):
+        optimizer.zero_grad()
+        reference(data=data, label=label)["loss"].backward()
+        optimizer.step()
+    for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
+    assert torch.equal(net.state_dict()["upscore.0"], bilinear)
+    written = porting.read_caffemodel(result.caffemodel)
+    for spec in net.param_specs():
+        np.testing.assert_allclose(written[spec.layer][spec.index], spec.parameter.detach().numpy(), rtol=1e-6)
