@@ -1,0 +1,99 @@
+"""The published FCN results on PASCAL VOC, as data, each with its source.
+
+Values are in percent, exactly as printed in the source; None where the source gives no
+number. `PUBLISHED[split][net]` lists every source for that net on that split. The test
+splits are scored by the PASCAL evaluation server only; they are here for reference and
+never compared with local measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str  # short name for table rows
+    citation: str  # where the numbers are printed
+
+
+@dataclass(frozen=True)
+class Published:
+    source: Source
+    pixel_acc: float | None = None
+    mean_acc: float | None = None
+    mean_iu: float | None = None
+    fw_iu: float | None = None
+
+    def value(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+
+CVPR2015_TABLE2 = Source(
+    "CVPR15 T2",
+    "Long, Shelhamer, Darrell, Fully Convolutional Networks for Semantic Segmentation, CVPR 2015, "
+    "Table 2 (seg11valid; nets trained with the CVPR recipe)",
+)
+CVPR2015_TABLE3 = Source(
+    "CVPR15 T3",
+    "Long, Shelhamer, Darrell, CVPR 2015, Table 3 (PASCAL VOC 2011 and 2012 test, evaluation server)",
+)
+REFERENCE_README = Source(
+    "repo README",
+    "github.com/shelhamer/fcn.berkeleyvision.org README: mean IU of the released PASCAL models "
+    "(heavy recipe; FCN-8s also 67.2 on seg12test)",
+)
+PYTORCH_FCN = Source(
+    "pytorch-fcn",
+    "github.com/wkentaro/pytorch-fcn README: the released caffemodels re-scored on seg11valid "
+    "(third party, not the authors)",
+)
+
+# Image count of the exact set each split's published numbers were measured on; a run on
+# another set (a subset via --ids, the synthetic data) is not compared with them.
+PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736}
+
+PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
+    "voc2011seg11valid": {
+        "fcn32s-fixed": (Published(CVPR2015_TABLE2, 83.0, 59.7, 45.4, 72.0),),
+        "fcn32s": (
+            Published(CVPR2015_TABLE2, 89.1, 73.3, 59.4, 81.4),
+            Published(REFERENCE_README, mean_iu=63.6),
+            Published(PYTORCH_FCN, 90.49, 76.48, 63.63, 83.47),
+        ),
+        "fcn16s": (
+            Published(CVPR2015_TABLE2, 90.0, 75.7, 62.4, 83.0),
+            Published(REFERENCE_README, mean_iu=65.0),
+            Published(PYTORCH_FCN, 91.00, 78.07, 65.01, 84.27),
+        ),
+        "fcn8s": (
+            Published(CVPR2015_TABLE2, 90.3, 75.9, 62.7, 83.2),
+            Published(REFERENCE_README, mean_iu=65.5),
+            Published(PYTORCH_FCN, 91.23, 77.61, 65.51, 84.55),
+        ),
+        "fcn8s-atonce": (
+            Published(REFERENCE_README, mean_iu=65.4),
+            Published(PYTORCH_FCN, 91.13, 78.50, 65.40, 84.44),
+        ),
+        "fcn-alexnet": (Published(REFERENCE_README, mean_iu=48.0),),
+    },
+    "voc2011test": {"fcn8s": (Published(CVPR2015_TABLE3, mean_iu=62.7),)},
+    "voc2012test": {
+        "fcn8s": (Published(CVPR2015_TABLE3, mean_iu=62.2), Published(REFERENCE_README, mean_iu=67.2)),
+    },
+}
+
+NET_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "fcn-alexnet")
+
+
+def published_name(name: str) -> str | None:
+    """The published net a run or file name refers to, by longest matching prefix.
+
+    "fcn8s-heavy-pascal" -> "fcn8s", "fcn8s-atonce-pascal" -> "fcn8s-atonce",
+    "voc-fcn32s" -> "fcn32s"; None when nothing matches.
+    """
+    key = name.lower().removeprefix("voc-")
+    matches = [net for net in NET_NAMES if key == net or key.startswith(net + "-")]
+    return max(matches, key=len) if matches else None

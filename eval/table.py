@@ -1,0 +1,234 @@
+"""`python -m eval.table`: score nets on a VOC/SBD split and set them beside the published numbers.
+
+Nets come from the training stage folders (`--runs DIR`), converted checkpoints
+(`--checkpoint M.pt`) or original Caffe pairs (`--prototxt P --caffemodel W`). Published
+numbers are compared only when the scored set is the exact set they were measured on
+(e.g. all 736 images of seg11valid), never on a subset or the synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import porting
+from porting.errors import CheckpointError, FcnError
+from reproduce.datasets import dataset_for_split
+
+from .infer import score
+from .published import METRICS, PUBLISHED, PUBLISHED_SET_SIZE, published_name
+
+SPLITS = ("voc2011seg11valid", "voc2012val", "sbdval")
+STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+METRIC_HEADERS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
+
+
+@dataclass(frozen=True)
+class NetSource:
+    name: str
+    load: Callable[[], nn.Module]
+
+
+def stage_nets(runs: Path) -> list[NetSource]:
+    """The finished stages of a `reproduce.stage` output folder, named by stage."""
+    if not runs.is_dir():
+        raise CheckpointError(f"{runs}: runs folder not found")
+    nets = []
+    for stage in STAGES:
+        prototxt, weights = runs / stage / "deploy.prototxt", runs / stage / "final.caffemodel"
+        if prototxt.is_file() and weights.is_file():
+            nets.append(NetSource(stage, _loader(prototxt, weights)))
+    if not nets:
+        raise CheckpointError(
+            f"{runs}: no finished stage (expected <stage>/deploy.prototxt and <stage>/final.caffemodel "
+            f"for one of {', '.join(STAGES)})"
+        )
+    return nets
+
+
+def _loader(*paths: Path) -> Callable[[], nn.Module]:
+    return lambda: porting.load(*(str(p) for p in paths))
+
+
+def collect_nets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[NetSource]:
+    if len(args.prototxt) != len(args.caffemodel):
+        parser.error(f"--prototxt and --caffemodel pair up: got {len(args.prototxt)} and {len(args.caffemodel)}")
+    nets = stage_nets(Path(args.runs)) if args.runs else []
+    nets += [NetSource(Path(p).stem, _loader(Path(p))) for p in args.checkpoint]
+    nets += [
+        NetSource(Path(w).stem, _loader(Path(p), Path(w))) for p, w in zip(args.prototxt, args.caffemodel)
+    ]
+    if not nets:
+        parser.error("no net to score: give --runs DIR, --checkpoint M.pt or --prototxt P --caffemodel W")
+    names = [net.name for net in nets]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        parser.error(f"two nets share the name {repeated[0]!r} (names come from stage folders and file stems)")
+    return nets
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def table_rows(split: str, results: dict[str, dict]) -> tuple[list[list[str]], list[str]]:
+    """Rows (net, source, four metric cells) and notes; published cells read `pub (+diff)`."""
+    rows, notes, cited = [], [], {}
+    expected = PUBLISHED_SET_SIZE.get(split)
+    comparable = True
+    published_split = PUBLISHED.get(split, {})
+    if not published_split:
+        notes.append(f"nothing published to compare for {split}")
+    for name, entry in results.items():
+        rows.append([name, "measured", *(_percent(entry[m]) for m in METRICS)])
+        key = published_name(name)
+        if key is None or key not in published_split:
+            if published_split:
+                notes.append(f"{name}: no published {split} numbers for a net of this name")
+            continue
+        if entry["n_images"] != expected:
+            comparable = False
+            continue
+        for published in published_split[key]:
+            cells = []
+            for metric in METRICS:
+                value = published.value(metric)
+                if value is None:
+                    cells.append("-")
+                else:
+                    measured = 100 * entry[metric]
+                    diff = "n/a" if math.isnan(measured) else f"{measured - value:+.2f}"
+                    cells.append(f"{value:g} ({diff})")
+            rows.append(["", f"{published.source.label} ({key})", *cells])
+            cited[published.source.label] = published.source.citation
+    if published_split and not comparable:
+        notes.append(
+            f"nothing published to compare: the published {split} numbers are for the real dataset "
+            f"({expected} images); this run scored a different set"
+        )
+    if cited:
+        notes.append("published cells: value as printed (measured - published, percentage points)")
+        notes += [f"{label}: {citation}" for label, citation in cited.items()]
+    return rows, notes
+
+
+def render_text(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def render_markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * 4) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_table(split: str, n_images: int, results: dict[str, dict], markdown: bool = False) -> str:
+    """The comparison as text or markdown, in percent."""
+    header = ["net", "source", *(METRIC_HEADERS[m] for m in METRICS)]
+    rows, notes = table_rows(split, results)
+    title = f"{split}: {n_images} images, metrics in percent"
+    if markdown:
+        return "\n".join([f"**{title}**", "", render_markdown(header, rows), "", *(f"- {n}" for n in notes)])
+    return "\n".join([title, render_text(header, rows), *notes])
+
+
+def _json_safe(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def write_json(results: dict[str, dict], path: str | Path) -> None:
+    """Write `{net name: score entry}` atomically, NaN (absent class) as null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(_json_safe(results), stream, indent=2, allow_nan=False)
+            stream.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.table",
+        description="Score FCN nets (whole image, argmax of 'score') and print them beside the published numbers.",
+    )
+    parser.add_argument("--split", required=True, choices=SPLITS, help="evaluation split")
+    parser.add_argument("--voc-root", help="folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)")
+    parser.add_argument("--sbd-root", help="SBD's dataset/ folder (train.txt, val.txt, img/, cls/)")
+    parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
+    parser.add_argument("--runs", help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
+    parser.add_argument("--checkpoint", action="append", default=[], help="converted .pt checkpoint (repeatable)")
+    parser.add_argument("--prototxt", action="append", default=[], help="deploy prototxt (repeatable, pairs in order)")
+    parser.add_argument("--caffemodel", action="append", default=[], help="caffemodel (repeatable, pairs in order)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--json", help="write {net: metrics} here (fractions in [0, 1], null = absent class)")
+    parser.add_argument("--predictions", help="write <net>/<id>.png predictions in the VOC palette here")
+    parser.add_argument("--panels", action="store_true", help="with --predictions: also image|label|prediction panels")
+    parser.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.panels and not args.predictions:
+        parser.error("--panels needs --predictions DIR")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available (use --device cpu)")
+    try:
+        nets = collect_nets(args, parser)
+        dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
+        results = {}
+        for source in nets:
+            net = source.load()
+            results[source.name] = score(
+                net,
+                dataset,
+                device=device,
+                progress=not args.no_progress,
+                prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
+                panels=args.panels,
+                name=source.name,
+            )
+            del net
+        if args.json:
+            write_json(results, args.json)
+    except FcnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(args.split, len(dataset), results, markdown=args.format == "markdown"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""eval.visualize against the palette and colours of VOC's own label file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval.visualize import colorize, panel, save_label_png, save_panel, voc_palette
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
+LABEL_PNG = REFERENCE / "demo" / "label.png"
+
+
+def test_palette_equals_the_one_stored_in_a_voc_label_file():
+    stored = np.asarray(Image.open(LABEL_PNG).getpalette(), dtype=np.uint8).reshape(-1, 3)
+    assert stored.shape == (256, 3)
+    np.testing.assert_array_equal(voc_palette(), stored)
+    np.testing.assert_array_equal(voc_palette(21), stored[:21])
+
+
+def test_colorize_matches_pillow_rendering_of_the_label_file():
+    with Image.open(LABEL_PNG) as image:
+        label = np.array(image)
+        rendered = np.array(image.convert("RGB"))
+    np.testing.assert_array_equal(colorize(label), rendered)
+
+
+def test_label_png_round_trip(tmp_path):
+    label = np.array([[0, 1, 2], [15, 20, 255]], dtype=np.uint8)
+    save_label_png(label, tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.mode == "P"
+        np.testing.assert_array_equal(np.array(image), label)
+        with Image.open(LABEL_PNG) as voc:
+            assert image.getpalette() == voc.getpalette()
+
+
+def test_panel_places_image_label_and_prediction_side_by_side(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    label = rng.integers(0, 21, (5, 7)).astype(np.uint8)
+    label[0] = 255
+    prediction = rng.integers(0, 21, (5, 7)).astype(np.uint8)
+    out = panel(image, label, prediction, gap=2)
+    assert out.shape == (5, 3 * 7 + 2 * 2, 3)
+    np.testing.assert_array_equal(out[:, :7], image)
+    np.testing.assert_array_equal(out[:, 9:16], voc_palette()[label])
+    np.testing.assert_array_equal(out[:, 18:], voc_palette()[prediction])
+    assert (out[:, 7:9] == 255).all() and (out[:, 16:18] == 255).all()
+    save_panel(image, label, prediction, tmp_path / "panel.png")
+    with Image.open(tmp_path / "panel.png") as saved:
+        assert saved.size == (3 * 7 + 2 * 4, 5)
+    with pytest.raises(ValueError, match="differ in size"):
+        panel(image, label, prediction[:, :6])
