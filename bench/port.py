@@ -1,0 +1,211 @@
+"""Porting a VGG16-sized caffemodel: our wire-format reader against a plain read and protobuf.
+
+A synthetic file with the ILSVRC VGG16 layer shapes (V1 `layers`, legacy 4-D dims, seeded
+random weights: 138,357,544 floats, ~553 MB) is written with our writer, then each method
+runs in its own subprocess so its peak RSS is its own (VmHWM minus the RSS after the shared
+imports, i.e. what the method itself holds at its peak):
+
+- read: the file's bytes in one `read()` (the floor: disk/page-cache speed, 1x file memory);
+- ours: `porting.read_caffemodel` (float32 arrays in Caffe shapes);
+- ours_load: `porting.iter_caffemodel` copied layer by layer into preallocated torch tensors,
+  as a net loads it (peak = the tensors plus one layer);
+- naive: `NetParameter.ParseFromString` + `np.array(blob.data)` per blob.
+
+The file is read once before timing so every method sees a warm page cache; each method's
+time is the best of `repeats` fresh processes (this is a shared, noisy machine).
+`python -m bench.port [--params N]` prints a table; `run()` returns the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# (name, out channels, in channels, kernel) of ILSVRC VGG16; fc6 reads pool5's 512x7x7.
+_VGG16 = [
+    ("conv1_1", 64, 3, 3), ("conv1_2", 64, 64, 3),
+    ("conv2_1", 128, 64, 3), ("conv2_2", 128, 128, 3),
+    ("conv3_1", 256, 128, 3), ("conv3_2", 256, 256, 3), ("conv3_3", 256, 256, 3),
+    ("conv4_1", 512, 256, 3), ("conv4_2", 512, 512, 3), ("conv4_3", 512, 512, 3),
+    ("conv5_1", 512, 512, 3), ("conv5_2", 512, 512, 3), ("conv5_3", 512, 512, 3),
+    ("fc6", 4096, 512 * 7 * 7, 1), ("fc7", 4096, 4096, 1), ("fc8", 1000, 4096, 1),
+]
+VGG16_PARAMS = 138_357_544
+
+
+def vgg16_shapes(params: int = VGG16_PARAMS) -> dict[str, list[tuple[int, ...]]]:
+    """Weight and bias shapes per layer; widths scaled by sqrt(params / VGG16) for smaller runs."""
+    scale = math.sqrt(params / VGG16_PARAMS)
+
+    def scaled(channels: int) -> int:
+        return channels if params == VGG16_PARAMS else max(1, round(channels * scale))
+
+    shapes = {}
+    for name, out, inp, kernel in _VGG16:
+        if name == "fc6":
+            inp = scaled(512) * 49
+        elif name != "conv1_1":
+            inp = scaled(inp)
+        out = out if name == "fc8" else scaled(out)
+        weight = (out, inp, kernel, kernel) if name.startswith("conv") else (out, inp)
+        shapes[name] = [weight, (out,)]
+    return shapes
+
+
+def build(path: Path, params: int = VGG16_PARAMS, seed: int = 0) -> int:
+    """Write the synthetic V1-layout caffemodel; return its number of weights."""
+    import numpy as np
+
+    from porting.caffemodel import write_caffemodel
+    from porting.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter(name="VGG_ILSVRC_16_layers")
+    rng = np.random.default_rng(seed)
+    blobs = {}
+    bottom = "data"
+    for name, shapes in vgg16_shapes(params).items():
+        layer_type = "Convolution" if name.startswith("conv") else "InnerProduct"
+        layer = net.layer.add(name=name, type=layer_type, bottom=[bottom], top=[name])
+        (layer.convolution_param if layer_type == "Convolution" else layer.inner_product_param).num_output = shapes[0][0]
+        blobs[name] = [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
+        bottom = name
+    write_caffemodel((net, blobs), path, layout="v1", legacy_dims=True)
+    return sum(a.size for arrays in blobs.values() for a in arrays)
+
+
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _method(name: str, path: str) -> float:
+    """Run one method in this process; return its seconds."""
+    if name == "read":
+        start = time.perf_counter()
+        with open(path, "rb") as file:
+            data = file.read()
+        seconds = time.perf_counter() - start
+        assert len(data) == os.path.getsize(path)
+        return seconds
+    if name == "ours":
+        from porting.caffemodel import read_caffemodel
+
+        start = time.perf_counter()
+        blobs = read_caffemodel(path)
+        seconds = time.perf_counter() - start
+        assert len(blobs) == len(_VGG16)
+        return seconds
+    if name == "ours_load":
+        import numpy as np
+        import torch
+
+        from porting.caffemodel import iter_caffemodel
+
+        start = time.perf_counter()
+        tensors: dict[str, list[torch.Tensor]] = {}
+        for layer in iter_caffemodel(path):
+            tensors[layer.name] = [torch.empty(a.shape) for a in layer.blobs]
+            for tensor, array in zip(tensors[layer.name], layer.blobs):
+                tensor.copy_(torch.from_numpy(np.asarray(array)))
+        return time.perf_counter() - start
+    if name == "naive":
+        import numpy as np
+
+        from porting.proto import caffe_pb2
+
+        start = time.perf_counter()
+        with open(path, "rb") as file:
+            net = caffe_pb2.NetParameter.FromString(file.read())
+        blobs = {
+            layer.name: [np.array(b.data, np.float32).reshape(b.num, b.channels, b.height, b.width) for b in layer.blobs]
+            for layer in net.layers
+        }
+        seconds = time.perf_counter() - start
+        assert len(blobs) == len(_VGG16)
+        return seconds
+    raise ValueError(f"unknown method {name!r}")
+
+
+def _measure(method: str, path: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of `method` in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.port", "--worker", method, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures["seconds"], figures["peak_rss_mb"]
+
+
+def run(workdir: Path, params: int = VGG16_PARAMS, repeats: int = 3) -> dict:
+    """Build the file in `workdir`, time every method (best of `repeats` fresh processes), delete the file."""
+    path = Path(workdir) / "vgg16_v1_synthetic.caffemodel"
+    try:
+        weights = build(path, params)
+        with open(path, "rb") as file:  # warm the page cache for every method alike
+            while file.read(1 << 24):
+                pass
+        figures: dict[str, float] = {"params": weights, "file_mb": path.stat().st_size / 2**20}
+        for method in ("read", "ours", "ours_load", "naive"):
+            runs = [_measure(method, path) for _ in range(repeats)]
+            seconds, peak = min(s for s, _ in runs), max(p for _, p in runs)
+            prefix = "" if method == "ours" else f"{method}_"
+            figures[f"{method}_s"] = seconds
+            figures[f"{prefix}peak_rss_mb" if method != "ours" else "peak_rss_mb"] = peak
+        figures["ours_vs_read"] = figures["ours_s"] / figures["read_s"]
+        figures["naive_vs_ours"] = figures["naive_s"] / figures["ours_s"]
+        return figures
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _table(figures: dict) -> str:
+    rows = [
+        ("plain read", figures["read_s"], figures["read_peak_rss_mb"]),
+        ("ours (read_caffemodel)", figures["ours_s"], figures["peak_rss_mb"]),
+        ("ours, into torch layer by layer", figures["ours_load_s"], figures["ours_load_peak_rss_mb"]),
+        ("naive protobuf + np.array", figures["naive_s"], figures["naive_peak_rss_mb"]),
+    ]
+    lines = [
+        f"VGG16-sized V1 caffemodel: {figures['params']:,} weights, {figures['file_mb']:.0f} MB",
+        f"{'method':<34}{'seconds':>10}{'peak RSS MB':>14}",
+    ]
+    lines += [f"{name:<34}{seconds:>10.3f}{peak:>14.0f}" for name, seconds, peak in rows]
+    lines.append(f"ours / plain read: {figures['ours_vs_read']:.2f}x; naive / ours: {figures['naive_vs_ours']:.1f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=int, default=VGG16_PARAMS, help="number of weights (default: VGG16's)")
+    parser.add_argument("--workdir", type=Path, help="where the temporary file goes (default: a temp dir)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        import porting  # noqa: F401  (every method starts from the same imports, torch included)
+
+        baseline = _status_mb("VmRSS")
+        seconds = _method(*args.worker)
+        print(json.dumps({"seconds": seconds, "peak_rss_mb": _status_mb("VmHWM") - baseline}))
+        return
+    with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
+        figures = run(Path(workdir), args.params)
+    print(json.dumps(figures, indent=2) if args.json else _table(figures))
+
+
+if __name__ == "__main__":
+    main()
