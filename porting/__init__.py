@@ -1,1 +1,48 @@
+"""Caffe formats and semantics in PyTorch: read nets and weights, run them as Caffe does.
 
+    net = porting.load("deploy.prototxt", "weights.caffemodel")   # a torch.nn.Module
+    scores = net(x)["score"]          # x: float32 NCHW, BGR, mean-subtracted
+    per_layer = net.trace(x)          # every layer's output as that layer computed it
+"""
+
+from porting.caffemodel import iter_caffemodel, read_caffemodel, write_caffemodel
+from porting.checkpoint import load, load_checkpoint, save_checkpoint
+from porting.errors import (
+    CaffemodelError,
+    CheckpointError,
+    DatasetError,
+    FcnError,
+    FormatError,
+    PrototxtError,
+    ShapeMismatchError,
+    UnsupportedLayerError,
+)
+from porting.layers import LAYER_TYPES
+from porting.net import CaffeNet, LoadReport, ParamInfo
+from porting.prototxt import parse_prototxt, parse_solver, read_prototxt, read_solver, to_text
+
+__all__ = [
+    "LAYER_TYPES",
+    "CaffeNet",
+    "CaffemodelError",
+    "CheckpointError",
+    "DatasetError",
+    "FcnError",
+    "FormatError",
+    "LoadReport",
+    "ParamInfo",
+    "PrototxtError",
+    "ShapeMismatchError",
+    "UnsupportedLayerError",
+    "iter_caffemodel",
+    "load",
+    "load_checkpoint",
+    "parse_prototxt",
+    "parse_solver",
+    "read_caffemodel",
+    "read_prototxt",
+    "read_solver",
+    "save_checkpoint",
+    "to_text",
+    "write_caffemodel",
+]

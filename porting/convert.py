@@ -1,0 +1,86 @@
+"""`python -m porting.convert`: Caffe prototxt + caffemodel -> one self-contained `.pt` checkpoint.
+
+The checkpoint holds the (phase-filtered) net definition and its weights, so
+`porting.load("model.pt")` needs no Caffe file afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from porting.checkpoint import save_checkpoint, stream_caffemodel
+from porting.errors import FcnError
+from porting.net import CaffeNet
+from porting.prototxt import read_prototxt
+
+BAR_WIDTH = 30
+
+
+class ProgressBar:
+    """A one-line bar on stderr: weights read so far against the caffemodel's size."""
+
+    def __init__(self, total_bytes: int, stream=None) -> None:
+        self.total = max(total_bytes, 1)
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = False
+
+    def __call__(self, layer: str, done: int) -> None:
+        self.started = True
+        fraction = min(done / self.total, 1.0)
+        filled = int(fraction * BAR_WIDTH)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {done / 2**20:7.1f} / {self.total / 2**20:.1f} MB  {layer[:32]:<32}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.started:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.started = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m porting.convert",
+        description="Convert a Caffe net (prototxt + caffemodel) into one self-contained PyTorch checkpoint "
+        "that porting.load() reads back without the Caffe files.",
+    )
+    parser.add_argument("--prototxt", required=True, type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
+    parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt); written atomically")
+    parser.add_argument(
+        "--phase", default="TEST", choices=("TRAIN", "TEST"), help="phase whose layers the checkpoint keeps (default: TEST)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    bar = None
+    try:
+        net = CaffeNet(read_prototxt(args.prototxt), phase=args.phase)
+        bar = None if args.quiet else ProgressBar(os.path.getsize(args.caffemodel))
+        report = net.load_blobs(stream_caffemodel(args.caffemodel, bar), source=str(args.caffemodel))
+        if bar is not None:
+            bar.finish()
+        save_checkpoint(net, args.out)
+    except (FcnError, OSError) as exc:
+        if bar is not None:
+            bar.finish()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if report.missing:
+        print(f"warning: no weights for {', '.join(report.missing)} (kept their fillers)", file=sys.stderr)
+    if report.ignored:
+        print(f"note: ignored weights of layers the net lacks: {', '.join(report.ignored)}", file=sys.stderr)
+    count = sum(p.numel() for p in net.parameters())
+    print(f"wrote {args.out}: {len(report.loaded)} layers with weights, {count:,} parameters", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

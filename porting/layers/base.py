@@ -1,0 +1,84 @@
+"""The interface every Caffe layer module implements, and helpers they share."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from porting import fillers
+from porting.errors import FormatError, PrototxtError
+from porting.proto import caffe_pb2
+
+Shape = tuple[int, ...]
+
+
+class CaffeLayer(nn.Module):
+    """One Caffe layer: bottoms in, a list of tops out, never writing into its inputs.
+
+    Learnable blobs are parameters named "0", "1", ... (Caffe's blob index), created on
+    the meta device with their filler remembered; `reset_parameters` materializes them,
+    so the net can infer shapes first and skip filling giant blobs twice.
+    """
+
+    #: layers whose tops are fed by the caller instead of computed (Input, data layers)
+    is_input = False
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
+        super().__init__()
+        self.layer_name = param.name
+        self.layer_type = param.type
+        self.phase = phase
+        self.num_bottoms = len(param.bottom)
+        self.num_tops = len(param.top)
+        self._fillers: list[caffe_pb2.FillerParameter] = []
+
+    def error(self, message: str) -> PrototxtError:
+        """An error located at this layer, for definitions that make no valid layer."""
+        return PrototxtError(f"layer '{self.layer_name}' ({self.layer_type})", message)
+
+    def bad_input(self, message: str) -> FormatError:
+        """An error for run-time inputs that do not fit this layer (wrong rank, channels, size)."""
+        return FormatError(f"layer '{self.layer_name}' ({self.layer_type}): {message}")
+
+    def expect_bottoms(self, *counts: int) -> None:
+        if self.num_bottoms not in counts:
+            wanted = " or ".join(str(c) for c in counts)
+            raise self.error(f"expected {wanted} bottom blob(s), found {self.num_bottoms}")
+
+    def add_blob(self, shape: Shape, filler: caffe_pb2.FillerParameter) -> None:
+        """Register the next learnable blob (index = number registered so far)."""
+        index = len(self._fillers)
+        shape = tuple(int(d) for d in shape)
+        self.register_parameter(str(index), nn.Parameter(torch.empty(shape, device="meta")))
+        self._fillers.append(filler)
+
+    def blob(self, index: int) -> Tensor:
+        return getattr(self, str(index))
+
+    def blobs(self) -> list[Tensor]:
+        return [self.blob(i) for i in range(len(self._fillers))]
+
+    def blob_shapes(self) -> list[Shape]:
+        """Caffe shapes of the learnable blobs, in blob-index order."""
+        return [tuple(b.shape) for b in self.blobs()]
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Fill every learnable blob with its Caffe filler (on CPU)."""
+        where = f"layer '{self.layer_name}'"
+        for index, filler in enumerate(self._fillers):
+            shape = tuple(self.blob(index).shape)
+            self.register_parameter(str(index), nn.Parameter(fillers.fill(filler, shape, generator, where)))
+
+    def forward(self, *bottoms: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+
+def constant_filler(value: float) -> caffe_pb2.FillerParameter:
+    return caffe_pb2.FillerParameter(type="constant", value=value)
+
+
+def canonical_axis(layer: CaffeLayer, axis: int, num_axes: int) -> int:
+    """Caffe's CanonicalAxisIndex: negative axes count from the end; out of range is an error."""
+    if not -num_axes <= axis < num_axes:
+        raise layer.error(f"axis {axis} out of range for a {num_axes}-D blob")
+    return axis % num_axes

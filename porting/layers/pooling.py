@@ -1,0 +1,114 @@
+"""Pooling with Caffe's output size and window clipping.
+
+Caffe (CEIL mode) outputs ceil((H + 2p - k) / s) + 1 windows and, only when p > 0, drops
+a last window that would start in the right padding. PyTorch's ceil mode drops it for
+p = 0 too, and PyTorch refuses p > k / 2; in those cases the layer pads explicitly and
+pools without padding, which reproduces Caffe exactly: MAX starts from -FLT_MAX (so an
+empty window gives -FLT_MAX) and AVE divides the zero-padded sum by Caffe's pool size
+(hend - hstart with hend clipped to H + p, so an empty window gives 0 / 0 = NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from porting.layers.base import CaffeLayer, Shape
+from porting.proto import caffe_pb2
+
+P = caffe_pb2.PoolingParameter
+FLT_MAX = float(torch.finfo(torch.float32).max)
+
+
+def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True) -> int:
+    """Caffe's PoolingLayer::Reshape output extent along one axis."""
+    span = (size + 2 * pad - kernel) / stride
+    pooled = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
+    if pad and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    pooled = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def _pair(param_hw: bool, single: int, h: int, w: int) -> tuple[int, int]:
+    return (int(h), int(w)) if param_hw else (int(single), int(single))
+
+
+class Pooling(CaffeLayer):
+    """Caffe Pooling (MAX, AVE; global_pooling; round_mode CEIL/FLOOR)."""
+
+    def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
+        super().__init__(param, bottom_shapes, phase)
+        self.expect_bottoms(1)
+        p = param.pooling_param
+        if p.pool not in (P.MAX, P.AVE):
+            raise self.error(f"pool method {P.PoolMethod.Name(p.pool)} is not supported (MAX, AVE)")
+        if len(bottom_shapes[0]) != 4:
+            raise self.error(f"expected a 4-D bottom (N, C, H, W), found shape {bottom_shapes[0]}")
+        self.is_max = p.pool == P.MAX
+        self.global_pooling = p.global_pooling
+        self.ceil_mode = p.round_mode == P.CEIL
+        self.pad = _pair(p.HasField("pad_h") or p.HasField("pad_w"), p.pad, p.pad_h, p.pad_w)
+        self.stride = _pair(p.HasField("stride_h") or p.HasField("stride_w"), p.stride, p.stride_h, p.stride_w)
+        if self.global_pooling:
+            if any(self.pad) or self.stride != (1, 1):
+                raise self.error("global pooling takes no pad and stride 1")
+            self.kernel = (0, 0)
+        else:
+            self.kernel = _pair(p.HasField("kernel_h") or p.HasField("kernel_w"), p.kernel_size, p.kernel_h, p.kernel_w)
+            if min(self.kernel) <= 0 or min(self.stride) <= 0:
+                raise self.error(f"kernel {self.kernel} and stride {self.stride} must be positive")
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        if self.global_pooling:
+            return 1, 1
+        return tuple(
+            caffe_pooled_size(n, k, s, p, self.ceil_mode)
+            for n, k, s, p in zip((height, width), self.kernel, self.stride, self.pad)
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if x.dim() != 4:
+            raise self.bad_input(f"expected a 4-D input (N, C, H, W), found {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if self.global_pooling:
+            reduce = torch.amax if self.is_max else torch.mean
+            return [reduce(x, dim=(2, 3), keepdim=True)]
+        out = self.output_size(height, width)
+        if min(out) <= 0:
+            raise self.bad_input(f"input {height}x{width} is too small for kernel {self.kernel} with pad {self.pad}")
+        native = all(
+            o == _torch_pooled_size(n, k, s, p, self.ceil_mode) and 2 * p <= k
+            for o, n, k, s, p in zip(out, (height, width), self.kernel, self.stride, self.pad)
+        )
+        if native:
+            if self.is_max:
+                return [F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)]
+            return [F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode, count_include_pad=True)]
+        return [self._explicit(x, out)]
+
+    def _explicit(self, x: Tensor, out: tuple[int, int]) -> Tensor:
+        """Pad to exactly the extent Caffe's windows cover, then pool without padding."""
+        extents = [(o - 1) * s + k for o, s, k in zip(out, self.stride, self.kernel)]
+        right = [e - n - p for e, n, p in zip(extents, x.shape[-2:], self.pad)]
+        padding = (self.pad[1], right[1], self.pad[0], right[0])
+        if self.is_max:
+            return F.max_pool2d(F.pad(x, padding, value=-FLT_MAX), self.kernel, self.stride)
+        summed = F.avg_pool2d(F.pad(x, padding), self.kernel, self.stride, divisor_override=1)
+        sizes = [
+            torch.minimum(torch.arange(o) * s - p + k, torch.tensor(n + p)) - (torch.arange(o) * s - p)
+            for o, s, p, k, n in zip(out, self.stride, self.pad, self.kernel, x.shape[-2:])
+        ]
+        pool_size = (sizes[0][:, None] * sizes[1][None, :]).to(device=x.device, dtype=x.dtype)
+        return summed / pool_size

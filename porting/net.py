@@ -1,0 +1,318 @@
+"""`CaffeNet`: runs a Caffe net definition as a torch module, layer by layer, as Caffe does.
+
+Blobs are names; every layer reads its bottoms by name and binds its tops to new
+tensors, so an in-place layer (top == bottom) simply rebinds the name and what earlier
+layers computed is never overwritten. Shapes are inferred at construction by running
+every layer on meta tensors, which catches inconsistent definitions before any weight
+is allocated; at run time the net takes whatever spatial size it is given.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from porting.errors import FcnError, FormatError, PrototxtError, ShapeMismatchError, UnsupportedLayerError
+from porting.layers import LOSS_TYPES, CaffeLayer, DataLayerSpec, make_layer
+from porting.netstate import filter_phase
+from porting.proto import caffe_pb2
+from porting.upgrade import upgrade_net
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One learnable blob with the multipliers its layer's `param { }` gives (default 1 / 1)."""
+
+    layer: str
+    index: int
+    parameter: nn.Parameter
+    lr_mult: float
+    decay_mult: float
+
+
+@dataclass
+class LoadReport:
+    """What `load_blobs` did: layers loaded, source layers the net lacks, net layers the source lacks."""
+
+    loaded: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    layer: CaffeLayer
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+
+
+def module_name(layer_name: str) -> str:
+    """The submodule (and state_dict prefix) of a layer: "." becomes U+2024, which torch allows."""
+    return layer_name.replace(".", "\u2024")
+
+
+def legacy_shape_matches(found: Shape, expected: Shape) -> bool:
+    """Caffe's Blob::ShapeEquals for legacy (num, channels, height, width) blobs:
+    the expected shape, left-padded with ones to 4-D, equals the stored one."""
+    return len(found) == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == tuple(found)
+
+
+def _needs_upgrade(net: caffe_pb2.NetParameter) -> bool:
+    return bool(net.layers or net.input or net.input_shape or net.input_dim)
+
+
+class CaffeNet(nn.Module):
+    """A Caffe net as a torch module.
+
+    `forward` takes the inputs positionally (in `inputs` order) or by blob name and returns
+    {output blob name: tensor}; `trace` returns every layer's first top as it was computed.
+    Parameters are registered per layer as `<layer name>.<blob index>`.
+    """
+
+    def __init__(
+        self,
+        net_param: caffe_pb2.NetParameter,
+        phase: str = "TEST",
+        input_shapes: Mapping[str, Shape] | None = None,
+    ) -> None:
+        super().__init__()
+        self.phase = phase.upper()
+        if self.phase not in ("TRAIN", "TEST"):
+            raise ValueError(f"phase must be 'TRAIN' or 'TEST', got {phase!r}")
+        if _needs_upgrade(net_param):
+            net_param = upgrade_net(net_param)
+        self.net_param = filter_phase(net_param, self.phase)
+        self.inputs: list[str] = []
+        self.data_layers: dict[str, DataLayerSpec] = {}
+        self.input_shapes: dict[str, Shape] = {}
+        self._steps: list[_Step] = []
+        self._layers: dict[str, CaffeLayer] = {}
+        self._build(dict(input_shapes or {}))
+        self.outputs: list[str] = self._find_outputs()
+        consumed = {b for step in self._steps for b in step.bottoms}
+        self._consumed_inputs = [name for name in self.inputs if name in consumed]
+        self._check_shared_params()
+
+    def _build(self, input_shapes: dict[str, Shape]) -> None:
+        meta: dict[str, Tensor] = {}
+        for index, param in enumerate(self.net_param.layer):
+            name = param.name
+            where = f"layer '{name}'" if name else f"layer #{index}"
+            if not name:
+                raise PrototxtError(where, "every layer needs a name")
+            if name in self._layers:
+                raise PrototxtError(where, "duplicate layer name")
+            missing = [b for b in param.bottom if b not in meta]
+            if missing:
+                raise PrototxtError(where, f"unknown bottom blob(s) {', '.join(missing)}: no earlier layer produces them")
+            layer = make_layer(param, [tuple(meta[b].shape) for b in param.bottom], self.phase)
+            if layer.is_input:
+                self._bind_input_shapes(layer, param, input_shapes, meta, where)
+            else:
+                self._infer_tops(layer, param, meta, where)
+            layer.reset_parameters()
+            try:
+                self.add_module(module_name(name), layer)
+            except KeyError:
+                raise PrototxtError(where, "this layer name is reserved by CaffeNet (rename the layer)") from None
+            self._layers[name] = layer
+            self._steps.append(_Step(name, layer, tuple(param.bottom), tuple(param.top)))
+
+    def _bind_input_shapes(self, layer, param, input_shapes, meta, where) -> None:
+        for top, shape in zip(param.top, layer.top_shapes):
+            shape = tuple(input_shapes.get(top, shape) or ())
+            if not shape:
+                raise PrototxtError(where, f"no shape known for input '{top}': pass input_shapes={{'{top}': (N, C, H, W)}}")
+            meta[top] = torch.empty(shape, device="meta")
+            self.input_shapes[top] = shape
+            if top not in self.inputs:
+                self.inputs.append(top)
+        if layer.spec is not None:
+            self.data_layers[param.name] = layer.spec
+
+    @staticmethod
+    def _infer_tops(layer, param, meta, where) -> None:
+        bottoms = [meta[b] for b in param.bottom]
+        try:
+            tops = layer(*bottoms)
+        except FcnError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as exc:
+            shapes = ", ".join(str(tuple(b.shape)) for b in bottoms)
+            raise PrototxtError(where, f"cannot run on bottom shapes {shapes}: {exc}") from None
+        if len(tops) != len(param.top):
+            raise PrototxtError(where, f"computes {len(tops)} top(s) but declares {len(param.top)}")
+        meta.update(zip(param.top, tops))
+
+    def _find_outputs(self) -> list[str]:
+        """Caffe's rule: blobs still available after every layer consumed its bottoms."""
+        available: dict[str, None] = {}
+        for step in self._steps:
+            for b in step.bottoms:
+                available.pop(b, None)
+            for t in step.tops:
+                available[t] = None
+        return list(available)
+
+    def _check_shared_params(self) -> None:
+        seen: dict[str, str] = {}
+        for param in self.net_param.layer:
+            for spec in param.param:
+                if spec.name and spec.name in seen:
+                    raise UnsupportedLayerError(
+                        f"layer '{param.name}': parameter '{spec.name}' is shared with layer '{seen[spec.name]}'; "
+                        "shared parameters are not supported"
+                    )
+                if spec.name:
+                    seen[spec.name] = param.name
+
+    @property
+    def layers(self) -> dict[str, CaffeLayer]:
+        """Layer name -> module, in execution order."""
+        return dict(self._layers)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Top blob -> weight in the total loss (Caffe: `loss_weight`, default 1 for a loss layer's first top)."""
+        weights = {}
+        for param in self.net_param.layer:
+            given = list(param.loss_weight)
+            if not given and param.type in LOSS_TYPES:
+                given = [1.0]
+            weights.update((t, float(w)) for t, w in zip(param.top, given) if w)
+        return weights
+
+    def _bind(self, args: tuple, kwargs: dict) -> dict[str, Tensor]:
+        if len(args) > len(self.inputs):
+            raise TypeError(f"the net takes {len(self.inputs)} input(s) {self.inputs}, got {len(args)} positional")
+        blobs = dict(zip(self.inputs, args))
+        for name, value in kwargs.items():
+            if name not in self.inputs:
+                raise TypeError(f"'{name}' is not an input of the net; inputs are {self.inputs}")
+            if name in blobs:
+                raise TypeError(f"input '{name}' given twice")
+            blobs[name] = value
+        absent = [name for name in self._consumed_inputs if name not in blobs]
+        if absent:
+            raise TypeError(f"missing input(s) {absent}; the net takes {self.inputs}")
+        for name, value in blobs.items():
+            if not isinstance(value, Tensor):
+                raise TypeError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}")
+        return blobs
+
+    def _run(self, blobs: dict[str, Tensor], record: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        for step in self._steps:
+            if step.layer.is_input:
+                if record is not None and step.tops and step.tops[0] in blobs:
+                    record[step.name] = blobs[step.tops[0]]
+                continue
+            bottoms = [blobs[b] for b in step.bottoms]
+            try:
+                tops = step.layer(*bottoms)
+            except FcnError:
+                raise
+            except RuntimeError as exc:
+                shapes = ", ".join(str(tuple(b.shape)) for b in bottoms)
+                raise FormatError(f"layer '{step.name}' ({step.layer.layer_type}) on inputs {shapes}: {exc}") from exc
+            blobs.update(zip(step.tops, tops))
+            if record is not None and tops:
+                record[step.name] = tops[0].detach()
+        return blobs
+
+    def forward(self, *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
+        """Run the net; returns {output blob: tensor} for every net output that was computed."""
+        blobs = self._run(self._bind(args, kwargs), None)
+        return {name: blobs[name] for name in self.outputs if name in blobs}
+
+    @torch.no_grad()
+    def trace(self, *args: Tensor, **kwargs: Tensor) -> OrderedDict[str, Tensor]:
+        """Layer name -> the first top that layer computed, in execution order.
+
+        No layer writes in place, so a value here is what the layer produced even when
+        a later in-place layer (ReLU) rebinds the blob name: `conv1_1` is pre-ReLU.
+        """
+        record: OrderedDict[str, Tensor] = OrderedDict()
+        self._run(self._bind(args, kwargs), record)
+        return record
+
+    def param_specs(self) -> list[ParamInfo]:
+        """Every learnable blob with its lr_mult / decay_mult, in layer and blob order."""
+        infos = []
+        for param in self.net_param.layer:
+            layer = self._layers[param.name]
+            for index, blob in enumerate(layer.blobs()):
+                spec = param.param[index] if index < len(param.param) else caffe_pb2.ParamSpec()
+                infos.append(ParamInfo(param.name, index, blob, spec.lr_mult, spec.decay_mult))
+        return infos
+
+    def load_blobs(
+        self,
+        blobs: Mapping[str, list[np.ndarray]] | Iterable[tuple[str, list[np.ndarray]]],
+        source: str = "",
+        strict: bool = False,
+    ) -> LoadReport:
+        """Copy Caffe blobs into the layers of the same name, as Caffe's CopyTrainedLayersFrom.
+
+        Shapes must match exactly, or as legacy 4-D dims (left-padded with ones). Source
+        layers the net lacks are ignored and net layers the source lacks keep their values,
+        unless `strict`. Accepts a mapping or an iterable of (name, blobs) pairs, so a
+        caffemodel can stream in layer by layer.
+        """
+        report = LoadReport()
+        items = blobs.items() if isinstance(blobs, Mapping) else blobs
+        for name, arrays in items:
+            layer = self._layers.get(name)
+            if layer is None or not layer.blob_shapes():
+                if len(arrays):
+                    report.ignored.append(name)
+                continue
+            self._copy_layer(name, layer, arrays, source)
+            report.loaded.append(name)
+        loaded = set(report.loaded)
+        report.missing = [n for n, layer in self._layers.items() if layer.blob_shapes() and n not in loaded]
+        if strict and (report.missing or report.ignored):
+            origin = f"{source}: " if source else ""
+            raise FormatError(
+                f"{origin}weights do not cover the net exactly: net layers without weights {report.missing}, "
+                f"weights for layers the net lacks {report.ignored}"
+            )
+        return report
+
+    @staticmethod
+    def _copy_layer(name: str, layer: CaffeLayer, arrays: list[np.ndarray], source: str) -> None:
+        targets = layer.blobs()
+        if len(arrays) != len(targets):
+            origin = f"{source}: " if source else ""
+            raise FormatError(f"{origin}layer '{name}': expected {len(targets)} blob(s), found {len(arrays)}")
+        for index, (array, target) in enumerate(zip(arrays, targets)):
+            expected, found = tuple(target.shape), tuple(np.shape(array))
+            if found != expected and not legacy_shape_matches(found, expected):
+                raise ShapeMismatchError(name, index, expected, found, source)
+        with torch.no_grad():
+            for array, target in zip(arrays, targets):
+                values = np.asarray(array, dtype=np.float32).reshape(target.shape)
+                if target.device.type == "cpu":
+                    target.detach().numpy()[...] = values
+                else:
+                    target.copy_(torch.tensor(values))
+
+    def blobs_numpy(self) -> dict[str, list[np.ndarray]]:
+        """Layer name -> its learnable blobs as read-only float32 arrays in Caffe shapes (CPU views)."""
+        out = {}
+        for name, layer in self._layers.items():
+            arrays = []
+            for blob in layer.blobs():
+                array = blob.detach().cpu().numpy()
+                array.flags.writeable = False
+                arrays.append(array)
+            if arrays:
+                out[name] = arrays
+        return out

@@ -1,0 +1,142 @@
+"""Weight surgery: how FCNs are initialized from a classifier or from the previous stage.
+
+FCN training never starts from random weights: FCN-32s starts from the ILSVRC VGG16
+classifier with its fully connected layers recast as convolutions, each later stage
+starts from the previous one, and every upsampling Deconvolution starts as bilinear
+interpolation. These are the authors' `surgery.transplant` and `surgery.interp` steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from .errors import ShapeMismatchError
+
+
+def bilinear_kernel(channels: int, kernel_size: int) -> np.ndarray:
+    """A (channels, channels, k, k) Deconvolution weight that upsamples each channel bilinearly.
+
+    The 2-D filter is the authors' `upsample_filt`: with factor = (k + 1) // 2 and the
+    center at factor - 1 (odd k) or factor - 0.5 (even k), tap (y, x) weighs
+    (1 - |x - center| / factor) * (1 - |y - center| / factor). With kernel 2s and stride s
+    this is exact linear interpolation between input pixels placed s apart. The weight is
+    diagonal so channels (classes) never mix.
+    """
+    if channels < 1 or kernel_size < 1:
+        raise ValueError(f"bilinear_kernel needs channels >= 1 and kernel_size >= 1, got {channels}, {kernel_size}")
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    taps = 1 - np.abs(np.arange(kernel_size, dtype=np.float64) - center) / factor
+    filt = np.outer(taps, taps).astype(np.float32)
+    weight = np.zeros((channels, channels, kernel_size, kernel_size), dtype=np.float32)
+    weight[np.arange(channels), np.arange(channels)] = filt
+    return weight
+
+
+def set_bilinear_upsampling(net, layers: Iterable[str] | None = None) -> list[str]:
+    """Set every Deconvolution layer (or only `layers`) to bilinear interpolation.
+
+    The weight must be square and either (C, C, k, k) (diagonal fill) or (C, 1, k, k)
+    (one filter per channel, `group: C`), as in the authors' `interp`. Returns the
+    names of the layers it set.
+    """
+    deconvs = [layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"]
+    if layers is None:
+        names = deconvs
+    else:
+        names = list(layers)
+        unknown = [name for name in names if name not in deconvs]
+        if unknown:
+            raise ValueError(f"not Deconvolution layers of this net: {', '.join(unknown)}")
+    current = net.blobs_numpy()
+    updated: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        weight = current[name][0]
+        c_in, c_out, kh, kw = weight.shape
+        if kh != kw:
+            raise ShapeMismatchError(name, 0, (c_in, c_out, kh, kh), weight.shape, "bilinear upsampling needs a square kernel")
+        if c_out == c_in:
+            new = bilinear_kernel(c_in, kh)
+        elif c_out == 1:
+            new = np.repeat(bilinear_kernel(1, kh), c_in, axis=0)
+        else:
+            raise ShapeMismatchError(
+                name, 0, (c_in, c_in, kh, kw), weight.shape, "bilinear upsampling needs input channels == output channels or group == channels"
+            )
+        updated[name] = [new] + current[name][1:]
+    net.load_blobs(updated, source="bilinear upsampling", strict=False)
+    return names
+
+
+@dataclass
+class TransplantReport:
+    """What `transplant` did with each source blob, for the training log."""
+
+    copied: list[str] = field(default_factory=list)
+    coerced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    untouched: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one line per category that is not empty."""
+        out = []
+        for title, items in (
+            ("copied", self.copied),
+            ("coerced", self.coerced),
+            ("skipped", self.skipped),
+            ("kept initial values", self.untouched),
+        ):
+            if items:
+                out.append(f"{title}: {', '.join(items)}")
+        return out
+
+
+def _squeeze_legacy(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Legacy 4-D blob dims pad with leading ones (num, channels, height, width)."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return tuple(dims)
+
+
+def transplant(net, blobs: dict[str, list[np.ndarray]]) -> TransplantReport:
+    """Copy `blobs` into `net` by layer name, reshaping where only the shape differs.
+
+    A blob with the same number of elements is copied in its memory order, which turns
+    an InnerProduct weight into the equivalent convolution kernel (VGG16 fc6
+    4096x25088 -> 4096x512x7x7, fc7 -> 4096x4096x1x1). Layers the net lacks (fc8) and
+    blobs whose element count differs are skipped and reported; layers the source lacks
+    keep their initial values (zero for the score layers, as Caffe's constant filler).
+    """
+    report = TransplantReport()
+    current = net.blobs_numpy()
+    updated: dict[str, list[np.ndarray]] = {}
+    for name, source_blobs in blobs.items():
+        if not len(source_blobs):
+            continue
+        if name not in current:
+            report.skipped.append(f"{name} (not in the net)")
+            continue
+        target_blobs = list(current[name])
+        for index, source in enumerate(source_blobs):
+            label = f"{name}.{index}"
+            if index >= len(target_blobs):
+                report.skipped.append(f"{label} (the net's layer has {len(target_blobs)} blobs)")
+                continue
+            target = target_blobs[index]
+            source = np.asarray(source, dtype=np.float32)
+            if source.size != target.size:
+                report.skipped.append(f"{label} ({tuple(source.shape)} cannot become {tuple(target.shape)})")
+                continue
+            target_blobs[index] = source.reshape(target.shape).copy()
+            if _squeeze_legacy(source.shape) == _squeeze_legacy(target.shape):
+                report.copied.append(label)
+            else:
+                report.coerced.append(f"{label} {tuple(source.shape)} -> {tuple(target.shape)}")
+        updated[name] = target_blobs
+    report.untouched = [name for name in current if name not in blobs and current[name]]
+    net.load_blobs(updated, source="transplant", strict=False)
+    return report

@@ -1,0 +1,123 @@
+"""Pooling: Caffe's output size (ceil, last window clipped to start inside the padded input),
+AVE divisors, and the pad-0 kernel < stride window past the input, against OpenCV and a
+direct transcription of Caffe's pooling loops."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import compare_with_opencv, layer_net, random_inputs
+from porting.layers.pooling import caffe_pooled_size
+
+FLT_MAX = np.finfo(np.float32).max
+
+
+def caffe_pool(x: np.ndarray, pool: str, k: tuple, s: tuple, p: tuple, out: tuple) -> np.ndarray:
+    """Caffe's PoolingLayer::Forward_cpu loops, written out in numpy (float64)."""
+    n, c, height, width = x.shape
+    top = np.empty((n, c, *out))
+    for ph, pw in np.ndindex(*out):
+        hstart, wstart = ph * s[0] - p[0], pw * s[1] - p[1]
+        hend, wend = min(hstart + k[0], height + p[0]), min(wstart + k[1], width + p[1])
+        pool_size = (hend - hstart) * (wend - wstart)
+        hstart, wstart = max(hstart, 0), max(wstart, 0)
+        hend, wend = min(hend, height), min(wend, width)
+        window = x[:, :, hstart:hend, wstart:wend].reshape(n, c, -1)
+        if pool == "MAX":
+            top[:, :, ph, pw] = np.maximum(window.max(axis=2), -FLT_MAX) if window.shape[2] else -FLT_MAX
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                top[:, :, ph, pw] = window.sum(axis=2) / np.float64(pool_size)
+    return top
+
+
+def pool_net(pool, kernel, stride, pad, shape, extra=""):
+    return layer_net(
+        f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param {{ pool: {pool} '
+        f"kernel_size: {kernel} stride: {stride} pad: {pad} {extra} }} }}",
+        data=shape,
+    )
+
+
+def test_pooled_size_is_caffe_ceil_with_clip():
+    assert caffe_pooled_size(5, 2, 2, 0) == 3  # ceil(3/2)+1: the last window covers one row
+    assert caffe_pooled_size(5, 2, 2, 1) == 3  # ceil(5/2)+1 = 4, but window 3 would start in the right padding
+    assert caffe_pooled_size(7, 3, 2, 1) == 4
+    assert caffe_pooled_size(4, 1, 2, 0) == 3  # pad 0: the window starting at 4 (past the input) is kept
+    assert caffe_pooled_size(5, 2, 2, 0, ceil_mode=False) == 2
+
+
+ODD_CASES = [
+    (kernel, stride, pad, size)
+    for kernel, stride, pad in [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1), (3, 3, 1), (2, 1, 1), (5, 3, 2)]
+    for size in [(7, 9), (10, 5)]
+]
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("kernel, stride, pad, size", ODD_CASES)
+def test_pooling_matches_opencv_and_caffe_loops(tmp_path, pool, kernel, stride, pad, size):
+    net = pool_net(pool, kernel, stride, pad, (2, 3, *size))
+    inputs = random_inputs(net, seed=sum(size) + kernel)
+    out = net(torch.from_numpy(inputs["data"]))["pool"].numpy()
+    expected_size = tuple(caffe_pooled_size(n, kernel, stride, pad) for n in size)
+    assert out.shape[2:] == expected_size
+    expected = caffe_pool(inputs["data"].astype(np.float64), pool, (kernel,) * 2, (stride,) * 2, (pad,) * 2, expected_size)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert compare_with_opencv(net, tmp_path, inputs)["pool"] < 1e-4
+
+
+def test_average_pooling_divides_by_window_clipped_to_padded_input():
+    # 3x3 input of ones, k=3 s=2 p=1 -> 2x2 output. Window (0, 0) spans padded rows -1..1:
+    # 9 cells, 4 of them real -> 4/9. Window (1, 1) starts at 1 and is clipped to the padded
+    # extent (rows 1..3, 3 = H + p - 1): 9 cells, 4 real -> 4/9 as well.
+    net = pool_net("AVE", 3, 2, 1, (1, 1, 3, 3))
+    out = net(torch.ones(1, 1, 3, 3))["pool"][0, 0]
+    np.testing.assert_allclose(out.numpy(), np.full((2, 2), 4 / 9), rtol=1e-6)
+    # 4x4 ones, k=3 s=2 p=1 -> 3x3 (ceil(3/2)+1 = 3; window 2 starts at 3 < 4 + 1). Window 2
+    # covers padded rows 3..4 only (hend = min(3 + 3, 4 + 1) = 5): 2 rows, 1 real.
+    net = pool_net("AVE", 3, 2, 1, (1, 1, 4, 4))
+    out = net(torch.ones(1, 1, 4, 4))["pool"][0, 0].numpy()
+    rows = np.array([2 / 3, 1.0, 1 / 2])  # real / counted cells per axis: 2/3, 3/3, 1/2
+    np.testing.assert_allclose(out, np.outer(rows, rows), rtol=1e-6)
+
+
+def test_window_starting_past_the_input_is_kept_as_caffe_does():
+    # pad 0, kernel 1 < stride 2, H = W = 4: Caffe makes 3x3 windows starting at 0, 2, 4;
+    # the one at 4 is empty: MAX leaves -FLT_MAX, AVE divides 0 by pool size 0 (NaN).
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    top = pool_net("MAX", 1, 2, 0, (1, 1, 4, 4))(x)["pool"][0, 0].numpy()
+    assert top.shape == (3, 3)
+    np.testing.assert_array_equal(top[:2, :2], [[0, 2], [8, 10]])
+    assert np.all(top[2, :] == -FLT_MAX) and np.all(top[:, 2] == -FLT_MAX)
+    ave = pool_net("AVE", 1, 2, 0, (1, 1, 4, 4))(x)["pool"][0, 0].numpy()
+    np.testing.assert_array_equal(ave[:2, :2], [[0, 2], [8, 10]])
+    assert np.isnan(ave[2, :]).all() and np.isnan(ave[:, 2]).all()
+    expected = caffe_pool(x.numpy().astype(np.float64), "AVE", (1, 1), (2, 2), (0, 0), (3, 3))[0, 0]
+    np.testing.assert_array_equal(np.isnan(ave), np.isnan(expected))
+
+
+def test_global_pooling_and_floor_rounding():
+    x = torch.randn(2, 3, 5, 7)
+    out = layer_net(
+        'layer { name: "g" type: "Pooling" bottom: "data" top: "g" pooling_param { pool: AVE global_pooling: true } }'
+        'layer { name: "m" type: "Pooling" bottom: "data" top: "m" pooling_param { pool: MAX global_pooling: true } }'
+        'layer { name: "f" type: "Pooling" bottom: "data" top: "f" '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR } }",
+        data=(2, 3, 5, 7),
+    )(x)
+    np.testing.assert_allclose(out["g"].numpy()[..., 0, 0], x.numpy().mean(axis=(2, 3)), rtol=1e-5)
+    np.testing.assert_array_equal(out["m"].numpy()[..., 0, 0], x.numpy().max(axis=(2, 3)))
+    assert out["f"].shape[2:] == (math.floor(3 / 2) + 1, math.floor(5 / 2) + 1)
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_pad_larger_than_half_kernel_matches_caffe_loops(pool):
+    # Caffe allows any pad < kernel; PyTorch's pooling refuses pad > kernel / 2.
+    net = pool_net(pool, 3, 2, 2, (1, 2, 6, 5))
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 5)).astype(np.float32)
+    out = net(torch.from_numpy(x))["pool"].numpy()
+    size = tuple(caffe_pooled_size(n, 3, 2, 2) for n in (6, 5))
+    np.testing.assert_allclose(out, caffe_pool(x.astype(np.float64), pool, (3, 3), (2, 2), (2, 2), size), rtol=1e-5, atol=1e-6)
