@@ -221,12 +221,16 @@ def main(argv: list[str] | None = None) -> int:
                 name=source.name,
             )
             del net
-        if args.json:
-            write_json(results, args.json)
     except FcnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(args.split, len(dataset), results, markdown=args.format == "markdown"))
+    if args.json:
+        try:
+            write_json(results, args.json)
+        except OSError as error:
+            print(f"error: cannot write {args.json}: {error.strerror or error}", file=sys.stderr)
+            return 2
     return 0
 
 

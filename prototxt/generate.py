@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         for path in outdated:
             print(f"stale: {out_dir / path}", file=sys.stderr)
         return 1 if outdated else 0
-    write(out_dir, files)
+    try:
+        write(out_dir, files)
+    except OSError as error:
+        print(f"prototxt.generate: cannot write under {out_dir}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print(f"wrote {len(files)} files under {out_dir}")
     return 0
 

@@ -100,13 +100,14 @@ def load_snapshot(path: Path, net: nn.Module, solver: CaffeSGD) -> dict[str, Any
         raise CheckpointError(f"{path}: snapshot version {content.get('version')}, expected {VERSION}")
     try:
         net.load_state_dict(content["net"], strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the net: {error}") from None
-    try:
         solver.load_state_dict(content["solver"])
+        return dict(content["trainer"])
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    return content["trainer"]
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the net: {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: incomplete or damaged snapshot ({type(error).__name__}: {error})") from None
 
 
 def latest_snapshot(directory: Path) -> Path | None:
