@@ -1,0 +1,277 @@
+"""`python -m reproduce.stage`: train one stage of the FCN recipe, as the authors' solve.py does.
+
+    python -m reproduce.stage fcn32s --out RUNS --sbd-root SBD --voc-root VOC --base-weights VGG16.caffemodel
+    python -m reproduce.stage fcn16s --out RUNS --sbd-root SBD --voc-root VOC   # from RUNS/fcn32s
+    python -m reproduce.stage fcn8s  --out RUNS --sbd-root SBD --voc-root VOC   # from RUNS/fcn16s
+
+Each stage writes `RUNS/<stage>/`: the generated train/val/deploy/solver prototxt files
+(for the chosen preset, class count and width), log.csv / log.jsonl / loss.png,
+snapshots, and final.caffemodel. Initial weights: FCN-32s and the at-once FCN-8s from
+the VGG16 classifier (fc6/fc7 cast to convolutions by `porting.surgery.transplant`);
+FCN-16s from RUNS/fcn32s/final.caffemodel and FCN-8s from RUNS/fcn16s, unless
+--base-weights names another file. Layers the source lacks keep Caffe's initial values
+(zero score layers); new upsamplings start bilinear. Training set: SBD train;
+validation: VOC2011 seg11valid, scored every --eval-every updates and logged as mean IU.
+Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import porting
+from eval.infer import score
+from porting.errors import FcnError
+from porting.proto import caffe_pb2
+from porting.prototxt import to_text
+from porting.surgery import set_bilinear_upsampling, transplant
+from prototxt import fcn
+from reproduce.datasets import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
+from reproduce.distributed import DistContext, init_distributed, shutdown
+from reproduce.presets import PRESETS, solver_parameter
+from reproduce.solver import CaffeSGD, SolverConfig
+from reproduce.train import TrainConfig, TrainResult, Trainer
+
+STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+#: the stage whose final weights each stage starts from; None: the VGG16 classifier
+PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+
+VGG16_HELP = (
+    "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
+    "VGG_ILSVRC_16_layers_deploy.prototxt): get it from the Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or "
+    "the Oxford VGG very-deep-networks page (http://www.robots.ox.ac.uk/~vgg/research/very_deep/)"
+)
+DATA_HELP = (
+    "training needs SBD (--sbd-root: the dataset/ folder of benchmark.tgz from the Berkeley semantic contours "
+    "page, with img/, cls/, train.txt) and validation needs PASCAL VOC 2011 (--voc-root: the folder holding "
+    "VOC2011/, usually VOCdevkit, from http://host.robots.ox.ac.uk/pascal/VOC/)"
+)
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Everything one stage run needs; the CLI's arguments, parsed."""
+
+    stage: str
+    out: Path
+    voc_root: Path | None = None
+    sbd_root: Path | None = None
+    base_weights: Path | None = None
+    preset: str = "heavy"
+    max_iter: int | None = None
+    images_per_update: int | None = None
+    classes: int = 21
+    width: float = 1.0
+    ids: Path | None = None
+    eval_every: int | None = None
+    eval_images: int | None = None
+    resume: bool = False
+    device: str | None = None
+    seed: int = 1337
+
+
+def net_name(stage: str) -> str:
+    """The authors' directory name of a stage's net (`prototxt.fcn.NETS`)."""
+    return f"voc-{stage}"
+
+
+def initial_weights(options: StageOptions) -> Path:
+    """The caffemodel a stage starts from, or a clear error saying where to get it."""
+    previous = PREVIOUS[options.stage]
+    if options.base_weights is not None:
+        path = options.base_weights
+        if not path.is_file():
+            hint = VGG16_HELP if previous is None else f"the trained {previous} weights"
+            raise FcnError(f"{path}: --base-weights file not found; {options.stage} starts from {hint}")
+        return path
+    if previous is None:
+        raise FcnError(f"{options.stage} starts from a classifier: pass --base-weights FILE, {VGG16_HELP}")
+    path = options.out / previous / "final.caffemodel"
+    if not path.is_file():
+        raise FcnError(
+            f"{path}: not found; {options.stage} starts from the trained {previous}: run "
+            f"`python -m reproduce.stage {previous} --out {options.out} ...` first, or pass --base-weights"
+        )
+    return path
+
+
+def check_data(options: StageOptions, evaluating: bool) -> None:
+    if options.sbd_root is None and options.voc_root is None:
+        raise FcnError(
+            f"no dataset given: {DATA_HELP}. To try the whole pipeline without downloads, run "
+            "`python -m reproduce.demo --out DIR` (built-in synthetic data)"
+        )
+    if options.sbd_root is None:
+        raise FcnError(f"--sbd-root is missing: {DATA_HELP}")
+    if evaluating and options.voc_root is None:
+        raise FcnError(f"--voc-root is missing (or pass --eval-every 0 to train without validation): {DATA_HELP}")
+
+
+def definitions(options: StageOptions) -> dict[str, Definition]:
+    """The stage's train/val/deploy nets and solver for the chosen preset, classes and width."""
+    name = net_name(options.stage)
+    recipe = PRESETS[options.preset]
+    data_params = {
+        "train": {"sbdd_dir": str(options.sbd_root), "seed": options.seed, "split": "train", "mean": MEAN_BGR},
+        "val": {"voc_dir": str(Path(options.voc_root or "") / "VOC2011"), "seed": options.seed,
+                "split": "seg11valid", "mean": MEAN_BGR},
+        "deploy": None,
+    }
+    messages: dict[str, Definition] = {
+        split: fcn.build(
+            name, split, num_classes=options.classes, width=options.width, normalize_loss=recipe.normalize_loss,
+            learn_skip_upsampling=recipe.learn_skip_upsampling, data_params=params,
+        )
+        for split, params in data_params.items()
+    }
+    solver = solver_parameter(options.preset, name)
+    if options.max_iter is not None:
+        solver.max_iter = options.max_iter
+    if options.images_per_update is not None:
+        solver.iter_size = options.images_per_update
+    solver.random_seed = options.seed
+    messages["solver"] = solver
+    return messages
+
+
+def validation_set(options: StageOptions) -> VOCSegmentation:
+    """seg11valid (or the --ids list), the first --eval-images of it when given."""
+    ids = seg11valid_ids(options.voc_root, options.sbd_root, options.ids)
+    if options.eval_images is not None:
+        ids = ids[: options.eval_images]
+    return VOCSegmentation(options.voc_root, "2011", "seg11valid", ids=ids, sbd_root=options.sbd_root,
+                           num_classes=options.classes)
+
+
+def make_evaluator(dataset: VOCSegmentation, deploy: caffe_pb2.NetParameter, device: torch.device, num_classes: int):
+    """Score the training net's current weights on `dataset` through a deploy net."""
+    deploy_net = porting.CaffeNet(deploy, phase="TEST").to(device)
+
+    def evaluate(net: torch.nn.Module) -> dict[str, float]:
+        deploy_net.load_state_dict(net.state_dict())
+        result = score(deploy_net, dataset, progress=False, num_classes=num_classes)
+        return {key: result[key] for key in METRICS}
+
+    return evaluate
+
+
+def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) -> TrainResult:
+    """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
+    ctx = ctx or init_distributed()
+    device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
+    recipe = PRESETS[options.preset]
+    if net_name(options.stage) not in recipe.base_lr:
+        raise FcnError(f"the {options.preset} preset has no {options.stage}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
+    eval_every = recipe.snapshot if options.eval_every is None else options.eval_every
+    check_data(options, evaluating=eval_every > 0)
+    weights = initial_weights(options)
+    dataset = SBDSegmentation(options.sbd_root, "train", num_classes=options.classes)
+    validation = validation_set(options) if eval_every > 0 else None
+    directory = options.out / options.stage
+    directory.mkdir(parents=True, exist_ok=True)
+    files = definitions(options)
+    if ctx.is_main:
+        for kind, message in files.items():
+            (directory / f"{kind}.prototxt").write_text(to_text(message))
+
+    torch.manual_seed(options.seed)
+    net = porting.CaffeNet(files["train"], phase="TRAIN")
+    report = transplant(net, porting.read_caffemodel(weights))
+    if not (report.copied or report.coerced):
+        raise FcnError(f"{weights}: none of its blobs fit the {options.stage} net (check --classes and --width)")
+    deconvs = {layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"}
+    bilinear = set_bilinear_upsampling(net, [name for name in report.untouched if name in deconvs])
+    if ctx.is_main:
+        log(f"{options.stage}: initial weights from {weights}")
+        for line in report.lines():
+            log(f"  {line}")
+        if bilinear:
+            log(f"  bilinear: {', '.join(bilinear)}")
+    net.to(device)
+
+    config = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
+    solver = CaffeSGD(net.param_specs(), config)
+    evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, options.classes)
+    train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every)
+    trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
+    result = trainer.run(resume=directory if options.resume else None)
+    if ctx.is_main:
+        loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
+        log(f"{options.stage}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
+    return result
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> StageOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m reproduce.stage",
+        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid.",
+    )
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--out", type=Path, required=True, help="runs folder; the stage writes OUT/<stage>/")
+    parser.add_argument("--voc-root", type=Path, help="folder holding VOC2011/ (usually VOCdevkit)")
+    parser.add_argument("--sbd-root", type=Path, help="SBD's dataset/ folder (img/, cls/, train.txt)")
+    parser.add_argument("--base-weights", type=Path,
+                        help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
+                             "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="heavy",
+                        help="training recipe: heavy (authors' solver files), cvpr (CVPR 2015), demo (synthetic data)")
+    parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
+    parser.add_argument("--images-per-update", type=_positive_int,
+                        help="images per update, accumulated (Caffe iter_size; default: the preset's)")
+    parser.add_argument("--classes", type=_positive_int, default=21, help="number of classes incl. background")
+    parser.add_argument("--width", type=_positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
+    parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
+    parser.add_argument("--eval-every", type=_non_negative_int,
+                        help="validate every N updates (0: never; default: the preset's snapshot interval)")
+    parser.add_argument("--eval-images", type=_positive_int, help="validate on the first N images only")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (torchrun: per rank)")
+    parser.add_argument("--seed", type=int, default=1337, help="data order and dropout seed")
+    args = parser.parse_args(argv)
+    return StageOptions(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        if options.device == "cuda" and not torch.cuda.is_available():
+            raise FcnError("--device cuda: no CUDA device is available")
+        run_stage(options)
+    except FcnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

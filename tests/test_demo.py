@@ -1,0 +1,62 @@
+"""`python -m reproduce.demo --fast` end to end, and the demo's base classifier file checked
+against OpenCV's Caffe importer (the same file format as the ILSVRC VGG16 download)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import porting
+from porting.proto import caffe_pb2
+from reproduce import demo
+from reproduce.datasets import seg11valid_ids
+
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+
+
+@pytest.fixture(scope="module")
+def fast_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert demo.main(["--out", str(out), "--fast"]) == 0
+    return out
+
+
+def test_fast_demo_writes_eval_json(fast_demo: Path) -> None:
+    report = json.loads((fast_demo / "eval.json").read_text())
+    assert set(report) == {"fcn32s", "fcn16s", "fcn8s"}
+    data = fast_demo / "data"
+    expected_images = len(seg11valid_ids(data / "VOCdevkit", data / "sbd" / "dataset"))
+    for name, entry in report.items():
+        assert entry["n_images"] == expected_images, name
+        for metric in METRICS:
+            assert 0.0 <= entry[metric] <= 1.0, (name, metric)
+        assert len(entry["per_class_iu"]) == 21
+        assert all(v is None or 0.0 <= v <= 1.0 for v in entry["per_class_iu"])
+        stage_dir = fast_demo / "runs" / name
+        for file in ("deploy.prototxt", "final.caffemodel", "log.jsonl", "solver.prototxt"):
+            assert (stage_dir / file).is_file(), (name, file)
+
+
+def test_base_net_is_a_v1_caffemodel_opencv_reads_alike(fast_demo: Path) -> None:
+    weights = fast_demo / "base" / "vgg16-demo.caffemodel"
+    prototxt = fast_demo / "base" / "vgg16-demo_deploy.prototxt"
+    stored = caffe_pb2.NetParameter.FromString(weights.read_bytes())
+    assert len(stored.layer) == 0 and len(stored.layers) > 0  # V1 layout, like VGG_ILSVRC_16_layers
+    fc6 = next(layer for layer in stored.layers if layer.name == "fc6")
+    blob = fc6.blobs[0]
+    assert len(blob.shape.dim) == 0 and (blob.num, blob.channels) == (1, 1)  # legacy 4-D dims
+    assert blob.width == math.prod(porting.read_caffemodel(weights)["conv5_3"][0].shape[:1]) * 7 * 7
+
+    x = np.random.default_rng(0).normal(0, 50, (1, 3, 224, 224)).astype(np.float32)
+    reference = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    reference.setInput(x)
+    expected = reference.forward("fc8")
+    ours = porting.load(str(prototxt), str(weights), phase="TEST")(torch.from_numpy(x))["fc8"].detach().numpy()
+    assert ours.shape == expected.shape == (1, 21)
+    assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -1,0 +1,144 @@
+"""`python -m reproduce.stage`: clear errors for missing inputs, and a tiny staged run whose
+weights hand over from stage to stage exactly as the recipe says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import porting
+from porting.surgery import bilinear_kernel
+from reproduce import stage
+from reproduce.basenet import train_base_net
+from reproduce.datasets import SBDSegmentation
+from reproduce.datasets.synthetic import write_synthetic
+
+WIDTH = 1 / 32
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    paths = write_synthetic(root / "data", n_train=6, n_val=6, size=(32, 40))
+    train = SBDSegmentation(paths.sbd_root, "train")
+    base = train_base_net([train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1,
+                          batch_size=2)
+    return {"voc": paths.voc_root, "sbd": paths.sbd_root, "base": base, "root": root}
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = stage.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out
+
+
+def _data(tiny: dict[str, Path]) -> list[str]:
+    return ["--voc-root", str(tiny["voc"]), "--sbd-root", str(tiny["sbd"])]
+
+
+def test_no_dataset_points_to_sources_and_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path))
+    assert code == 2
+    assert err.startswith("error: no dataset given") and err.count("\n") == 1
+    for hint in ("--sbd-root", "benchmark.tgz", "--voc-root", "VOC2011", "python -m reproduce.demo"):
+        assert hint in err
+
+
+def test_missing_dataset_folder_names_path_and_layout(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    missing = tmp_path / "nowhere"
+    code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path), "--sbd-root", str(missing), "--voc-root",
+                     str(tiny["voc"]), "--base-weights", str(tiny["base"]))
+    assert code == 2
+    assert str(missing) in err and "benchmark.tgz" in err
+
+
+def test_missing_base_weights_says_where_to_get_vgg16(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path), *_data(tiny))
+    assert code == 2
+    assert "--base-weights" in err and "VGG_ILSVRC_16_layers.caffemodel" in err and "Model Zoo" in err
+    absent = tmp_path / "vgg16.caffemodel"
+    code, err, _ = _run(capsys, "fcn8s-atonce", "--out", str(tmp_path), *_data(tiny), "--base-weights", str(absent))
+    assert code == 2
+    assert str(absent) in err and "not found" in err and "VGG16" in err
+
+
+def test_later_stage_needs_the_previous_one(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    code, err, _ = _run(capsys, "fcn16s", "--out", str(tmp_path), *_data(tiny))
+    assert code == 2
+    assert str(tmp_path / "fcn32s" / "final.caffemodel") in err
+    assert "python -m reproduce.stage fcn32s" in err
+
+
+def _blobs(path: Path) -> dict[str, list[np.ndarray]]:
+    return porting.read_caffemodel(path)
+
+
+def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    runs = tmp_path / "runs"
+    common = ["--out", str(runs), *_data(tiny), "--preset", "demo", "--width", repr(WIDTH), "--device", "cpu",
+              "--images-per-update", "2", "--eval-images", "2"]
+    base = _blobs(tiny["base"])
+
+    # fcn32s with no update: VGG-style fc6/fc7 cast to convolutions, score zero, upsampling bilinear.
+    assert _run(capsys, "fcn32s", *common, "--base-weights", str(tiny["base"]), "--max-iter", "0")[0] == 0
+    start = _blobs(runs / "fcn32s" / "final.caffemodel")
+    fc6 = start["fc6"][0]
+    assert fc6.shape[2:] == (7, 7)
+    assert np.array_equal(fc6, base["fc6"][0].reshape(fc6.shape))
+    assert np.array_equal(start["fc7"][0], base["fc7"][0].reshape(start["fc7"][0].shape))
+    assert np.array_equal(start["conv1_1"][0], base["conv1_1"][0])
+    assert "fc8" not in start
+    assert not start["score_fr"][0].any() and not start["score_fr"][1].any()
+    assert np.array_equal(start["upscore"][0], bilinear_kernel(21, 64))
+
+    # fcn32s trained for two updates, validated after each.
+    assert _run(capsys, "fcn32s", *common, "--base-weights", str(tiny["base"]), "--max-iter", "2",
+                "--eval-every", "1")[0] == 0
+    directory = runs / "fcn32s"
+    for name in ("train.prototxt", "val.prototxt", "deploy.prototxt", "solver.prototxt", "log.csv", "log.jsonl",
+                 "loss.png", "final.caffemodel", "snapshot_iter_2.pt"):
+        assert (directory / name).is_file(), name
+    records = [json.loads(line) for line in (directory / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "mean_iu" in r] == [1, 2]
+    assert all(0.0 <= r["mean_iu"] <= 1.0 for r in records if "mean_iu" in r)
+    solver = porting.read_solver(directory / "solver.prototxt")
+    assert (solver.iter_size, solver.max_iter) == (2, 2) and solver.momentum == pytest.approx(0.9)
+    train_text = (directory / "train.prototxt").read_text()
+    assert str(tiny["sbd"]) in train_text and "normalize: true" in train_text
+    trained = _blobs(directory / "final.caffemodel")
+    assert trained["score_fr"][0].any()
+
+    # fcn16s picks up fcn32s automatically: shared layers equal, new ones zero / bilinear.
+    assert _run(capsys, "fcn16s", *common, "--max-iter", "0", "--eval-every", "0")[0] == 0
+    sixteen = _blobs(runs / "fcn16s" / "final.caffemodel")
+    for name, blobs in trained.items():
+        if name != "upscore":
+            for got, want in zip(sixteen[name], blobs, strict=True):
+                assert np.array_equal(got, want), name
+    assert not sixteen["score_pool4"][0].any()
+    assert np.array_equal(sixteen["upscore2"][0], bilinear_kernel(21, 4))
+    assert np.array_equal(sixteen["upscore16"][0], bilinear_kernel(21, 32))
+
+    # One update of fcn16s learns upscore2 (demo preset); fcn8s keeps the learned values.
+    assert _run(capsys, "fcn16s", *common, "--max-iter", "1", "--eval-every", "0")[0] == 0
+    learned = _blobs(runs / "fcn16s" / "final.caffemodel")["upscore2"][0]
+    assert not np.array_equal(learned, bilinear_kernel(21, 4))
+    assert _run(capsys, "fcn8s", *common, "--max-iter", "0", "--eval-every", "0")[0] == 0
+    eight = _blobs(runs / "fcn8s" / "final.caffemodel")
+    assert np.array_equal(eight["upscore2"][0], learned)
+    assert np.array_equal(eight["upscore_pool4"][0], bilinear_kernel(21, 4))
+    assert np.array_equal(eight["upscore8"][0], bilinear_kernel(21, 16))
+    assert not eight["score_pool3"][0].any()
+
+
+def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    common = ["fcn32s", "--out", str(tmp_path), *_data(tiny), "--preset", "demo", "--width", repr(WIDTH),
+              "--device", "cpu", "--images-per-update", "1", "--eval-every", "0",
+              "--base-weights", str(tiny["base"])]
+    assert _run(capsys, *common, "--max-iter", "1")[0] == 0
+    code, _, out = _run(capsys, *common, "--max-iter", "2", "--resume")
+    assert code == 0 and "fcn32s: 2 updates" in out
+    assert (tmp_path / "fcn32s" / "snapshot_iter_2.pt").is_file()
