@@ -7,8 +7,11 @@ imports, i.e. what the method itself holds at its peak):
 
 - read: the file's bytes in one `read()` (the floor: disk/page-cache speed, 1x file memory);
 - ours: `porting.read_caffemodel` (float32 arrays in Caffe shapes);
-- ours_load: `porting.iter_caffemodel` copied layer by layer into preallocated torch tensors,
-  as a net loads it (peak = the tensors plus one layer);
+- ours_load: `porting.iter_caffemodel` copied layer by layer into preallocated torch tensors
+  (peak = the tensors plus one layer), the baseline for
+- porting_load: `porting.load(prototxt, caffemodel)`, the whole net as users get it (the
+  deploy prototxt of the same shapes is written next to the file); its peak against the
+  file size is `porting_load_vs_file`;
 - naive: `NetParameter.ParseFromString` + `np.array(blob.data)` per blob.
 
 The file is read once before timing so every method sees a warm page cache; each method's
@@ -80,6 +83,31 @@ def build(path: Path, params: int = VGG16_PARAMS, seed: int = 0) -> int:
     return sum(a.size for arrays in blobs.values() for a in arrays)
 
 
+def deploy_prototxt(params: int = VGG16_PARAMS) -> str:
+    """The VGG16 deploy net (224x224 input, so pool5 is 7x7 as fc6 expects) with the file's layer shapes."""
+    pools_after = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}
+    lines = [
+        'name: "VGG_ILSVRC_16_layers"',
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 224 dim: 224 } } }',
+    ]
+    bottom = "data"
+    for name, shapes in vgg16_shapes(params).items():
+        out = shapes[0][0]
+        if name.startswith("conv"):
+            lines.append(f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
+                         f"convolution_param {{ num_output: {out} kernel_size: 3 pad: 1 }} }}")
+        else:
+            lines.append(f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" '
+                         f"inner_product_param {{ num_output: {out} }} }}")
+        bottom = name
+        if name in pools_after:
+            pool = f"pool{name[4]}"
+            lines.append(f'layer {{ name: "{pool}" type: "Pooling" bottom: "{bottom}" top: "{pool}" '
+                         "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }")
+            bottom = pool
+    return "\n".join(lines) + "\n"
+
+
 def _status_mb(field: str) -> float:
     """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM peak)."""
     with open("/proc/self/status") as status:
@@ -119,6 +147,14 @@ def _method(name: str, path: str) -> float:
             for tensor, array in zip(tensors[layer.name], layer.blobs):
                 tensor.copy_(torch.from_numpy(np.asarray(array)))
         return time.perf_counter() - start
+    if name == "porting_load":
+        import porting
+
+        start = time.perf_counter()
+        net = porting.load(Path(path).with_suffix(".prototxt"), path)
+        seconds = time.perf_counter() - start
+        assert len(net.blobs_numpy()) == len(_VGG16)
+        return seconds
     if name == "naive":
         import numpy as np
 
@@ -153,13 +189,15 @@ def _measure(method: str, path: Path) -> tuple[float, float]:
 def run(workdir: Path, params: int = VGG16_PARAMS, repeats: int = 3) -> dict:
     """Build the file in `workdir`, time every method (best of `repeats` fresh processes), delete the file."""
     path = Path(workdir) / "vgg16_v1_synthetic.caffemodel"
+    prototxt = path.with_suffix(".prototxt")
     try:
         weights = build(path, params)
+        prototxt.write_text(deploy_prototxt(params))
         with open(path, "rb") as file:  # warm the page cache for every method alike
             while file.read(1 << 24):
                 pass
         figures: dict[str, float] = {"params": weights, "file_mb": path.stat().st_size / 2**20}
-        for method in ("read", "ours", "ours_load", "naive"):
+        for method in ("read", "ours", "ours_load", "porting_load", "naive"):
             runs = [_measure(method, path) for _ in range(repeats)]
             seconds, peak = min(s for s, _ in runs), max(p for _, p in runs)
             prefix = "" if method == "ours" else f"{method}_"
@@ -167,9 +205,11 @@ def run(workdir: Path, params: int = VGG16_PARAMS, repeats: int = 3) -> dict:
             figures[f"{prefix}peak_rss_mb" if method != "ours" else "peak_rss_mb"] = peak
         figures["ours_vs_read"] = figures["ours_s"] / figures["read_s"]
         figures["naive_vs_ours"] = figures["naive_s"] / figures["ours_s"]
+        figures["porting_load_vs_file"] = figures["porting_load_peak_rss_mb"] / figures["file_mb"]
         return figures
     finally:
         path.unlink(missing_ok=True)
+        prototxt.unlink(missing_ok=True)
 
 
 def _table(figures: dict) -> str:
@@ -177,6 +217,7 @@ def _table(figures: dict) -> str:
         ("plain read", figures["read_s"], figures["read_peak_rss_mb"]),
         ("ours (read_caffemodel)", figures["ours_s"], figures["peak_rss_mb"]),
         ("ours, into torch layer by layer", figures["ours_load_s"], figures["ours_load_peak_rss_mb"]),
+        ("porting.load(prototxt, caffemodel)", figures["porting_load_s"], figures["porting_load_peak_rss_mb"]),
         ("naive protobuf + np.array", figures["naive_s"], figures["naive_peak_rss_mb"]),
     ]
     lines = [
@@ -184,7 +225,8 @@ def _table(figures: dict) -> str:
         f"{'method':<34}{'seconds':>10}{'peak RSS MB':>14}",
     ]
     lines += [f"{name:<34}{seconds:>10.3f}{peak:>14.0f}" for name, seconds, peak in rows]
-    lines.append(f"ours / plain read: {figures['ours_vs_read']:.2f}x; naive / ours: {figures['naive_vs_ours']:.1f}x")
+    lines.append(f"ours / plain read: {figures['ours_vs_read']:.2f}x; naive / ours: {figures['naive_vs_ours']:.1f}x; "
+                 f"porting.load peak / file size: {figures['porting_load_vs_file']:.2f}x")
     return "\n".join(lines)
 
 

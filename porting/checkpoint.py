@@ -8,7 +8,10 @@ loading one never runs pickled code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,10 +21,12 @@ import torch
 
 from porting.caffemodel import iter_caffemodel
 from porting.errors import CheckpointError, FcnError
-from porting.net import CaffeNet
+from porting.net import CaffeNet, LoadReport
 from porting.prototxt import parse_prototxt, read_prototxt, to_text
 
 FORMAT = "fcn-faithfully/1"
+#: the first bytes of a zip archive, which `torch.save` writes (prototxt text never starts so)
+ZIP_MAGIC = b"PK\x03\x04"
 
 #: progress callback: (layer name, bytes of weights read so far)
 Progress = Callable[[str, int], None]
@@ -31,9 +36,19 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    """A `.pt`/`.pth` name, or a zip archive (torch.save's format; prototxt text never is one)."""
+    """A `.pt`/`.pth` name, or a file starting as a zip archive does (even a truncated one)."""
     path = Path(path)
-    return path.suffix in CHECKPOINT_SUFFIXES or (path.is_file() and zipfile.is_zipfile(path))
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return True
+    try:
+        return _head(path) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def _head(path: str | os.PathLike) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(len(ZIP_MAGIC))
 
 
 def stream_caffemodel(caffemodel: str | os.PathLike, progress: Progress | None = None) -> Iterator[tuple[str, list[np.ndarray]]]:
@@ -54,23 +69,40 @@ def load(
 ) -> CaffeNet:
     """A `CaffeNet` from a net definition (+ optional Caffe weights), or from a converted `.pt`.
 
-    Weights stream in layer by layer (peak memory ~ the net plus one layer). Source layers
-    the net lacks are ignored and net layers the weights lack keep their fillers, as in
-    Caffe's CopyTrainedLayersFrom.
+    Weights stream in layer by layer and become the parameters without a copy; the net
+    layers they cover are never filled first, so peak memory stays about the size of the
+    weights. Source layers the net lacks are ignored and net layers the weights lack get
+    their fillers, as in Caffe's CopyTrainedLayersFrom.
     """
     if is_checkpoint(prototxt):
         if caffemodel is not None:
             raise CheckpointError(f"{prototxt}: a converted checkpoint already holds its weights; give no caffemodel")
         return load_checkpoint(prototxt)
-    net = CaffeNet(read_prototxt(prototxt), phase=phase)
-    if caffemodel is not None:
-        net.load_blobs(stream_caffemodel(caffemodel, progress), source=str(caffemodel))
-    return net
+    return load_caffe(prototxt, caffemodel, phase, progress)[0]
+
+
+def load_caffe(
+    prototxt: str | os.PathLike,
+    caffemodel: str | os.PathLike | None = None,
+    phase: str = "TEST",
+    progress: Progress | None = None,
+) -> tuple[CaffeNet, LoadReport | None]:
+    """`load` of Caffe files, also returning what the weights covered (None without a caffemodel)."""
+    net_param = read_prototxt(prototxt, phase)
+    net = CaffeNet(net_param, phase=phase, source=str(prototxt), fill=caffemodel is None)
+    if caffemodel is None:
+        return net, None
+    return net, net.load_blobs(stream_caffemodel(caffemodel, progress), source=str(caffemodel))
 
 
 def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:
-    """Write `net` (definition + weights) as one self-contained file, atomically."""
+    """Write `net` (definition + weights) as one self-contained file, atomically.
+
+    On failure nothing is left behind (no `.partial` file) and the error is a `CheckpointError`.
+    """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise CheckpointError(f"{path}: cannot write: folder {path.parent} does not exist")
     payload = {
         "format": FORMAT,
         "net_text": to_text(net.net_param),
@@ -78,30 +110,70 @@ def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    try:
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        if isinstance(exc, RuntimeError):  # how torch's zip writer reports open and write failures
+            raise CheckpointError(f"{path}: cannot write ({_first_sentence(exc)})") from None
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> CaffeNet:
-    """Rebuild the net a converted checkpoint describes; any defect is a `CheckpointError`."""
+    """Rebuild the net a converted checkpoint describes; any defect is a `CheckpointError`.
+
+    The file must be a complete zip archive before torch reads it, so a truncated or foreign
+    file is named as such instead of by torch's reader internals.
+    """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        head = _head(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ValueError for foreign files
-        raise CheckpointError(f"{path}: not a converted checkpoint ({type(exc).__name__}: {exc})") from None
+    if head != ZIP_MAGIC and not ZIP_MAGIC.startswith(head):
+        raise CheckpointError(f"{path}: not a converted checkpoint (not a zip archive, which torch.save writes)")
+    if head != ZIP_MAGIC or not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint (no complete zip archive)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's zip reader raises RuntimeError for damaged archives
+        if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{path}: {_refusal(exc)}: checkpoints hold tensors and plain data only") from None
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({_first_sentence(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected format '{FORMAT}', found {found!r}")
     text, phase, state = payload.get("net_text"), payload.get("phase", "TEST"), payload.get("state_dict")
     if not isinstance(text, str) or not isinstance(state, dict) or phase not in ("TRAIN", "TEST"):
         raise CheckpointError(f"{path}: 'net_text' (str), 'phase' and 'state_dict' (dict) are required")
+    not_float32 = [k for k, v in state.items() if not isinstance(v, torch.Tensor) or v.dtype != torch.float32]
+    if not_float32:
+        raise CheckpointError(f"{path}: weights must be float32 tensors; these are not: {', '.join(map(str, not_float32))}")
+    source = f"{path} (net_text)"
     try:
-        net = CaffeNet(parse_prototxt(text, source=f"{path} (net_text)"), phase=phase)
+        net = CaffeNet(parse_prototxt(text, source, phase), phase=phase, source=source, fill=False)
     except FcnError as exc:
         raise CheckpointError(f"{path}: stored net definition is invalid: {exc}") from None
-    try:
-        net.load_state_dict(state, strict=True)
+    try:  # the stored tensors become the parameters: no filled copy is made first
+        net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored net: {exc}") from None
     return net
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """torch's reader and writer errors lead with the fact and follow with paragraphs of advice."""
+    return re.split(r"\.\s", str(exc).strip(), maxsplit=1)[0].rstrip(".")
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """What the weights-only unpickler refused, without torch's advice on how to load it anyway."""
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    if found:
+        name = found.group(1)
+        return f"refuses global '{name if '.' in name else f'builtins.{name}'}'"
+    detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(exc))
+    return f"refuses its pickle ({detail.group(1).rstrip('.') if detail else _first_sentence(exc)})"

@@ -11,23 +11,27 @@ import os
 import sys
 from pathlib import Path
 
-from porting.checkpoint import save_checkpoint, stream_caffemodel
+from porting.checkpoint import load_caffe, save_checkpoint
 from porting.errors import FcnError
-from porting.net import CaffeNet
-from porting.prototxt import read_prototxt
 
 BAR_WIDTH = 30
 
 
 class ProgressBar:
-    """A one-line bar on stderr: weights read so far against the caffemodel's size."""
+    """A one-line bar on stderr: weights read so far against the caffemodel's size.
 
-    def __init__(self, total_bytes: int, stream=None) -> None:
-        self.total = max(total_bytes, 1)
+    The size is taken when the first layer arrives, so a missing file is reported by the reader.
+    """
+
+    def __init__(self, caffemodel: Path, stream=None) -> None:
+        self.caffemodel = caffemodel
+        self.total = 1
         self.stream = stream if stream is not None else sys.stderr
         self.started = False
 
     def __call__(self, layer: str, done: int) -> None:
+        if not self.started:
+            self.total = max(os.path.getsize(self.caffemodel), 1)
         self.started = True
         fraction = min(done / self.total, 1.0)
         filled = int(fraction * BAR_WIDTH)
@@ -60,11 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bar = None
+    bar = None if args.quiet else ProgressBar(args.caffemodel)
     try:
-        net = CaffeNet(read_prototxt(args.prototxt), phase=args.phase)
-        bar = None if args.quiet else ProgressBar(os.path.getsize(args.caffemodel))
-        report = net.load_blobs(stream_caffemodel(args.caffemodel, bar), source=str(args.caffemodel))
+        net, report = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
         if bar is not None:
             bar.finish()
         save_checkpoint(net, args.out)
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if report.missing:
-        print(f"warning: no weights for {', '.join(report.missing)} (kept their fillers)", file=sys.stderr)
+        print(f"warning: no weights for {', '.join(report.missing)} (given their fillers)", file=sys.stderr)
     if report.ignored:
         print(f"note: ignored weights of layers the net lacks: {', '.join(report.ignored)}", file=sys.stderr)
     count = sum(p.numel() for p in net.parameters())

@@ -5,12 +5,19 @@ tensors, so an in-place layer (top == bottom) simply rebinds the name and what e
 layers computed is never overwritten. Shapes are inferred at construction by running
 every layer on meta tensors, which catches inconsistent definitions before any weight
 is allocated; at run time the net takes whatever spatial size it is given.
+
+Weights are allocated only once the whole definition has been checked, and a net built
+with `fill=False` allocates none until `load_blobs`, which adopts the given arrays as the
+parameters and fills only what they do not cover: loading a caffemodel then peaks at about
+the size of its weights, not at twice a layer more.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +28,13 @@ from porting.errors import FcnError, FormatError, PrototxtError, ShapeMismatchEr
 from porting.layers import LOSS_TYPES, CaffeLayer, DataLayerSpec, make_layer
 from porting.netstate import filter_phase
 from porting.proto import caffe_pb2
+from porting.prototxt import validate
 from porting.upgrade import upgrade_net
 
 Shape = tuple[int, ...]
+
+#: Learnable values a whole net may hold (VGG16 has 138M); more is taken as a typo'd size.
+MAX_NET_PARAMS = 2**32
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,9 @@ class CaffeNet(nn.Module):
     `forward` takes the inputs positionally (in `inputs` order) or by blob name and returns
     {output blob name: tensor}; `trace` returns every layer's first top as it was computed.
     Parameters are registered per layer as `<layer name>.<blob index>`.
+
+    `source` (the definition's file) prefixes every error about the definition. With
+    `fill=False` the parameters stay unallocated (meta) until `load_blobs` gives them values.
     """
 
     def __init__(
@@ -82,49 +96,82 @@ class CaffeNet(nn.Module):
         net_param: caffe_pb2.NetParameter,
         phase: str = "TEST",
         input_shapes: Mapping[str, Shape] | None = None,
+        *,
+        source: str = "<net>",
+        fill: bool = True,
     ) -> None:
         super().__init__()
         self.phase = phase.upper()
         if self.phase not in ("TRAIN", "TEST"):
             raise ValueError(f"phase must be 'TRAIN' or 'TEST', got {phase!r}")
+        self.source = source
         if _needs_upgrade(net_param):
-            net_param = upgrade_net(net_param)
-        self.net_param = filter_phase(net_param, self.phase)
+            net_param = upgrade_net(net_param, source)
+        validate(net_param, self.phase, source=source)
+        self.net_param = filter_phase(net_param, self.phase, source=source)
         self.inputs: list[str] = []
         self.data_layers: dict[str, DataLayerSpec] = {}
         self.input_shapes: dict[str, Shape] = {}
         self._steps: list[_Step] = []
         self._layers: dict[str, CaffeLayer] = {}
         self._build(dict(input_shapes or {}))
+        self._check_shared_params()
+        if fill:
+            self._fill(unset_only=False)
         self.outputs: list[str] = self._find_outputs()
         consumed = {b for step in self._steps for b in step.bottoms}
         self._consumed_inputs = [name for name in self.inputs if name in consumed]
-        self._check_shared_params()
+
+    @contextlib.contextmanager
+    def _definition_errors(self) -> Iterator[None]:
+        """Errors met while building or filling are the definition's: located in `source`, and a
+        layer's input check failing on the inferred shapes is a `PrototxtError` like the rest."""
+        try:
+            yield
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"{self.source}: {exc}") from None
+        except FormatError as exc:
+            raise PrototxtError(self.source, str(exc)) from None
 
     def _build(self, input_shapes: dict[str, Shape]) -> None:
+        """Every layer on meta tensors, so the whole definition is checked before any allocation."""
         meta: dict[str, Tensor] = {}
-        for index, param in enumerate(self.net_param.layer):
-            name = param.name
-            where = f"layer '{name}'" if name else f"layer #{index}"
-            if not name:
-                raise PrototxtError(where, "every layer needs a name")
-            if name in self._layers:
-                raise PrototxtError(where, "duplicate layer name")
-            missing = [b for b in param.bottom if b not in meta]
-            if missing:
-                raise PrototxtError(where, f"unknown bottom blob(s) {', '.join(missing)}: no earlier layer produces them")
-            layer = make_layer(param, [tuple(meta[b].shape) for b in param.bottom], self.phase)
-            if layer.is_input:
-                self._bind_input_shapes(layer, param, input_shapes, meta, where)
-            else:
-                self._infer_tops(layer, param, meta, where)
-            layer.reset_parameters()
-            try:
-                self.add_module(module_name(name), layer)
-            except KeyError:
-                raise PrototxtError(where, "this layer name is reserved by CaffeNet (rename the layer)") from None
-            self._layers[name] = layer
-            self._steps.append(_Step(name, layer, tuple(param.bottom), tuple(param.top)))
+        total = 0
+        with self._definition_errors():
+            for index, param in enumerate(self.net_param.layer):
+                total += self._build_layer(index, param, input_shapes, meta, total)
+
+    def _fill(self, unset_only: bool) -> None:
+        """Give learnable blobs their fillers' values (all, or just those still unallocated)."""
+        with self._definition_errors():
+            for layer in self._layers.values():
+                layer.reset_parameters(unset_only=unset_only)
+
+    def _build_layer(self, index, param, input_shapes, meta, total) -> int:
+        """Build, shape and register one layer; returns its number of learnable values."""
+        name = param.name
+        where = f"layer '{name}'" if name else f"layer #{index}"
+        if not name:
+            raise PrototxtError(where, "every layer needs a name")
+        if name in self._layers:
+            raise PrototxtError(where, "duplicate layer name")
+        layer = make_layer(param, [tuple(meta[b].shape) for b in param.bottom], self.phase)
+        count = sum(math.prod(shape) for shape in layer.blob_shapes())
+        if total + count > MAX_NET_PARAMS:
+            raise PrototxtError(
+                where, f"its {count} learnable values bring the net to {total + count}, more than {MAX_NET_PARAMS}"
+            )
+        if layer.is_input:
+            self._bind_input_shapes(layer, param, input_shapes, meta, where)
+        else:
+            self._infer_tops(layer, param, meta, where)
+        try:
+            self.add_module(module_name(name), layer)
+        except KeyError:
+            raise PrototxtError(where, "this layer name is reserved by CaffeNet (rename the layer)") from None
+        self._layers[name] = layer
+        self._steps.append(_Step(name, layer, tuple(param.bottom), tuple(param.top)))
+        return count
 
     def _bind_input_shapes(self, layer, param, input_shapes, meta, where) -> None:
         for top, shape in zip(param.top, layer.top_shapes):
@@ -168,8 +215,8 @@ class CaffeNet(nn.Module):
             for spec in param.param:
                 if spec.name and spec.name in seen:
                     raise UnsupportedLayerError(
-                        f"layer '{param.name}': parameter '{spec.name}' is shared with layer '{seen[spec.name]}'; "
-                        "shared parameters are not supported"
+                        f"{self.source}: layer '{param.name}': parameter '{spec.name}' is shared with layer "
+                        f"'{seen[spec.name]}'; shared parameters are not supported"
                     )
                 if spec.name:
                     seen[spec.name] = param.name
@@ -265,6 +312,10 @@ class CaffeNet(nn.Module):
         layers the net lacks are ignored and net layers the source lacks keep their values,
         unless `strict`. Accepts a mapping or an iterable of (name, blobs) pairs, so a
         caffemodel can stream in layer by layer.
+
+        A blob still unallocated (`fill=False`) takes a writable float32 array as its memory,
+        without a copy (so pass arrays nobody else keeps, such as `iter_caffemodel`'s); blobs
+        the source does not give get their fillers at the end.
         """
         report = LoadReport()
         items = blobs.items() if isinstance(blobs, Mapping) else blobs
@@ -276,6 +327,7 @@ class CaffeNet(nn.Module):
                 continue
             self._copy_layer(name, layer, arrays, source)
             report.loaded.append(name)
+        self._fill(unset_only=True)
         loaded = set(report.loaded)
         report.missing = [n for n, layer in self._layers.items() if layer.blob_shapes() and n not in loaded]
         if strict and (report.missing or report.ignored):
@@ -297,9 +349,11 @@ class CaffeNet(nn.Module):
             if found != expected and not legacy_shape_matches(found, expected):
                 raise ShapeMismatchError(name, index, expected, found, source)
         with torch.no_grad():
-            for array, target in zip(arrays, targets):
+            for index, (array, target) in enumerate(zip(arrays, targets)):
                 values = np.asarray(array, dtype=np.float32).reshape(target.shape)
-                if target.device.type == "cpu":
+                if target.is_meta:
+                    layer.set_blob(index, torch.from_numpy(values if values.flags.writeable else values.copy()))
+                elif target.device.type == "cpu":
                     target.detach().numpy()[...] = values
                 else:
                     target.copy_(torch.tensor(values))

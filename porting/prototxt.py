@@ -84,14 +84,17 @@ def validate(
     """
     built = filter_phase(net, phase, level=level, stages=stages, source=source)
     producer: dict[str, str] = {}
-    for layer in built.layer:
+    for index, layer in enumerate(built.layer):
         where = f"{source}: layer '{layer.name}'"
         for bottom in layer.bottom:
             if bottom not in producer:
+                later = next((other.name for other in built.layer[index + 1 :] if bottom in other.top), None)
+                why = (
+                    f"only by the later layer '{later}' (a cycle or out-of-order layers: layers run in file "
+                    "order, so a blob must be produced before it is used)" if later else "nor by any later one"
+                )
                 raise PrototxtError(
-                    where,
-                    f"bottom '{bottom}' is not produced by any earlier layer in phase {phase.upper()} "
-                    "(layers run in file order, so a blob must be produced before it is used)",
+                    where, f"bottom '{bottom}' is not produced by any earlier layer in phase {phase.upper()}, {why}"
                 )
         for i, top in enumerate(layer.top):
             in_place = i < len(layer.bottom) and layer.bottom[i] == top

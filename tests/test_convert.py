@@ -69,3 +69,26 @@ def test_missing_file_is_one_line(tmp_path, capsys):
     assert main(["--prototxt", str(tmp_path / "nope.prototxt"), "--caffemodel", "w", "--out", str(tmp_path / "o.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.prototxt" in err and "\n" not in err
+
+
+def test_layers_without_weights_get_their_fillers(tmp_path, caffe_files, capsys):
+    net, prototxt, caffemodel = caffe_files
+    extended = tmp_path / "extended.prototxt"
+    extended.write_text(prototxt.read_text() + (
+        'layer { name: "extra" type: "Convolution" bottom: "up" top: "extra" convolution_param { num_output: 2 '
+        'kernel_size: 1 weight_filler { type: "constant" value: 0.5 } bias_filler { type: "constant" value: -1 } } }\n'))
+    out = tmp_path / "model.pt"
+    assert main(["--prototxt", str(extended), "--caffemodel", str(caffemodel), "--out", str(out), "--quiet"]) == 0
+    assert "no weights for extra" in capsys.readouterr().err
+    loaded = porting.load(out).blobs_numpy()
+    assert (loaded["extra"][0] == 0.5).all() and (loaded["extra"][1] == -1).all()
+    np.testing.assert_array_equal(loaded["conv1"][0], net.blobs_numpy()["conv1"][0])
+
+
+def test_unwritable_output_leaves_nothing(tmp_path, caffe_files, capsys):
+    _, prototxt, caffemodel = caffe_files
+    out = tmp_path / "absent" / "model.pt"
+    assert main(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "absent" in err and "\n" not in err
+    assert not (tmp_path / "absent").exists()

@@ -142,3 +142,125 @@ def test_bad_checkpoints(tmp_path, small):
         porting.load(tmp_path / "trunc.pt")
     with pytest.raises(CheckpointError, match="missing.pt"):
         porting.load(tmp_path / "missing.pt")
+
+
+def ip_chain(width: int, outputs: list[int]) -> str:
+    """Input (1, width) followed by InnerProduct layers ip0, ip1, ... of the given num_outputs."""
+    text = f'layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: {width} }} }} }}\n'
+    bottom = "x"
+    for index, out in enumerate(outputs):
+        text += (f'layer {{ name: "ip{index}" type: "InnerProduct" bottom: "{bottom}" top: "ip{index}" '
+                 f"inner_product_param {{ num_output: {out} bias_term: false }} }}\n")
+        bottom = f"ip{index}"
+    return text
+
+
+def test_weight_sizes_are_bounded_before_allocation():
+    from porting.net import MAX_NET_PARAMS
+    from porting.prototxt import MAX_BLOB_COUNT
+
+    # each blob is exactly at the per-blob bound; the third one takes the net past its total bound
+    per_blob = 2**15 * 2**16
+    assert per_blob == MAX_BLOB_COUNT and 2 * per_blob <= MAX_NET_PARAMS < 3 * per_blob
+    text = ip_chain(2**15, [2**16, 2**15, 2**16])
+    with pytest.raises(porting.PrototxtError, match=rf"big.prototxt: layer 'ip2'.*{3 * per_blob}.*{MAX_NET_PARAMS}"):
+        CaffeNet(porting.parse_prototxt(text), source="big.prototxt")
+    with pytest.raises(porting.PrototxtError, match=rf"layer 'ip0'.*\(65537, 32768\).*{MAX_BLOB_COUNT}"):
+        CaffeNet(porting.parse_prototxt(ip_chain(2**15, [2**16 + 1])), source="big.prototxt")
+
+
+def test_net_broken_only_in_the_chosen_phase_is_rejected():
+    text = SMALL + 'layer { name: "again" type: "ReLU" bottom: "pool1" top: "score" include { phase: TEST } }\n'
+    net_param = porting.parse_prototxt(text)  # valid in TRAIN
+    assert "again" not in CaffeNet(net_param, phase="TRAIN").layers
+    with pytest.raises(porting.PrototxtError, match="n.prototxt: layer 'again': top 'score' is already produced"):
+        CaffeNet(net_param, phase="TEST", source="n.prototxt")
+
+
+def test_cycle_is_named_as_such():
+    text = SMALL.replace('bottom: "pool1" top: "score"', 'bottom: "later" top: "score"')
+    text += 'layer { name: "late" type: "ReLU" bottom: "score" top: "later" }\n'
+    with pytest.raises(porting.PrototxtError, match="layer 'score'.*only by the later layer 'late'.*a cycle"):
+        porting.parse_prototxt(text, source="c.prototxt")
+
+
+@pytest.mark.parametrize("change, says", [
+    (("pool: MAX kernel_size: 2", "pool: MAX kernel_size: 900"), "layer 'pool.1' \\(Pooling\\): input 500x500 is too small"),
+    (('type: "ReLU"', 'type: "Frobnicate"'), "layer 'relu1': type 'Frobnicate' is not supported"),
+    (("num_output: 2 kernel_size: 1", "num_output: 2 kernel_size: 1 weight_filler { type: 'nope' }"),
+     "layer 'score'.*unknown filler type 'nope'"),
+])
+def test_build_errors_name_the_file(tmp_path, change, says):
+    path = tmp_path / "broken.prototxt"
+    path.write_text(SMALL.replace(*change))
+    with pytest.raises(FormatError, match=f"^{path}: {says}") as info:
+        porting.load(path)
+    assert isinstance(info.value, (porting.PrototxtError, porting.UnsupportedLayerError))
+
+
+def test_param_str_error_names_the_construct():
+    text = SMALL.replace(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 500 dim: 500 } } }',
+        'layer { name: "data" type: "Python" top: "data" python_param { module: "m" layer: "L" param_str: "{\'a\': f(1)}" } }')
+    with pytest.raises(porting.PrototxtError) as info:
+        CaffeNet(porting.parse_prototxt(text), source="p.prototxt")
+    assert str(info.value) == ("p.prototxt: layer 'data' (Python): param_str must be a Python literal, "
+                               "but a function call (column 7) is not a literal: \"{'a': f(1)}\"")
+
+
+def test_unfilled_net_adopts_writable_arrays_and_fills_the_rest():
+    filled = "num_output: 2 kernel_size: 1 bias_filler { type: 'constant' value: 3 } }"
+    text = SMALL.replace("num_output: 2 kernel_size: 1 }", filled, 1)
+    net = CaffeNet(porting.parse_prototxt(text), fill=False)
+    assert all(p.is_meta for p in net.parameters())
+    weight, bias = np.ones((4, 3, 3, 3), np.float32), np.arange(4, dtype=np.float32)
+    bias.flags.writeable = False
+    report = net.load_blobs({"conv1": [weight, bias]})
+    assert report.loaded == ["conv1"] and report.missing == ["score"]
+    conv_weight, conv_bias = net.layers["conv1"].blobs()
+    assert conv_weight.data_ptr() == weight.ctypes.data  # adopted, not copied
+    assert conv_bias.data_ptr() != bias.ctypes.data  # a read-only array is copied
+    np.testing.assert_array_equal(conv_bias.detach().numpy(), bias)
+    assert not any(p.is_meta for p in net.parameters())
+    np.testing.assert_array_equal(net.blobs_numpy()["score"][1], [3, 3])  # its filler
+    assert [s.lr_mult for s in net.param_specs()] == [1, 2, 0, 1] and conv_weight.requires_grad
+
+
+def test_filled_net_copies_instead_of_aliasing(small):
+    weight = np.ones((4, 3, 3, 3), np.float32)
+    small.load_blobs({"conv1": [weight, np.zeros(4, np.float32)]})
+    weight[...] = 5
+    assert (small.blobs_numpy()["conv1"][0] == 1).all()
+
+
+def test_checkpoint_save_failures_leave_nothing(tmp_path, small):
+    with pytest.raises(CheckpointError, match="no-such-dir.*does not exist"):
+        save_checkpoint(small, tmp_path / "no-such-dir" / "m.pt")
+    (tmp_path / "taken.pt").mkdir()  # the target is a folder: the final rename fails
+    with pytest.raises(CheckpointError, match="taken.pt: cannot write"):
+        save_checkpoint(small, tmp_path / "taken.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.pt"]
+
+
+def test_checkpoint_recognised_by_content_and_damage_named(tmp_path, small):
+    save_checkpoint(small, tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(data)
+    assert porting.load(renamed).outputs == ["score"]
+    renamed.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.bin: truncated or damaged checkpoint"):
+        porting.load(renamed)
+
+
+def test_checkpoint_with_code_is_refused_briefly(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fcn-faithfully/1", "x": _Exec()}, path)
+    with pytest.raises(CheckpointError) as info:
+        porting.load(path)
+    assert str(info.value) == f"{path}: refuses global 'builtins.exec': checkpoints hold tensors and plain data only"
+
+
+class _Exec:
+    def __reduce__(self):
+        return (exec, ("pass",))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from porting import fillers
 from porting.errors import FormatError, PrototxtError
 from porting.proto import caffe_pb2
+from porting.prototxt import MAX_BLOB_COUNT
 
 Shape = tuple[int, ...]
 
@@ -46,9 +49,16 @@ class CaffeLayer(nn.Module):
             raise self.error(f"expected {wanted} bottom blob(s), found {self.num_bottoms}")
 
     def add_blob(self, shape: Shape, filler: caffe_pb2.FillerParameter) -> None:
-        """Register the next learnable blob (index = number registered so far)."""
+        """Register the next learnable blob (index = number registered so far).
+
+        Its size is checked here, from the shape alone, so a definition whose fields are each
+        plausible but whose product is absurd fails before anything is allocated.
+        """
         index = len(self._fillers)
         shape = tuple(int(d) for d in shape)
+        count = math.prod(shape)
+        if count > MAX_BLOB_COUNT:
+            raise self.error(f"blob {index} of shape {shape} holds {count} values, more than {MAX_BLOB_COUNT}")
         self.register_parameter(str(index), nn.Parameter(torch.empty(shape, device="meta")))
         self._fillers.append(filler)
 
@@ -62,12 +72,17 @@ class CaffeLayer(nn.Module):
         """Caffe shapes of the learnable blobs, in blob-index order."""
         return [tuple(b.shape) for b in self.blobs()]
 
-    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Fill every learnable blob with its Caffe filler (on CPU)."""
+    def set_blob(self, index: int, values: Tensor) -> None:
+        """Make `values` (same shape) blob `index` itself, without a copy; the parameter is replaced."""
+        self.register_parameter(str(index), nn.Parameter(values, requires_grad=self.blob(index).requires_grad))
+
+    def reset_parameters(self, generator: torch.Generator | None = None, *, unset_only: bool = False) -> None:
+        """Fill the learnable blobs with their Caffe fillers (on CPU); `unset_only`: just those still on meta."""
         where = f"layer '{self.layer_name}'"
         for index, filler in enumerate(self._fillers):
-            shape = tuple(self.blob(index).shape)
-            self.register_parameter(str(index), nn.Parameter(fillers.fill(filler, shape, generator, where)))
+            blob = self.blob(index)
+            if not unset_only or blob.is_meta:
+                self.set_blob(index, fillers.fill(filler, tuple(blob.shape), generator, where))
 
     def forward(self, *bottoms: Tensor) -> list[Tensor]:
         raise NotImplementedError

@@ -83,12 +83,34 @@ class DataLayer(CaffeLayer):
         if not text.strip():
             return {}
         try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-            raise self.error(f"param_str is not a Python literal ({type(exc).__name__}: {exc}): {text!r}") from None
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise self.error(f"param_str is not Python syntax ({exc.msg}, column {exc.offset}): {text!r}") from None
+        except (ValueError, MemoryError, RecursionError) as exc:
+            raise self.error(f"param_str cannot be read ({type(exc).__name__}): {text!r}") from None
+        try:
+            value = ast.literal_eval(tree)
+        except (ValueError, TypeError, MemoryError, RecursionError):
+            raise self.error(f"param_str must be a Python literal, but {_non_literal(tree)}: {text!r}") from None
         if not isinstance(value, dict):
             raise self.error(f"param_str must be a dict literal, found {type(value).__name__}: {text!r}")
         return value
+
+
+#: node types `ast.literal_eval` accepts (signed numbers and complex sums are UnaryOp / BinOp)
+_LITERAL_NODES = (ast.Expression, ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
+                  ast.UAdd, ast.USub, ast.Add, ast.Sub, ast.Load)
+_NODE_NAMES = {ast.Call: "a function call", ast.Name: "a name", ast.Attribute: "an attribute access",
+               ast.Subscript: "indexing", ast.Lambda: "a lambda", ast.Starred: "unpacking"}
+
+
+def _non_literal(tree: ast.Expression) -> str:
+    """Names the outermost construct that is not a literal, for a stable, readable message."""
+    for node in ast.walk(tree):
+        if not isinstance(node, _LITERAL_NODES):
+            what = _NODE_NAMES.get(type(node), f"an expression of kind {type(node).__name__}")
+            return f"{what} (column {node.col_offset + 1}) is not a literal"
+    return "its operators make no literal value"
 
 
 class DummyData(CaffeLayer):
