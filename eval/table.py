@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 import porting
+from porting.atomic import atomic_path
 from porting.errors import CheckpointError, FcnError
 from reproduce.datasets import dataset_for_split
 
@@ -161,15 +160,9 @@ def write_json(results: dict[str, dict], path: str | Path) -> None:
     """Write `{net name: score entry}` atomically, NaN (absent class) as null."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(_json_safe(results), stream, indent=2, allow_nan=False)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(_json_safe(results), stream, indent=2, allow_nan=False)
+        stream.write("\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

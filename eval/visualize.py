@@ -7,31 +7,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from reproduce.datasets import voc_palette
 
-def voc_palette(num_colors: int = 256) -> np.ndarray:
-    """The VOC colour map, (num_colors, 3) uint8, by the devkit's bit-interleaving rule.
-
-    Bits 0, 1, 2 of a class index go to the most significant bit of R, G, B; bits 3, 4, 5
-    to the next one down, and so on (class 1 is dark red, 15 is person pink, 255 cream).
-    """
-    index = np.arange(num_colors, dtype=np.int64)
-    palette = np.zeros((num_colors, 3), dtype=np.int64)
-    for level in range(8):
-        for channel in range(3):
-            bit = (index >> (3 * level + channel)) & 1
-            palette[:, channel] |= bit << (7 - level)
-    return palette.astype(np.uint8)
+#: The VOC colour map as a (256, 3) uint8 table: row i is the colour of class i.
+PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(-1, 3)
 
 
 def colorize(label: np.ndarray) -> np.ndarray:
     """(H, W) class indices 0..255 -> (H, W, 3) uint8 RGB in the VOC palette."""
-    return voc_palette()[np.asarray(label, dtype=np.uint8)]
+    return PALETTE[np.asarray(label, dtype=np.uint8)]
 
 
 def save_label_png(label: np.ndarray, path: str | Path) -> None:
     """Write an indexed PNG in the VOC palette, the format of VOC's SegmentationClass files."""
     image = Image.fromarray(np.asarray(label, dtype=np.uint8))
-    image.putpalette(voc_palette().reshape(-1).tolist())
+    image.putpalette(voc_palette())
     image.save(path)
 
 

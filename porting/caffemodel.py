@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from porting import wire
+from porting.atomic import atomic_path
 from porting.errors import CaffemodelError
 from porting.proto import caffe_pb2
 from porting.upgrade import V0_TO_V1_TYPE, V1_TO_V2_TYPE, V2_TO_V1_TYPE, upgrade_net
@@ -325,19 +326,11 @@ def write_caffemodel(
     unknown = sorted(set(blobs) - {layer.name for layer in net_param.layer})
     if unknown:
         raise CaffemodelError(str(path), f"blobs given for layers that are not in the net: {', '.join(unknown)}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            if net_param.HasField("name"):
-                file.write(_len_field(1, len(net_param.name.encode())) + net_param.name.encode())
-            for layer in net_param.layer:
-                _write_layer(file, layer, blobs.get(layer.name, ()), layout, legacy_dims, str(path))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        if net_param.HasField("name"):
+            file.write(_len_field(1, len(net_param.name.encode())) + net_param.name.encode())
+        for layer in net_param.layer:
+            _write_layer(file, layer, blobs.get(layer.name, ()), layout, legacy_dims, str(path))
 
 
 def _write_layer(file, layer: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray], layout: str,

@@ -8,7 +8,6 @@ loading one never runs pickled code.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
 from porting.errors import CheckpointError, FcnError
 from porting.net import CaffeNet, LoadReport
@@ -109,18 +109,13 @@ def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:
         "phase": net.phase,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
-    partial = path.with_name(path.name + ".partial")
     try:
-        torch.save(payload, partial)
-        os.replace(partial, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        if isinstance(exc, RuntimeError):  # how torch's zip writer reports open and write failures
-            raise CheckpointError(f"{path}: cannot write ({_first_sentence(exc)})") from None
-        raise
+        with atomic_path(path) as temporary:
+            torch.save(payload, temporary)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except RuntimeError as exc:  # how torch's zip writer reports open and write failures
+        raise CheckpointError(f"{path}: cannot write ({_first_sentence(exc)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> CaffeNet:

@@ -5,24 +5,21 @@ trainer's position (images consumed, data-order seed, the smoothed-loss window).
 state needs no saving: the trainer reseeds from (seed, image position) before every
 image, so the data order and dropout masks at any point follow from those two numbers.
 
-Every file is written to a hidden temporary in the target directory, fsynced, then
-renamed over the final name (`os.replace` is atomic on POSIX), and the directory is
-fsynced so the rename itself is durable. A kill mid-write leaves only a `.tmp` file,
-which `latest_snapshot` ignores.
+Every file is written through `porting.atomic.atomic_path`: a kill mid-write leaves
+only a hidden `.tmp` file, which `latest_snapshot` ignores.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from porting.atomic import atomic_path
 from porting.errors import CheckpointError
 from reproduce.solver import CaffeSGD
 
@@ -34,34 +31,6 @@ _NAME = re.compile(r"^snapshot_iter_(\d+)\.pt$")
 def snapshot_path(directory: Path, iteration: int) -> Path:
     """Where the snapshot taken after `iteration` updates lives."""
     return Path(directory) / f"snapshot_iter_{iteration}.pt"
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success make it `path` durably, else delete it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        _fsync_file(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _to_cpu(state: Mapping[str, Any]) -> dict[str, Any]:

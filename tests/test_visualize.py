@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.visualize import colorize, panel, save_label_png, save_panel, voc_palette
+from eval.visualize import PALETTE, colorize, panel, save_label_png, save_panel
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 LABEL_PNG = REFERENCE / "demo" / "label.png"
@@ -17,8 +17,7 @@ LABEL_PNG = REFERENCE / "demo" / "label.png"
 def test_palette_equals_the_one_stored_in_a_voc_label_file():
     stored = np.asarray(Image.open(LABEL_PNG).getpalette(), dtype=np.uint8).reshape(-1, 3)
     assert stored.shape == (256, 3)
-    np.testing.assert_array_equal(voc_palette(), stored)
-    np.testing.assert_array_equal(voc_palette(21), stored[:21])
+    np.testing.assert_array_equal(PALETTE, stored)
 
 
 def test_colorize_matches_pillow_rendering_of_the_label_file():
@@ -47,8 +46,8 @@ def test_panel_places_image_label_and_prediction_side_by_side(tmp_path):
     out = panel(image, label, prediction, gap=2)
     assert out.shape == (5, 3 * 7 + 2 * 2, 3)
     np.testing.assert_array_equal(out[:, :7], image)
-    np.testing.assert_array_equal(out[:, 9:16], voc_palette()[label])
-    np.testing.assert_array_equal(out[:, 18:], voc_palette()[prediction])
+    np.testing.assert_array_equal(out[:, 9:16], PALETTE[label])
+    np.testing.assert_array_equal(out[:, 18:], PALETTE[prediction])
     assert (out[:, 7:9] == 255).all() and (out[:, 16:18] == 255).all()
     save_panel(image, label, prediction, tmp_path / "panel.png")
     with Image.open(tmp_path / "panel.png") as saved:
