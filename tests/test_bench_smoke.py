@@ -1,0 +1,42 @@
+"""`python -m bench --quick` end to end on tiny inputs: the files, the keys, the peers' agreement.
+
+No timing is asserted (the machine's load decides those); what must hold is that one
+run writes both files with the documented keys and that every peer computed the same
+scores as our module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from bench.__main__ import main
+
+DESIGN_KEYS = {
+    "fcn8s_forward_cpu": {"ours_ms", "onnxruntime_ms", "opencv_ms"},
+    "port_vgg16": {"ours_s", "read_s", "naive_s", "peak_rss_mb", "file_mb"},
+    "metrics": {"ours_mpx_s", "numpy_mpx_s"},
+}
+
+
+def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys):
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for section, keys in DESIGN_KEYS.items():
+        for key in keys:
+            value = results[section][key]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, f"{section}.{key} = {value!r}"
+    assert "fcn8s_forward_cuda" in results or results["cuda"] == "not available on this machine"
+
+    cpu = results["fcn8s_forward_cpu"]
+    assert {"ours eager", "ours channels_last", "onnxruntime", "opencv"} <= set(cpu["peers"])
+    for name, row in cpu["peers"].items():
+        assert row["max_rel_diff_vs_ours_eager"] < 1e-4, f"{name} disagrees with our module"
+    assert min(row["ratio_to_fastest"] for row in cpu["peers"].values()) == 1.0
+    assert cpu["gflop"] > 0 and cpu["matmul_peak_gflop_s"] > 0
+    assert results["train_cpu"]["images_s"] > 0
+
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.strip() in capsys.readouterr().out, "the printed table is the written one"
+    for heading in ("## FCN-8s forward, CPU", "## Porting a VGG16-sized caffemodel", "## Confusion-matrix accumulation"):
+        assert heading in markdown
