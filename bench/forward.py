@@ -2,7 +2,8 @@
 
 Every peer runs the same FCN-8s (our generator's deploy net, seeded random weights
 written by our caffemodel writer) on the same 1x3x500x500 input, fp32, batch 1, in one
-process: our module eager, in channels_last, and under `torch.compile`; ONNX Runtime on
+process: our module eager, in channels_last, as `porting.inference.InferenceNet` (oneDNN
+with prepacked weights and fused ReLU) and under `torch.compile`; ONNX Runtime on
 our ONNX export; OpenCV's Caffe importer on the prototxt + caffemodel. Timed runs are
 interleaved round-robin, so background load falls on every peer alike, and the median
 is reported. Achieved GFLOP/s divide the net's multiply-add count (torch's flop counter,
@@ -25,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from porting import CaffeNet, to_text, write_caffemodel
+from porting.inference import InferenceNet, retain_freed_memory
 from porting.onnx import export_onnx
 from porting.surgery import set_bilinear_upsampling
 from prototxt import fcn
@@ -110,12 +112,14 @@ def _relative(ours: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _module_peers(net: CaffeNet, x: torch.Tensor, compile_module: bool) -> dict[str, Callable[[], torch.Tensor]]:
-    """Our module as eager, channels_last and (optionally) compiled callables returning the score."""
+    """Our module as eager, channels_last, InferenceNet and (optionally) compiled callables returning the score."""
     last = copy.deepcopy(net).to(memory_format=torch.channels_last)
     x_last = x.contiguous(memory_format=torch.channels_last)
+    fast = InferenceNet(net)
     peers = {
         "ours eager": lambda: net(x)["score"],
         "ours channels_last": lambda: last(x_last)["score"],
+        "ours InferenceNet": lambda: fast(x)["score"],
     }
     if compile_module:
         compiled = torch.compile(net, options={"freezing": True})  # weights as constants: inference only
@@ -153,6 +157,7 @@ def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5,
     """The CPU table: per-peer figures plus the DESIGN keys ours_ms / onnxruntime_ms / opencv_ms."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    malloc_retains = retain_freed_memory()  # for every peer alike: ORT and OpenCV keep arenas anyway
     cpu = torch.device("cpu")
     net = fcn8s(width, size).eval()
     prototxt, caffemodel, model = workdir / "fcn8s.prototxt", workdir / "fcn8s.caffemodel", workdir / "fcn8s.onnx"
@@ -197,6 +202,7 @@ def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5,
         "width": width,
         "repeats": repeats,
         "threads": {"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads()},
+        "malloc_retains_freed_memory": malloc_retains,
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "opencv": cv2.__version__},
     }
 

@@ -1,10 +1,15 @@
 """`CaffeNet`: runs a Caffe net definition as a torch module, layer by layer, as Caffe does.
 
 Blobs are names; every layer reads its bottoms by name and binds its tops to new
-tensors, so an in-place layer (top == bottom) simply rebinds the name and what earlier
-layers computed is never overwritten. Shapes are inferred at construction by running
-every layer on meta tensors, which catches inconsistent definitions before any weight
-is allocated; at run time the net takes whatever spatial size it is given.
+tensors, so an in-place layer (top == bottom) rebinds the name. `trace` and autograd
+never see a value overwritten; plain inference lets an in-place layer that can
+(`run_in_place`, i.e. ReLU) overwrite its bottom when no caller input and no other blob
+still to be read shares that memory, which is Caffe's own in-place semantics and saves
+a pass and an allocation over the largest maps.
+
+Shapes are inferred at construction by running every layer on meta tensors, which
+catches inconsistent definitions before any weight is allocated; at run time the net
+takes whatever spatial size it is given.
 
 Weights are allocated only once the whole definition has been checked, and a net built
 with `fill=False` allocates none until `load_blobs`, which adopts the given arrays as the
@@ -17,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,11 +63,21 @@ class LoadReport:
 
 
 @dataclass(frozen=True)
-class _Step:
+class Step:
+    """One layer of the execution plan, with the blob names it reads and writes."""
+
     name: str
     layer: CaffeLayer
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
+
+    @property
+    def in_place(self) -> bool:
+        return len(self.tops) == 1 and self.tops == self.bottoms
+
+
+#: Runs a step instead of its layer: bottoms in, one tensor per top out.
+Kernel = Callable[..., list[Tensor]]
 
 
 def module_name(layer_name: str) -> str:
@@ -112,7 +127,7 @@ class CaffeNet(nn.Module):
         self.inputs: list[str] = []
         self.data_layers: dict[str, DataLayerSpec] = {}
         self.input_shapes: dict[str, Shape] = {}
-        self._steps: list[_Step] = []
+        self._steps: list[Step] = []
         self._layers: dict[str, CaffeLayer] = {}
         self._build(dict(input_shapes or {}))
         self._check_shared_params()
@@ -121,6 +136,7 @@ class CaffeNet(nn.Module):
         self.outputs: list[str] = self._find_outputs()
         consumed = {b for step in self._steps for b in step.bottoms}
         self._consumed_inputs = [name for name in self.inputs if name in consumed]
+        self._last_read = self._find_last_reads()
 
     @contextlib.contextmanager
     def _definition_errors(self) -> Iterator[None]:
@@ -170,7 +186,7 @@ class CaffeNet(nn.Module):
         except KeyError:
             raise PrototxtError(where, "this layer name is reserved by CaffeNet (rename the layer)") from None
         self._layers[name] = layer
-        self._steps.append(_Step(name, layer, tuple(param.bottom), tuple(param.top)))
+        self._steps.append(Step(name, layer, tuple(param.bottom), tuple(param.top)))
         return count
 
     def _bind_input_shapes(self, layer, param, input_shapes, meta, where) -> None:
@@ -209,6 +225,14 @@ class CaffeNet(nn.Module):
                 available[t] = None
         return list(available)
 
+    def _find_last_reads(self) -> dict[str, float]:
+        """Blob name -> index of the last step that reads it (net outputs: never done)."""
+        last: dict[str, float] = {}
+        for index, step in enumerate(self._steps):
+            last.update((b, index) for b in step.bottoms)
+        last.update((name, math.inf) for name in self.outputs)
+        return last
+
     def _check_shared_params(self) -> None:
         seen: dict[str, str] = {}
         for param in self.net_param.layer:
@@ -220,6 +244,11 @@ class CaffeNet(nn.Module):
                     )
                 if spec.name:
                     seen[spec.name] = param.name
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The execution plan: every layer in Caffe's order with its bottoms and tops."""
+        return tuple(self._steps)
 
     @property
     def layers(self) -> dict[str, CaffeLayer]:
@@ -255,15 +284,25 @@ class CaffeNet(nn.Module):
                 raise TypeError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}")
         return blobs
 
-    def _run(self, blobs: dict[str, Tensor], record: dict[str, Tensor] | None) -> dict[str, Tensor]:
-        for step in self._steps:
+    def _run(
+        self, blobs: dict[str, Tensor], record: dict[str, Tensor] | None, kernels: Mapping[str, Kernel | None] | None = None
+    ) -> dict[str, Tensor]:
+        kernels = kernels or {}
+        overwrite = record is None and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+        callers = {t.untyped_storage().data_ptr() for t in blobs.values()} if overwrite else set()
+        for index, step in enumerate(self._steps):
             if step.layer.is_input:
                 if record is not None and step.tops and step.tops[0] in blobs:
                     record[step.name] = blobs[step.tops[0]]
                 continue
+            run = kernels.get(step.name, step.layer)
+            if run is None:
+                continue
             bottoms = [blobs[b] for b in step.bottoms]
+            if overwrite and run is step.layer and self._may_overwrite(step, index, blobs, callers):
+                run = step.layer.run_in_place
             try:
-                tops = step.layer(*bottoms)
+                tops = run(*bottoms)
             except FcnError:
                 raise
             except RuntimeError as exc:
@@ -274,17 +313,39 @@ class CaffeNet(nn.Module):
                 record[step.name] = tops[0].detach()
         return blobs
 
+    def _may_overwrite(self, step: Step, index: int, blobs: dict[str, Tensor], callers: set[int]) -> bool:
+        """Whether an in-place step may write into its bottom: the layer can, nothing records
+        gradients, and the memory is neither the caller's nor that of another blob (a Split
+        top, a Dropout identity, a Crop view) still to be read after this step."""
+        if not step.in_place or not hasattr(step.layer, "run_in_place"):
+            return False
+        x = blobs[step.bottoms[0]]
+        if torch.is_grad_enabled() and x.requires_grad:
+            return False
+        memory = x.untyped_storage().data_ptr()
+        if memory in callers:
+            return False
+        return not any(
+            name != step.bottoms[0] and self._last_read.get(name, -1) > index and t.untyped_storage().data_ptr() == memory
+            for name, t in blobs.items()
+        )
+
     def forward(self, *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
         """Run the net; returns {output blob: tensor} for every net output that was computed."""
-        blobs = self._run(self._bind(args, kwargs), None)
+        return self.forward_with({}, *args, **kwargs)
+
+    def forward_with(self, kernels: Mapping[str, Kernel | None], *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
+        """`forward` with some steps run by other kernels (step name -> kernel), for inference
+        back ends; a step mapped to None is skipped (an in-place layer its kernel fused)."""
+        blobs = self._run(self._bind(args, kwargs), None, kernels)
         return {name: blobs[name] for name in self.outputs if name in blobs}
 
     @torch.no_grad()
     def trace(self, *args: Tensor, **kwargs: Tensor) -> OrderedDict[str, Tensor]:
         """Layer name -> the first top that layer computed, in execution order.
 
-        No layer writes in place, so a value here is what the layer produced even when
-        a later in-place layer (ReLU) rebinds the blob name: `conv1_1` is pre-ReLU.
+        Nothing is overwritten while tracing, so a value here is what the layer produced even
+        when a later in-place layer (ReLU) rebinds the blob name: `conv1_1` is pre-ReLU.
         """
         record: OrderedDict[str, Tensor] = OrderedDict()
         self._run(self._bind(args, kwargs), record)

@@ -23,6 +23,12 @@ class ReLU(CaffeLayer):
             return [F.relu(x)]
         return [F.leaky_relu(x, self.negative_slope)]
 
+    def run_in_place(self, x: Tensor) -> list[Tensor]:
+        """`forward` written into `x` (Caffe's in-place ReLU); the executor decides when that is safe."""
+        if self.negative_slope == 0:
+            return [F.relu_(x)]
+        return [F.leaky_relu_(x, self.negative_slope)]
+
 
 class Dropout(CaffeLayer):
     """Caffe Dropout: in TRAIN keep with probability 1 - r and scale by 1 / (1 - r); TEST is identity."""

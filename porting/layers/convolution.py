@@ -63,7 +63,8 @@ class _ConvolutionBase(CaffeLayer):
         if self.bias_term:
             self.add_blob((p.num_output,), p.bias_filler)
 
-    def _check(self, x: Tensor) -> None:
+    def check_input(self, x: Tensor) -> None:
+        """FormatError unless x is (N, C_in, H, W)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise self.bad_input(f"expected input (N, {self.in_channels}, H, W), found {tuple(x.shape)}")
 
@@ -72,7 +73,7 @@ class _ConvolutionBase(CaffeLayer):
         bias = self.blob(1) if self.bias_term else None
         tops = []
         for x in bottoms:
-            self._check(x)
+            self.check_input(x)
             if self.transposed:
                 tops.append(F.conv_transpose2d(x, weight, bias, self.stride, self.pad, 0, self.group, self.dilation))
             elif self._gemm_pays(x):
@@ -105,7 +106,7 @@ class _ConvolutionBase(CaffeLayer):
         if self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0):
             columns = x.flatten(2)
         else:
-            columns = F.unfold(x, self.kernel, self.dilation, self.pad, self.stride)
+            columns = F.unfold(x.contiguous(), self.kernel, self.dilation, self.pad, self.stride)  # NHWC unfold is slow
         out = _linear(columns.transpose(1, 2), weight.flatten(1), bias)
         return out.transpose(1, 2).unflatten(2, (height, width))
 

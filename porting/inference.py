@@ -1,0 +1,165 @@
+"""A CPU inference path for `CaffeNet`: the same layers, run as oneDNN executes them best.
+
+Convolutions run through oneDNN on channels-last maps with their weights reordered once
+into oneDNN's own layout (for FCN's fc6, a 400 MB weight, the per-call reorder is a
+tenth of the layer), and an in-place ReLU that directly follows a convolution is fused
+into it as a post-op, which saves a pass over the largest maps. A Deconvolution with a
+diagonal weight (bilinear upsampling) runs grouped, without its zero cross-channel terms.
+Every other layer is the plain one and the executor is `CaffeNet`'s, so Caffe's
+semantics are unchanged; only the summation order inside a convolution differs (about
+1e-6 relative in fp32).
+
+Weights are a snapshot: build `InferenceNet` again after changing them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from porting.layers.activation import ReLU
+from porting.layers.convolution import Convolution, Deconvolution
+from porting.net import CaffeNet, Kernel, Step
+
+Shape = tuple[int, ...]
+
+
+#: glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def supported() -> bool:
+    """Whether this torch has the oneDNN kernels the fast path needs."""
+    return torch.backends.mkldnn.is_available()
+
+
+def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Make glibc's malloc keep freed blocks up to `limit_bytes` for reuse (process-wide).
+
+    By default every block over 32 MB is mmap'ed fresh and unmapped on free, so each
+    forward page-faults its ~1 GB of feature maps anew (about 8% of an FCN-8s forward
+    on one core); ONNX Runtime and OpenCV reuse their own arenas. This is the allocator
+    half of PyTorch's CPU tuning advice (jemalloc/tcmalloc) without preloading a library.
+    The process keeps its peak memory instead of returning it. False where libc has no
+    `mallopt` (not glibc).
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    limit = ctypes.c_int(min(limit_bytes, 2**31 - 1))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)))
+
+
+class PackedConvolution:
+    """One Convolution layer as a oneDNN kernel with a prepacked weight and an optional fused ReLU."""
+
+    def __init__(self, layer: Convolution, relu: bool) -> None:
+        self.layer = layer
+        self.args = ([*layer.pad], [*layer.stride], [*layer.dilation], layer.group)
+        self.post_op = "relu" if relu else "none"
+        self.weight: Tensor | None = None
+        self.bias = layer.blob(1).detach() if layer.bias_term else None
+
+    def _pack(self, input_shape: Shape) -> Tensor:
+        """oneDNN picks the weight layout for an input size; any other size still runs."""
+        weight = self.layer.blob(0).detach().to_mkldnn()
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *self.args, list(input_shape))
+
+    def __call__(self, *bottoms: Tensor) -> list[Tensor]:
+        tops = []
+        for x in bottoms:
+            self.layer.check_input(x)
+            x = x.contiguous(memory_format=torch.channels_last)
+            if self.weight is None:
+                self.weight = self._pack(tuple(x.shape))
+            tops.append(torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, self.post_op, [], ""))
+        return tops
+
+
+class DiagonalDeconvolution:
+    """A Deconvolution whose weight maps each channel only to itself (FCN's bilinear
+    upsampling) run as a grouped one: the same sums without the C - 1 zero terms each."""
+
+    def __init__(self, layer: Deconvolution, diagonal: Tensor) -> None:
+        self.layer = layer
+        self.weight = diagonal
+        self.bias = layer.blob(1).detach() if layer.bias_term else None
+
+    @staticmethod
+    def diagonal_of(layer: Deconvolution) -> Tensor | None:
+        """The (C, 1, kh, kw) diagonal of a (C, C, kh, kw) weight that is zero elsewhere, else None."""
+        weight = layer.blob(0).detach()
+        if layer.group != 1 or weight.shape[0] != weight.shape[1]:
+            return None
+        channels = torch.arange(weight.shape[0])
+        diagonal = weight[channels, channels].unsqueeze(1).contiguous()
+        off = weight.clone()
+        off[channels, channels] = 0
+        return None if off.any() else diagonal
+
+    def __call__(self, *bottoms: Tensor) -> list[Tensor]:
+        tops = []
+        for x in bottoms:
+            self.layer.check_input(x)
+            x = x.contiguous(memory_format=torch.channels_last)
+            layer = self.layer
+            tops.append(F.conv_transpose2d(x, self.weight, self.bias, layer.stride, layer.pad, 0, x.shape[1], layer.dilation))
+        return tops
+
+
+class InferenceNet(nn.Module):
+    """`net` for CPU float32 inference: same inputs and outputs as `net(...)`, no autograd.
+
+    Weights are packed on the first call, for its input size; any other size the net
+    accepts runs too. Without oneDNN, or for other devices and dtypes, this is `net`.
+    """
+
+    def __init__(self, net: CaffeNet) -> None:
+        super().__init__()
+        self.net = net
+        self.kernels: dict[str, Kernel | None] = self._plan(net) if supported() else {}
+
+    @staticmethod
+    def _plan(net: CaffeNet) -> dict[str, Kernel | None]:
+        kernels: dict[str, Kernel | None] = {}
+        steps = net.steps
+        for index, step in enumerate(steps):
+            weight = step.layer.blob(0) if type(step.layer) in (Convolution, Deconvolution) else None
+            if weight is None or weight.device.type != "cpu" or weight.dtype != torch.float32 or len(step.tops) != 1:
+                continue
+            if type(step.layer) is Deconvolution:
+                diagonal = DiagonalDeconvolution.diagonal_of(step.layer)
+                if diagonal is not None:
+                    kernels[step.name] = DiagonalDeconvolution(step.layer, diagonal)
+                continue
+            relu = _fusable_relu(steps, index)
+            kernels[step.name] = PackedConvolution(step.layer, relu is not None)
+            if relu is not None:
+                kernels[relu.name] = None
+        return kernels
+
+    @torch.no_grad()
+    def forward(self, *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
+        """{output blob: tensor}, as `CaffeNet.forward`, in contiguous (NCHW) memory."""
+        given = [*args, *kwargs.values()]
+        fast = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in given)
+        outputs = self.net.forward_with(self.kernels if fast else {}, *args, **kwargs)
+        return {name: t.contiguous() for name, t in outputs.items()}
+
+
+def _fusable_relu(steps: tuple[Step, ...], index: int) -> Step | None:
+    """The ReLU (slope 0) that overwrites step `index`'s top in place before anything else
+    reads it: running it inside the convolution then changes no value anyone sees."""
+    top = steps[index].tops[0]
+    for step in steps[index + 1 :]:
+        if top in step.bottoms:
+            plain = isinstance(step.layer, ReLU) and step.layer.negative_slope == 0
+            return step if plain and step.in_place else None
+        if top in step.tops:
+            return None
+    return None
