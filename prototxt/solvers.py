@@ -1,4 +1,4 @@
-"""Solver files for the two published FCN training recipes.
+"""Solver files for the two published FCN training recipes, and the built-in demo's.
 
 `heavy` is the reference repository's recipe (the PAMI paper's): the authors' four
 `solver.prototxt` files exactly. Batch 1 with no accumulation, momentum 0.99, an
@@ -21,6 +21,13 @@ unnormalized (summed) loss, so tiny fixed learning rates: 1e-10 (32s and the at-
   iterations), the same 100k images per stage as the heavy recipe.
 
 The CVPR paper has no at-once net, so the `cvpr` preset does not define one.
+
+`demo` is no published recipe: it is the built-in demo's (`python -m reproduce.demo`),
+for synthetic data and a net 1/8 as wide as VGG16 trained for minutes on a CPU. It keeps
+the CVPR recipe's shape (normalized per-pixel loss, momentum 0.9, learned skip
+upsamplings, fixed final upsampling) with a far higher learning rate that does not drop
+per stage (the skip score layers start from zero and must learn within a short stage)
+and few images per update. It defines no at-once net either.
 """
 
 from __future__ import annotations
@@ -72,13 +79,24 @@ PRESETS: dict[str, Preset] = {
         normalize_loss=True,
         learn_skip_upsampling=True,
     ),
+    "demo": Preset(
+        description="built-in demo (synthetic data, narrow net, CPU minutes): CVPR's shape, lr 5e-3 every stage",
+        base_lr={"voc-fcn32s": 5e-3, "voc-fcn16s": 5e-3, "voc-fcn8s": 5e-3},
+        max_iter={"voc-fcn32s": 120, "voc-fcn16s": 80, "voc-fcn8s": 80},
+        momentum=0.9,
+        weight_decay=0.0005,
+        iter_size=5,
+        snapshot=20,
+        normalize_loss=True,
+        learn_skip_upsampling=True,
+    ),
 }
 
 
 def build(
     preset: str, net: str, *, train_net: str = "train.prototxt", test_net: str = "val.prototxt"
 ) -> caffe_pb2.SolverParameter:
-    """The solver of `net` under a recipe, laid out like the authors' solver files.
+    """The solver of `net` under a recipe (`PRESETS`), laid out like the authors' solver files.
 
     The test net is made but never run by the solver (scoring is `eval`'s job), hence the
     huge `test_interval` and no test at start, as in the authors' files.

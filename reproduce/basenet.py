@@ -8,17 +8,19 @@ legacy V1 net format and V1-layout caffemodel with legacy 4-D blob dims. Everyth
 downstream (transplant of fc6/fc7 into 7x7 and 1x1 convolutions, staged training) then
 runs exactly as it would on the real file.
 
-The classification task: a random crop of a training image, pasted at a random place
-on a zero (mean-valued) 224x224 canvas, labelled with the class covering most of its
-pixels. The zero surround is what the FCN sees too (conv1_1 pads by 100), and the crop
-sizes match the object sizes, so the features transfer.
+The classification task is the one each FCN-32s output location solves: a window of a
+training image around a pixel, pasted on a zero (mean-valued) 224x224 canvas with that
+pixel at the centre, labelled with the pixel's class. The zero surround is what the FCN
+sees too (conv1_1 pads by 100), so the features, and fc6-fc8, transfer.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -32,7 +34,7 @@ from prototxt.fcn import FC_WIDTH, VGG16_STAGES, scaled_width
 from reproduce.datasets import IGNORE_LABEL, Sample
 
 INPUT_SIZE = 224  # VGG16's: five 2x2 pools bring it to the 7x7 map fc6 is built for
-FC6_MAP = 7
+PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel
 
 
 def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_layers") -> str:
@@ -40,10 +42,14 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
 
     Channel widths are VGG16's times `width` with the FCN generator's rounding, so the
     transplanted blobs fit the FCN nets built with the same `width`. Weight fillers are
-    MSRA (He et al.) so the plain 16-layer stack trains from scratch.
+    MSRA (He et al.) so the plain 16-layer stack trains from scratch; MSRA assumes
+    unit-scale inputs, so conv1_1's are shrunk by the pixel scale (0..255 minus the mean)
+    to keep every activation, and the first logits, near 1.
     """
     lines = [f'name: "{name}"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, INPUT_SIZE, INPUT_SIZE)]
-    filler = 'weight_filler { type: "msra" } bias_filler { type: "constant" value: 0 }'
+    msra = 'weight_filler { type: "msra" } bias_filler { type: "constant" value: 0 }'
+    first_std = math.sqrt(2 / (3 * 3 * 3)) / PIXEL_SCALE
+    first = f'weight_filler {{ type: "gaussian" std: {first_std:.6g} }} bias_filler {{ type: "constant" value: 0 }}'
 
     def layer(body: str) -> None:
         lines.append("layers {\n  " + body + "\n}")
@@ -52,6 +58,7 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
     for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
         for index in range(1, convs + 1):
             conv = f"conv{stage}_{index}"
+            filler = first if conv == "conv1_1" else msra
             layer(
                 f'bottom: "{bottom}" top: "{conv}" name: "{conv}" type: CONVOLUTION\n'
                 f"  convolution_param {{ num_output: {scaled_width(channels, width)} pad: 1 kernel_size: 3 {filler} }}"
@@ -68,7 +75,7 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
     for fc, outputs in fc_outputs:
         layer(
             f'bottom: "{bottom}" top: "{fc}" name: "{fc}" type: INNER_PRODUCT\n'
-            f"  inner_product_param {{ num_output: {outputs} {filler} }}"
+            f"  inner_product_param {{ num_output: {outputs} {msra} }}"
         )
         if fc != "fc8":
             index = fc[2:]
@@ -81,44 +88,45 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
     return "\n".join(lines) + "\n"
 
 
-class CropSampler:
-    """Random labelled crops of segmentation samples, pasted on a zero canvas."""
+class CentreSampler:
+    """Views of segmentation samples centred on a labelled pixel, labelled with that pixel's class.
 
-    def __init__(self, samples: Sequence[Sample], num_classes: int, crop_range: tuple[int, int], seed: int) -> None:
-        if not samples:
-            raise ValueError("CropSampler needs at least one sample")
-        self.samples = list(samples)
-        self.num_classes = num_classes
-        self.crop_range = crop_range
+    That is what one FCN output location does: classify the pixel at the centre of its
+    receptive field, seeing the image around it and the zero padding beyond its edges.
+    The class is drawn uniformly among those present in the image, so objects come up as
+    often as background; the window side is drawn from `view_range`.
+    """
+
+    def __init__(self, samples: Sequence[Sample], view_range: tuple[int, int], seed: int) -> None:
+        self.samples = [sample for sample in samples if bool((sample.label != IGNORE_LABEL).any())]
+        if not self.samples:
+            raise ValueError("CentreSampler needs at least one sample with a labelled pixel")
+        self.view_range = view_range
         self.rng = np.random.default_rng(seed)
 
-    def _one(self) -> tuple[torch.Tensor, int] | None:
+    def one(self) -> tuple[torch.Tensor, int]:
         sample = self.samples[int(self.rng.integers(len(self.samples)))]
-        _, height, width = sample.image.shape
-        size = int(self.rng.integers(self.crop_range[0], self.crop_range[1] + 1))
-        ch, cw = min(size, height), min(size, width)
-        top = int(self.rng.integers(0, height - ch + 1))
-        left = int(self.rng.integers(0, width - cw + 1))
-        label = sample.label[top : top + ch, left : left + cw]
-        counts = torch.bincount(label[label != IGNORE_LABEL].flatten(), minlength=self.num_classes)
-        if counts.sum() == 0:
-            return None
-        crop = sample.image[:, top : top + ch, left : left + cw]
+        image, label = sample.image, sample.label
         if self.rng.random() < 0.5:
-            crop = crop.flip(-1)
+            image, label = image.flip(-1), label.flip(-1)
+        classes = label[label != IGNORE_LABEL].unique()
+        target = int(classes[int(self.rng.integers(len(classes)))])
+        ys, xs = torch.nonzero(label == target, as_tuple=True)
+        pick = int(self.rng.integers(len(ys)))
+        y, x = int(ys[pick]), int(xs[pick])
+        half = int(self.rng.integers(self.view_range[0], self.view_range[1] + 1)) // 2
+        centre = INPUT_SIZE // 2
+        top, left = max(0, y - half, y - centre), max(0, x - half, x - centre)
+        bottom = min(label.shape[0], y + half, y - centre + INPUT_SIZE)
+        right = min(label.shape[1], x + half, x - centre + INPUT_SIZE)
         canvas = torch.zeros(3, INPUT_SIZE, INPUT_SIZE)
-        y = int(self.rng.integers(0, INPUT_SIZE - ch + 1))
-        x = int(self.rng.integers(0, INPUT_SIZE - cw + 1))
-        canvas[:, y : y + ch, x : x + cw] = crop
-        return canvas, int(counts.argmax())
+        canvas[:, centre - (y - top) : centre + (bottom - y), centre - (x - left) : centre + (right - x)] = (
+            image[:, top:bottom, left:right]
+        )
+        return canvas, target
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        while len(images) < size:
-            drawn = self._one()
-            if drawn is not None:
-                images.append(drawn[0])
-                labels.append(drawn[1])
+        images, labels = zip(*(self.one() for _ in range(size)))
         return torch.stack(images), torch.tensor(labels)
 
 
@@ -127,11 +135,11 @@ def train_base_net(
     out: str | Path,
     *,
     num_classes: int = 21,
-    width: float = 1 / 16,
-    steps: int = 150,
+    width: float = 1 / 8,
+    steps: int = 500,
     batch_size: int = 16,
-    lr: float = 2e-3,
-    crop_range: tuple[int, int] = (24, 64),
+    lr: float = 3e-4,
+    view_range: tuple[int, int] = (32, 128),
     seed: int = 0,
     log: TextIO | None = None,
 ) -> Path:
@@ -139,7 +147,9 @@ def train_base_net(
 
     The net text goes next to it as `<out stem>_deploy.prototxt`. Training uses Adam on
     the CaffeNet built from the V1 text (the porting code path the real file takes);
-    the optimizer is irrelevant to what FCN inherits, only the weights are.
+    the optimizer is irrelevant to what FCN inherits, only the weights are. The net runs
+    in its TEST phase, without dropout: within a few hundred steps dropout holds the
+    plain 16-layer stack at the class prior (measured), and FCN training brings it back.
     """
     log = log if log is not None else sys.stdout
     out = Path(out)
@@ -148,12 +158,12 @@ def train_base_net(
     prototxt_path = out.with_name(f"{out.stem}_deploy.prototxt")
     prototxt_path.write_text(text)
     torch.manual_seed(seed)
-    net = porting.CaffeNet(parse_prototxt(text, str(prototxt_path)), phase="TRAIN")
-    sampler = CropSampler(samples, num_classes, crop_range, seed)
+    net = porting.CaffeNet(parse_prototxt(text, str(prototxt_path)), phase="TEST")
+    sampler = CentreSampler(samples, view_range, seed)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     start = time.perf_counter()
     correct = seen = 0
-    net.train()
+    loss_sum = 0.0
     for step in range(1, steps + 1):
         images, labels = sampler.batch(batch_size)
         logits = net(images)["fc8"]
@@ -163,12 +173,52 @@ def train_base_net(
         optimizer.step()
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
+        loss_sum += loss.item() * len(labels)
         if step % 25 == 0 or step == steps:
             log.write(
-                f"base net step {step}/{steps}: loss {loss.item():.3f}, crop accuracy {correct / seen:.2f} "
+                f"base net step {step}/{steps}: loss {loss_sum / seen:.3f}, view accuracy {correct / seen:.2f} "
                 f"({time.perf_counter() - start:.0f} s)\n"
             )
             log.flush()
             correct = seen = 0
+            loss_sum = 0.0
     porting.write_caffemodel(net, out, layout="v1", legacy_dims=True)
     return out
+
+
+@dataclass(frozen=True)
+class BaseNetCheck:
+    """How good a start the classifier is: accuracy on held-out views and feature scale."""
+
+    accuracy: float
+    chance: float  # accuracy of always answering the most frequent class of these views
+    mean_activation: dict[str, float]  # mean post-ReLU value of conv5_3 and fc7
+
+    def line(self) -> str:
+        scale = ", ".join(f"{name} {value:.3g}" for name, value in self.mean_activation.items())
+        return (f"held-out view accuracy {self.accuracy:.2f} (most frequent class {self.chance:.2f}); "
+                f"mean activation {scale}")
+
+
+def check_base_net(
+    caffemodel: str | Path, samples: Sequence[Sample], *, views: int = 256, view_range: tuple[int, int] = (32, 128),
+    seed: int = 1,
+) -> BaseNetCheck:
+    """Score the written classifier, loaded as FCN-32s will load it, on centred views of `samples`.
+
+    A dead or background-only classifier (accuracy at the most-frequent-class rate, tiny
+    activations) gives FCN training nothing to build on; this says so before it starts.
+    """
+    caffemodel = Path(caffemodel)
+    prototxt = caffemodel.with_name(f"{caffemodel.stem}_deploy.prototxt")
+    net = porting.load(str(prototxt), str(caffemodel), phase="TEST")
+    images, labels = CentreSampler(samples, view_range, seed).batch(views)
+    with torch.no_grad():
+        trace = net.trace(images)
+    predicted = trace["fc8"].argmax(1)
+    activation = {name: float(trace[name].clamp(min=0).mean()) for name in ("conv5_3", "fc7")}
+    return BaseNetCheck(
+        accuracy=float((predicted == labels).float().mean()),
+        chance=float(labels.bincount().max()) / len(labels),
+        mean_activation=activation,
+    )

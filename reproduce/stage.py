@@ -30,10 +30,9 @@ from porting.errors import FcnError
 from porting.proto import caffe_pb2
 from porting.prototxt import to_text
 from porting.surgery import set_bilinear_upsampling, transplant
-from prototxt import fcn
+from prototxt import fcn, solvers
 from reproduce.datasets import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
 from reproduce.distributed import DistContext, init_distributed, shutdown
-from reproduce.presets import PRESETS, solver_parameter
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.train import TrainConfig, TrainResult, Trainer
 
@@ -117,7 +116,7 @@ def check_data(options: StageOptions, evaluating: bool) -> None:
 def definitions(options: StageOptions) -> dict[str, Definition]:
     """The stage's train/val/deploy nets and solver for the chosen preset, classes and width."""
     name = net_name(options.stage)
-    recipe = PRESETS[options.preset]
+    recipe = solvers.PRESETS[options.preset]
     data_params = {
         "train": {"sbdd_dir": str(options.sbd_root), "seed": options.seed, "split": "train", "mean": MEAN_BGR},
         "val": {"voc_dir": str(Path(options.voc_root or "") / "VOC2011"), "seed": options.seed,
@@ -131,7 +130,7 @@ def definitions(options: StageOptions) -> dict[str, Definition]:
         )
         for split, params in data_params.items()
     }
-    solver = solver_parameter(options.preset, name)
+    solver = solvers.build(options.preset, name)
     if options.max_iter is not None:
         solver.max_iter = options.max_iter
     if options.images_per_update is not None:
@@ -166,7 +165,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
-    recipe = PRESETS[options.preset]
+    recipe = solvers.PRESETS[options.preset]
     if net_name(options.stage) not in recipe.base_lr:
         raise FcnError(f"the {options.preset} preset has no {options.stage}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     eval_every = recipe.snapshot if options.eval_every is None else options.eval_every
@@ -241,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--base-weights", type=Path,
                         help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
                              "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="heavy",
+    parser.add_argument("--preset", choices=sorted(solvers.PRESETS), default="heavy",
                         help="training recipe: heavy (authors' solver files), cvpr (CVPR 2015), demo (synthetic data)")
     parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=_positive_int,

@@ -1,5 +1,6 @@
-"""`python -m reproduce.demo --fast` end to end, and the demo's base classifier file checked
-against OpenCV's Caffe importer (the same file format as the ILSVRC VGG16 download)."""
+"""`python -m reproduce.demo --fast` end to end, the demo's base classifier file checked
+against OpenCV's Caffe importer (the same file format as the ILSVRC VGG16 download), and
+the views it is trained on."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 import porting
 from porting.proto import caffe_pb2
 from reproduce import demo
-from reproduce.datasets import seg11valid_ids
+from reproduce.basenet import INPUT_SIZE, CentreSampler
+from reproduce.datasets import IGNORE_LABEL, Sample, seg11valid_ids
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
@@ -60,3 +62,21 @@ def test_base_net_is_a_v1_caffemodel_opencv_reads_alike(fast_demo: Path) -> None
     ours = porting.load(str(prototxt), str(weights), phase="TEST")(torch.from_numpy(x))["fc8"].detach().numpy()
     assert ours.shape == expected.shape == (1, 21)
     assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_base_net_views_are_labelled_with_their_centre_pixel() -> None:
+    # Each pixel's value names its class (class + 1), so a view's centre shows its label.
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(3):
+        label = torch.from_numpy(rng.integers(0, 21, (30 + index, 41))).long()
+        label[0, :5] = IGNORE_LABEL
+        image = (label.float() + 1).expand(3, -1, -1).clone()
+        samples.append(Sample(image, label, str(index)))
+    centre = INPUT_SIZE // 2
+    images, labels = CentreSampler(samples, (8, 64), seed=0).batch(64)
+    assert images.shape == (64, 3, INPUT_SIZE, INPUT_SIZE)
+    assert torch.equal(images[:, 0, centre, centre] - 1, labels.float())
+    assert (labels != IGNORE_LABEL).all()
+    # the view is at most 64 px wide around the centre; the rest of the canvas is the zero (mean) colour
+    assert (images[:, :, : centre - 32] == 0).all() and (images[:, :, centre + 32 :] == 0).all()
