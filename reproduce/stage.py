@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
         description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid.",
     )
     parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("--out", type=Path, required=True, help="runs folder; the stage writes OUT/<stage>/")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)")
     parser.add_argument("--voc-root", type=Path, help="folder holding VOC2011/ (usually VOCdevkit)")
     parser.add_argument("--sbd-root", type=Path, help="SBD's dataset/ folder (img/, cls/, train.txt)")
     parser.add_argument("--base-weights", type=Path,

@@ -5,8 +5,9 @@ reported per layer, so `conv1_1` is pre-ReLU on both sides) must agree with
 `CaffeNet.trace` to 1e-4 relative (max abs diff / max abs reference), on odd input
 sizes, with seeded He-scaled random weights written by our caffemodel writer.
 Reduced width (num_output / 16 except the 21-class score layers) covers all nets,
-sizes and both upsampling initializations; full width covers each net at one size
-and the authors' demo image through FCN-8s.
+sizes and both upsampling initializations; full width covers every net at every size
+(random upsampling for FCN-32s/16s/8s-atonce, bilinear for FCN-8s) and the authors' demo
+image through FCN-8s.
 """
 
 import gc
@@ -29,7 +30,6 @@ from porting import CaffeNet
 
 TOL = 1e-4
 SIZES = [(37, 53), (64, 64), (101, 77)]
-FULL_WIDTH_SIZE = {"voc-fcn32s": (37, 53), "voc-fcn16s": (64, 64), "voc-fcn8s": (101, 77), "voc-fcn8s-atonce": (37, 53)}
 
 
 def layer_differences(net: CaffeNet, cv_net, x: np.ndarray) -> dict[str, float]:
@@ -74,17 +74,19 @@ def full_fcn8s(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [n for n in VOC_NETS if n != "voc-fcn8s"])
-def test_full_width_one_size(tmp_path, name):
+def test_full_width_all_sizes(tmp_path, name):
     net = randomize(CaffeNet(deploy_net(name)), seed=6, bilinear_deconv=False)
     prototxt, caffemodel = write_net(net, tmp_path)
     cv_net = opencv_net(prototxt, caffemodel)
     caffemodel.unlink()
-    assert_parity(layer_differences(net, cv_net, random_image(FULL_WIDTH_SIZE[name], 3)), f"{name} full {FULL_WIDTH_SIZE[name]}")
+    for index, size in enumerate(SIZES):
+        assert_parity(layer_differences(net, cv_net, random_image(size, 3 + index)), f"{name} full {size}")
 
 
-def test_full_width_fcn8s(full_fcn8s):
+def test_full_width_fcn8s_all_sizes(full_fcn8s):
     net, cv_net = full_fcn8s
-    assert_parity(layer_differences(net, cv_net, random_image(FULL_WIDTH_SIZE["voc-fcn8s"], 4)), "voc-fcn8s full")
+    for index, size in enumerate(SIZES):
+        assert_parity(layer_differences(net, cv_net, random_image(size, 7 + index)), f"voc-fcn8s full {size}")
 
 
 def test_demo_image_full_width_fcn8s(full_fcn8s):
