@@ -143,10 +143,12 @@ def render(results: dict) -> str:
         "| --- | ---: | ---: |",
         f"| plain read of the file | {vgg['read_s']:.3f} | {vgg['read_peak_rss_mb']:.0f} |",
         f"| ours (read_caffemodel) | {vgg['ours_s']:.3f} | {vgg['peak_rss_mb']:.0f} |",
-        f"| ours, into torch layer by layer | {vgg['ours_load_s']:.3f} | {vgg['ours_load_peak_rss_mb']:.0f} |",
+        f"| porting.load(prototxt, caffemodel): the whole net | {vgg['porting_load_s']:.3f} | "
+        f"{vgg['porting_load_peak_rss_mb']:.0f} |",
         f"| naive protobuf + np.array | {vgg['naive_s']:.3f} | {vgg['naive_peak_rss_mb']:.0f} |",
         "",
-        f"ours / plain read: {vgg['ours_vs_read']:.2f}x; naive / ours: {vgg['naive_vs_ours']:.1f}x.",
+        f"ours / plain read: {vgg['ours_vs_read']:.2f}x; naive / ours: {vgg['naive_vs_ours']:.1f}x; "
+        f"porting.load peak RSS / file size: {vgg['porting_load_vs_file']:.2f}x.",
         "",
         "## Confusion-matrix accumulation",
         "",

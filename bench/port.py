@@ -7,8 +7,6 @@ imports, i.e. what the method itself holds at its peak):
 
 - read: the file's bytes in one `read()` (the floor: disk/page-cache speed, 1x file memory);
 - ours: `porting.read_caffemodel` (float32 arrays in Caffe shapes);
-- ours_load: `porting.iter_caffemodel` copied layer by layer into preallocated torch tensors
-  (peak = the tensors plus one layer), the baseline for
 - porting_load: `porting.load(prototxt, caffemodel)`, the whole net as users get it (the
   deploy prototxt of the same shapes is written next to the file); its peak against the
   file size is `porting_load_vs_file`;
@@ -134,19 +132,6 @@ def _method(name: str, path: str) -> float:
         seconds = time.perf_counter() - start
         assert len(blobs) == len(_VGG16)
         return seconds
-    if name == "ours_load":
-        import numpy as np
-        import torch
-
-        from porting.caffemodel import iter_caffemodel
-
-        start = time.perf_counter()
-        tensors: dict[str, list[torch.Tensor]] = {}
-        for layer in iter_caffemodel(path):
-            tensors[layer.name] = [torch.empty(a.shape) for a in layer.blobs]
-            for tensor, array in zip(tensors[layer.name], layer.blobs):
-                tensor.copy_(torch.from_numpy(np.asarray(array)))
-        return time.perf_counter() - start
     if name == "porting_load":
         import porting
 
@@ -197,7 +182,7 @@ def run(workdir: Path, params: int = VGG16_PARAMS, repeats: int = 3) -> dict:
             while file.read(1 << 24):
                 pass
         figures: dict[str, float] = {"params": weights, "file_mb": path.stat().st_size / 2**20}
-        for method in ("read", "ours", "ours_load", "porting_load", "naive"):
+        for method in ("read", "ours", "porting_load", "naive"):
             runs = [_measure(method, path) for _ in range(repeats)]
             seconds, peak = min(s for s, _ in runs), max(p for _, p in runs)
             prefix = "" if method == "ours" else f"{method}_"
@@ -216,7 +201,6 @@ def _table(figures: dict) -> str:
     rows = [
         ("plain read", figures["read_s"], figures["read_peak_rss_mb"]),
         ("ours (read_caffemodel)", figures["ours_s"], figures["peak_rss_mb"]),
-        ("ours, into torch layer by layer", figures["ours_load_s"], figures["ours_load_peak_rss_mb"]),
         ("porting.load(prototxt, caffemodel)", figures["porting_load_s"], figures["porting_load_peak_rss_mb"]),
         ("naive protobuf + np.array", figures["naive_s"], figures["naive_peak_rss_mb"]),
     ]
