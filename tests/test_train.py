@@ -81,6 +81,23 @@ def solver_for(net: nn.Module, images_per_update: int) -> CaffeSGD:
     return CaffeSGD(net.param_specs(), config)
 
 
+
+def assert_equals_batch_sgd(net, reference, samples, *, lr: float, updates: int) -> None:
+    """`net` (trained by our Trainer) equals `reference` trained on one batch of all samples
+    by torch.optim.SGD (momentum 0.9, decay 5e-4, per-blob lr/decay multipliers): for a
+    fixed rate that is Caffe's update with history = lr * momentum buffer."""
+    groups = [{"params": [spec.parameter], "lr": lr * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+              for spec in reference.param_specs() if spec.lr_mult]
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
+    data = torch.stack([s.image for s in samples]).double()
+    label = torch.stack([s.label for s in samples])[:, None]
+    for _ in range(updates):
+        optimizer.zero_grad()
+        reference(data=data, label=label)["loss"].backward()
+        optimizer.step()
+    for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
+
 def test_accumulating_single_images_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20 per-image passes with gradients summed and scaled equal one batch of the 20 images.
 
@@ -92,17 +109,7 @@ def test_accumulating_single_images_equals_one_batch(tmp_path: Path, monkeypatch
     reference = TinyNet(dropout=0.0).double()
     Trainer(net, solver_for(net, 20), samples, TrainConfig(images_per_update=20, max_iter=3, display=1,
                                                            out_dir=tmp_path)).run()
-    groups = [{"params": [spec.parameter], "lr": 0.01 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
-              for spec in reference.param_specs() if spec.lr_mult]
-    optimizer = torch.optim.SGD(groups, momentum=0.9)
-    data = torch.stack([s.image for s in samples]).double()
-    label = torch.stack([s.label for s in samples])[:, None]
-    for _ in range(3):
-        optimizer.zero_grad()
-        reference(data=data, label=label)["loss"].backward()
-        optimizer.step()
-    for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
-        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
+    assert_equals_batch_sgd(net, reference, samples, lr=0.01, updates=3)
     assert not torch.equal(net.conv.weight, TinyNet().conv.weight.double())
 
 
@@ -199,17 +206,7 @@ def test_caffenet_accumulation_equals_batch_and_writes_caffemodel(tmp_path: Path
                                                       weight_decay=5e-4, iter_size=4))
     result = Trainer(net, solver, samples, TrainConfig(images_per_update=4, max_iter=3, display=1,
                                                        out_dir=tmp_path)).run()
-    groups = [{"params": [spec.parameter], "lr": 0.001 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
-              for spec in reference.param_specs() if spec.lr_mult]
-    optimizer = torch.optim.SGD(groups, momentum=0.9)
-    data = torch.stack([s.image for s in samples]).double()
-    label = torch.stack([s.label for s in samples])[:, None]
-    for _ in range(3):
-        optimizer.zero_grad()
-        reference(data=data, label=label)["loss"].backward()
-        optimizer.step()
-    for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
-        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
+    assert_equals_batch_sgd(net, reference, samples, lr=0.001, updates=3)
     assert torch.equal(net.state_dict()["upscore.0"], bilinear)
     written = porting.read_caffemodel(result.caffemodel)
     for spec in net.param_specs():
