@@ -22,7 +22,7 @@ from torch import nn
 import porting
 from porting.atomic import atomic_path
 from porting.errors import CheckpointError, FcnError
-from reproduce.datasets import dataset_for_split
+from fcndata import dataset_for_split
 
 from .infer import score
 from .published import METRICS, PUBLISHED, PUBLISHED_SET_SIZE, published_name

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reproduce.datasets import voc_palette
+from fcndata import voc_palette
 
 #: The VOC colour map as a (256, 3) uint8 table: row i is the colour of class i.
 PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(-1, 3)

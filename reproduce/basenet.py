@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import porting
 from porting.prototxt import parse_prototxt
 from prototxt.fcn import FC_WIDTH, VGG16_STAGES, scaled_width
-from reproduce.datasets import IGNORE_LABEL, Sample
+from fcndata import IGNORE_LABEL, Sample
 
 INPUT_SIZE = 224  # VGG16's: five 2x2 pools bring it to the 7x7 map fc6 is built for
 PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel

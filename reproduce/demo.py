@@ -27,8 +27,8 @@ from eval import table as eval_table
 from porting.errors import FcnError
 from reproduce import stage
 from reproduce.basenet import check_base_net, train_base_net
-from reproduce.datasets import SBDSegmentation, VOCSegmentation, seg11valid_ids
-from reproduce.datasets.synthetic import write_synthetic
+from fcndata import SBDSegmentation, VOCSegmentation, seg11valid_ids
+from fcndata.synthetic import write_synthetic
 
 STAGES = ("fcn32s", "fcn16s", "fcn8s")
 

@@ -31,7 +31,7 @@ from porting.proto import caffe_pb2
 from porting.prototxt import to_text
 from porting.surgery import set_bilinear_upsampling, transplant
 from prototxt import fcn, solvers
-from reproduce.datasets import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
+from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.train import TrainConfig, TrainResult, Trainer

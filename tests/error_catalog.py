@@ -145,7 +145,7 @@ def jpeg(height: int = 8, width: int = 8) -> bytes:
 
 
 def voc_val(root: Path):
-    from reproduce.datasets import VOCSegmentation
+    from fcndata import VOCSegmentation
 
     dataset = VOCSegmentation(root, "2012", "val")
     return [dataset[i] for i in range(len(dataset))]
@@ -403,7 +403,7 @@ def _snapshot_without_weights(folder: Path):
 
 @entry("dataset root missing")
 def _missing_root(folder: Path):
-    from reproduce.datasets import VOCSegmentation
+    from fcndata import VOCSegmentation
 
     return VOCSegmentation(folder / "VOCdevkit", "2012", "val")
 
@@ -430,7 +430,7 @@ def _label_size(folder: Path):
 
 @entry("id list with a repeated id")
 def _repeated_id(folder: Path):
-    from reproduce.datasets import load_ids
+    from fcndata import load_ids
 
     return load_ids(write_text(folder, "ids.txt", "2008_000001\n2008_000002\n2008_000001\n"))
 
@@ -447,7 +447,7 @@ def _missing_base(folder: Path):
 
 @entry("stage given a corrupt base caffemodel")
 def _corrupt_base(folder: Path):
-    from reproduce.datasets.synthetic import write_synthetic
+    from fcndata.synthetic import write_synthetic
     from reproduce.stage import StageOptions, run_stage
 
     paths = write_synthetic(folder / "data", n_train=2, n_val=3, size=(16, 24))

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from porting.errors import DatasetError
-from reproduce.datasets import (
+from fcndata import (
     MEAN_BGR,
     SBDSegmentation,
     Sample,

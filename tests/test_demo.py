@@ -17,7 +17,7 @@ import porting
 from porting.proto import caffe_pb2
 from reproduce import demo
 from reproduce.basenet import INPUT_SIZE, CentreSampler
-from reproduce.datasets import IGNORE_LABEL, Sample, seg11valid_ids
+from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 

@@ -182,7 +182,7 @@ def test_table_sets_measured_beside_published_on_the_real_set():
 
 def test_score_runs_on_the_nets_device_without_gradients(voc):
     from eval.infer import score
-    from reproduce.datasets import dataset_for_split
+    from fcndata import dataset_for_split
 
     voc_root, sbd_root = voc
     net = porting.CaffeNet(porting.parse_prototxt(NET_TEXT))
@@ -203,7 +203,7 @@ def test_score_runs_on_the_nets_device_without_gradients(voc):
 )
 def test_score_blob_that_does_not_fit_the_labels_is_a_format_error(voc, conv, message):
     from eval.infer import score
-    from reproduce.datasets import dataset_for_split
+    from fcndata import dataset_for_split
 
     voc_root, sbd_root = voc
     text = NET_TEXT.replace("num_output: 21 kernel_size: 1", conv)

@@ -13,8 +13,8 @@ import porting
 from porting.surgery import bilinear_kernel
 from reproduce import stage
 from reproduce.basenet import train_base_net
-from reproduce.datasets import SBDSegmentation
-from reproduce.datasets.synthetic import write_synthetic
+from fcndata import SBDSegmentation
+from fcndata.synthetic import write_synthetic
 
 WIDTH = 1 / 32
 

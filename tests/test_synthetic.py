@@ -10,8 +10,8 @@ import scipy.io
 from PIL import Image
 from scipy import ndimage
 
-from reproduce.datasets import SBDSegmentation, VOCSegmentation, load_ids, seg11valid_ids
-from reproduce.datasets.synthetic import write_synthetic
+from fcndata import SBDSegmentation, VOCSegmentation, load_ids, seg11valid_ids
+from fcndata.synthetic import write_synthetic
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 N_TRAIN, N_VAL, SIZE = 40, 15, (24, 41)

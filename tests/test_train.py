@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 import porting
-from reproduce.datasets.image import Sample
+from fcndata.image import Sample
 from reproduce.distributed import DistContext
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.train import ImageOrder, Trainer, TrainConfig, _RankSampler

@@ -33,7 +33,7 @@ from .image import IGNORE_LABEL, voc_palette
 
 JPEG_QUALITY = 90
 VOID_RADIUS = 1
-_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: reproduce.datasets.synthetic"
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: fcndata.synthetic"
 
 
 @dataclass(frozen=True)
