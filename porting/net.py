@@ -205,7 +205,7 @@ class CaffeNet(nn.Module):
     def _infer_tops(layer, param, meta, where) -> None:
         bottoms = [meta[b] for b in param.bottom]
         try:
-            tops = layer(*bottoms)
+            tops = layer.infer_tops(*bottoms)
         except FcnError:
             raise
         except (RuntimeError, ValueError, IndexError) as exc:

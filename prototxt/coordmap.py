@@ -11,6 +11,10 @@ coordinate of the centre of the window that produced it, `a * x + b`:
 - crop with offset o: `a = 1`, `b = o` (top pixel i is bottom pixel i+o);
 - element-wise layers (ReLU, Dropout, Scale, Eltwise, ...): the identity.
 
+A layer maps each top to its first bottom, except that a Convolution or Deconvolution
+with several bottoms computes top i from bottom i (shared weights, Caffe's
+BaseConvolutionLayer), and Eltwise and Concat align all their bottoms.
+
 Ceil rounding in Caffe's pooling changes how many outputs there are, not where they
 sit, so it does not enter the map. Maps compose along a path (`x -> a2(a1 x + b1) + b2`);
 `crop_params(top, reference)` takes both blobs back to their nearest common ancestor,
@@ -37,6 +41,7 @@ _IDENTITY_TYPES = {
     "Threshold",
 }
 _ALL_BOTTOMS_ALIGNED = {"Eltwise", "Concat"}
+_TOP_I_FROM_BOTTOM_I = {"Convolution", "Deconvolution"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ def _crop_map(param: caffe_pb2.CropParameter, axis: int) -> AxisMap:
 
 
 def layer_map(layer: caffe_pb2.LayerParameter) -> CoordMap | None:
-    """Top -> first bottom coordinates for one layer, or None where the layer does not
+    """Top -> bottom coordinates for one layer (the same for every top), or None where the layer does not
     keep spatial coordinates (data layers, fully connected layers, global pooling, ...)."""
     kind = layer.type
     if kind == "Convolution":
@@ -122,13 +127,23 @@ def ancestors(top: Top) -> dict[Top, CoordMap]:
         step = layer_map(layer.param)
         if step is None or not layer.bottoms:
             continue
-        through = layer.bottoms if layer.param.type in _ALL_BOTTOMS_ALIGNED else layer.bottoms[:1]
+        through = _bottoms_of(node)
         composed = tuple(inner.then(outer) for inner, outer in zip(found[node], step))
         for bottom in through:
             if bottom not in found:
                 found[bottom] = composed
                 queue.append(bottom)
     return found
+
+
+def _bottoms_of(top: Top) -> tuple[Top, ...]:
+    """The bottoms whose coordinates `top` keeps (see the module docstring)."""
+    layer = top.layer
+    if layer.param.type in _ALL_BOTTOMS_ALIGNED:
+        return layer.bottoms
+    if layer.param.type in _TOP_I_FROM_BOTTOM_I:
+        return layer.bottoms[top.index : top.index + 1]
+    return layer.bottoms[:1]
 
 
 def _describe(top: Top) -> str:

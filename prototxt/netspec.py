@@ -19,6 +19,9 @@ strings name enum values (`pool="MAX"`). Four keywords are the spec's own: `name
 layer name), `tops` (explicit top names), `ntop` (number of tops) and `in_place` (tops
 reuse the bottoms' blobs, as ReLU and Dropout do in the FCN nets).
 
+A call returns its one `Top`, a tuple of its tops, or, with `ntop=0` (a `Silence`), the
+`Layer` itself, which a NetSpec names by assignment like a top (`n.silence = ...`).
+
 Naming: a top keeps the first name it is assigned. A layer takes the name of its first
 named top (or `name=`); a top's blob takes its assigned name (or `tops=`), an in-place
 top's blob its bottom's blob name, and a layer left unnamed gets `<Type><n>`. Layers
@@ -79,8 +82,8 @@ class Layer:
         self.top_names = tuple(tops) if tops is not None else None
         if self.top_names is not None:
             ntop = len(self.top_names)
-        if ntop < 1:
-            raise ValueError(f"{type_name}: a layer needs at least one top")
+        if ntop < 0:
+            raise ValueError(f"{type_name}: ntop must be 0 or more, got {ntop}")
         if in_place and ntop > len(self.bottoms):
             raise ValueError(f"{type_name}: in-place needs a bottom for each of its {ntop} tops")
         self.name = name
@@ -153,9 +156,11 @@ class _LayerFactory:
         if type_name.startswith("_"):
             raise AttributeError(type_name)
 
-        def make(*bottoms: Top, **fields: Any) -> Top | tuple[Top, ...]:
+        def make(*bottoms: Top, **fields: Any) -> Top | tuple[Top, ...] | Layer:
             spec = {key: fields.pop(key) for key in _SPEC_KEYWORDS & fields.keys()}
             layer = Layer(type_name, bottoms, fields, **spec)
+            if not layer.tops:
+                return layer
             return layer.tops[0] if len(layer.tops) == 1 else layer.tops
 
         make.__name__ = type_name
@@ -166,32 +171,37 @@ layers = _LayerFactory()
 
 
 class NetSpec:
-    """Tops named by assignment, emitted as a `NetParameter`.
+    """Tops (and top-less layers) named by assignment, emitted as a `NetParameter`.
 
     `n.conv1 = ...` and `n["conv1"] = ...` are the same; the item form serves names
-    built at run time.
+    built at run time. Assigning a top-less `Layer` names the layer.
     """
 
     def __init__(self) -> None:
         object.__setattr__(self, "_tops", {})
 
-    def __setattr__(self, name: str, value: Top) -> None:
+    def __setattr__(self, name: str, value: Top | Layer) -> None:
         self[name] = value
 
-    def __getattr__(self, name: str) -> Top:
+    def __getattr__(self, name: str) -> Top | Layer:
         try:
             return self._tops[name]
         except KeyError:
             raise AttributeError(f"NetSpec has no top '{name}'") from None
 
-    def __setitem__(self, name: str, value: Top) -> None:
-        if not isinstance(value, Top):
+    def __setitem__(self, name: str, value: Top | Layer) -> None:
+        if isinstance(value, Layer):
+            if value.tops:
+                raise TypeError(f"NetSpec.{name}: assign the layer's tops, not a layer that has {len(value.tops)}")
+            if value.name is None:
+                value.name = name
+        elif not isinstance(value, Top):
             raise TypeError(f"NetSpec.{name}: expected a Top, got {type(value).__name__}")
-        if value.name is None:
+        elif value.name is None:
             value.name = name
         self._tops[name] = value
 
-    def __getitem__(self, name: str) -> Top:
+    def __getitem__(self, name: str) -> Top | Layer:
         try:
             return self._tops[name]
         except KeyError:
@@ -206,7 +216,7 @@ class NetSpec:
 
 
 class _Emitter:
-    def __init__(self, named: Mapping[str, Top]) -> None:
+    def __init__(self, named: Mapping[str, Top | Layer]) -> None:
         self.named = named
         self.blob_names: dict[Top, str] = {}
         self.emitted: set[Layer] = set()
@@ -214,8 +224,8 @@ class _Emitter:
         self.net = caffe_pb2.NetParameter()
 
     def emit(self) -> caffe_pb2.NetParameter:
-        for top in self.named.values():
-            self._emit_layer(top.layer)
+        for value in self.named.values():
+            self._emit_layer(value if isinstance(value, Layer) else value.layer)
         return self.net
 
     def _emit_layer(self, layer: Layer) -> None:

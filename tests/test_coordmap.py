@@ -159,3 +159,26 @@ def test_rejects_blobs_without_common_ancestor():
     b = layers.Input(shape=dict(dim=[1, 1, 8, 8]), name="b")
     with pytest.raises(PrototxtError, match="no common ancestor"):
         crop_params(a, b)
+
+
+def test_two_bottom_convolution_maps_each_top_to_its_own_bottom():
+    """Caffe's BaseConvolutionLayer computes top i from bottom i with shared weights.
+
+    `shifted` sits 1 pixel into `data` (3x3 window, no pad: centre at x + 1), `aligned` at
+    offset 0 (a zero-offset crop); a 1x1 convolution keeps each top where its bottom is.
+    """
+    data = layers.Input(shape=dict(dim=[1, 1, 12, 12]), name="data")
+    shifted = layers.Convolution(data, num_output=1, kernel_size=3)
+    aligned = layers.Crop(data, shifted, axis=2, offset=0)
+    from_shifted, from_aligned = layers.Convolution(shifted, aligned, num_output=1, kernel_size=1, ntop=2)
+    assert crop_params(data, from_shifted) == (2, (1,))
+    assert crop_params(data, from_aligned) == (2, (0,))
+
+
+def test_two_bottom_convolution_of_unrelated_inputs_follows_the_second_input():
+    left = layers.Input(shape=dict(dim=[1, 1, 9, 9]), name="left")
+    right = layers.Input(shape=dict(dim=[1, 1, 9, 9]), name="right")
+    _, of_right = layers.Convolution(left, right, num_output=1, kernel_size=5, pad=1, ntop=2)
+    assert crop_params(right, of_right) == (2, (1,))  # centre at x + (5 - 1) / 2 - 1
+    with pytest.raises(PrototxtError, match="no common ancestor"):
+        crop_params(left, of_right)

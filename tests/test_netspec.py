@@ -112,3 +112,31 @@ def test_only_tops_can_be_assigned_or_used_as_bottoms():
         layers.ReLU("data")
     with pytest.raises(AttributeError, match="no top 'missing'"):
         n.missing
+
+
+def test_lenet_with_dummy_data_and_silence_builds_and_runs():
+    """pycaffe's NetSpec builds this; ours must too, and CaffeNet must run it."""
+    import torch
+    from porting.net import CaffeNet
+
+    n = NetSpec()
+    n.data, n.label = layers.DummyData(
+        shape=[dict(dim=[2, 1, 28, 28]), dict(dim=[2])],
+        data_filler=[dict(type="gaussian", std=1.0), dict(type="constant", value=3)],
+        ntop=2,
+    )
+    n.conv1 = layers.Convolution(n.data, num_output=4, kernel_size=5, weight_filler=dict(type="xavier"))
+    n.pool1 = layers.Pooling(n.conv1, kernel_size=2, stride=2, pool="MAX")
+    n.ip1 = layers.InnerProduct(n.pool1, num_output=10, weight_filler=dict(type="xavier"))
+    n.relu1 = layers.ReLU(n.ip1, in_place=True)
+    n.loss = layers.SoftmaxWithLoss(n.relu1, n.label)
+    n.silence = layers.Silence(n.conv1, ntop=0)
+    proto = n.to_proto()
+    assert [(layer.name, layer.type, list(layer.top)) for layer in proto.layer][-1] == ("silence", "Silence", [])
+    net = CaffeNet(proto, phase="TRAIN")
+    outputs = net()
+    assert set(outputs) == {"loss"}
+    loss = outputs["loss"]
+    assert loss.shape == () and torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert net.layers["conv1"].blob(0).grad.abs().sum() > 0

@@ -84,6 +84,11 @@ class CaffeLayer(nn.Module):
             if not unset_only or blob.is_meta:
                 self.set_blob(index, fillers.fill(filler, tuple(blob.shape), generator, where))
 
+    def infer_tops(self, *bottoms: Tensor) -> list[Tensor]:
+        """The tops for meta-tensor bottoms, for shape inference; a layer that makes values
+        of its own (DummyData) answers with meta tensors here."""
+        return self(*bottoms)
+
     def forward(self, *bottoms: Tensor) -> list[Tensor]:
         raise NotImplementedError
 

@@ -132,9 +132,11 @@ class DummyData(CaffeLayer):
             raise self.error(f"{len(given)} data fillers for {self.num_tops} tops")
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
 
+    def infer_tops(self) -> list[Tensor]:
+        """Meta tops of the declared shapes: shape inference draws no values."""
+        return [torch.empty(s, device="meta") for s in self.shapes]
+
     def forward(self) -> list[Tensor]:
         where = f"layer '{self.layer_name}'"
         device = self._device_anchor.device
-        if device.type == "meta":
-            return [torch.empty(s, device="meta") for s in self.shapes]
         return [fillers.fill(f, s, where=where).to(device) for f, s in zip(self.data_fillers, self.shapes)]
