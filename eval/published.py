@@ -51,6 +51,33 @@ PYTORCH_FCN = Source(
     "(third party, not the authors)",
 )
 
+CVPR2015_TABLE1 = Source(
+    "CVPR15 T1",
+    "Long, Shelhamer, Darrell, CVPR 2015, Table 1 (FCN-32s cast from three ILSVRC classifiers; mean IU on "
+    "PASCAL VOC 2011 val; forward time for a 500x500 input on a Tesla K40c, averaged over 20 trials)",
+)
+
+
+@dataclass(frozen=True)
+class BackboneRow:
+    """One column of CVPR 2015 Table 1, as printed."""
+
+    net: str  # the row's name in the paper
+    mean_iu: float
+    forward_ms: float
+    conv_layers: int
+    parameters_m: int  # millions, rounded as printed
+    receptive_field: int
+    max_stride: int
+
+
+#: backbone -> its Table 1 entry (FCN-AlexNet's base in the authors' files is CaffeNet, the same architecture)
+TABLE1: dict[str, BackboneRow] = {
+    "alexnet": BackboneRow("FCN-AlexNet", 39.8, 50, 8, 57, 355, 32),
+    "vgg16": BackboneRow("FCN-VGG16", 56.0, 210, 16, 134, 404, 32),
+    "googlenet": BackboneRow("FCN-GoogLeNet", 42.5, 59, 22, 6, 907, 32),
+}
+
 # Image count of the exact set each split's published numbers were measured on; a run on
 # another set (a subset via --ids, the synthetic data) is not compared with them.
 PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736}

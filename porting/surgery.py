@@ -106,10 +106,13 @@ def transplant(net, blobs: dict[str, list[np.ndarray]]) -> TransplantReport:
     """Copy `blobs` into `net` by layer name, reshaping where only the shape differs.
 
     A blob with the same number of elements is copied in its memory order, which turns
-    an InnerProduct weight into the equivalent convolution kernel (VGG16 fc6
-    4096x25088 -> 4096x512x7x7, fc7 -> 4096x4096x1x1). Layers the net lacks (fc8) and
-    blobs whose element count differs are skipped and reported; layers the source lacks
-    keep their initial values (zero for the score layers, as Caffe's constant filler).
+    an InnerProduct weight into the equivalent convolution kernel of any classifier cast
+    by `porting.fully_convolutional`: (out, C*H*W) -> (out, C, H, W) for the first cast
+    layer (VGG16 fc6 4096x25088 -> 4096x512x7x7, CaffeNet fc6 4096x9216 -> 4096x256x6x6)
+    and (out, in) -> (out, in, 1, 1) after it. Layers the net lacks (the final
+    classifier) and blobs whose element count differs are skipped and reported; layers
+    the source lacks keep their initial values (zero for the score layers, as Caffe's
+    constant filler).
     """
     report = TransplantReport()
     current = net.blobs_numpy()

@@ -196,3 +196,62 @@ def crop(top: Top, reference: Top, **spec) -> Top:
     """A Crop layer cutting `top` to `reference`'s extent, offsets from the coordinate maps."""
     axis, offsets = crop_params(top, reference)
     return layers.Crop(top, reference, axis=axis, offset=list(offsets), **spec)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one pixel of a blob sees of an input along one axis: `extent` input pixels,
+    its neighbours `stride` input pixels apart."""
+
+    extent: Fraction
+    stride: Fraction
+
+
+def _window_extent(layer: caffe_pb2.LayerParameter, axis: int) -> int:
+    param = layer.pooling_param if layer.type == "Pooling" else layer.convolution_param
+    kernel = _setting(param, "kernel_size", axis, None)
+    dilation = _setting(param, "dilation", axis, 1) if "dilation" in param.DESCRIPTOR.fields_by_name else 1
+    return dilation * (kernel - 1) + 1
+
+
+def receptive_field(top: Top, source: Top) -> tuple[Footprint, ...]:
+    """Receptive field of one pixel of `top` in `source`, per spatial axis (the largest over paths).
+
+    Along a path the coordinate maps compose the strides; each window layer widens the
+    field by (extent - 1) times the stride at its input: a conv or pooling window of
+    extent k' at stride s grows `extent` by (k' - 1) * s. Concat and Eltwise take the
+    widest of their bottoms. Raises PrototxtError when `top` does not depend on `source`.
+    """
+    memo: dict[Top, tuple[Footprint, ...] | None] = {}
+
+    def visit(node: Top) -> tuple[Footprint, ...] | None:
+        if node is source:
+            return (Footprint(Fraction(1), Fraction(1)),) * len(SPATIAL_AXES)
+        if node in memo:
+            return memo[node]
+        memo[node] = None
+        layer = node.layer
+        step = layer_map(layer.param)
+        through = layer.bottoms if layer.param.type in _ALL_BOTTOMS_ALIGNED else layer.bottoms[:1]
+        found = [fp for fp in (visit(bottom) for bottom in through) if fp is not None] if step else []
+        if not found:
+            return None
+        widest = tuple(max((fp[i] for fp in found), key=lambda f: f.extent) for i in range(len(SPATIAL_AXES)))
+        result = []
+        for axis, inner, axis_map in zip(SPATIAL_AXES, widest, step):
+            kind = layer.param.type
+            if kind in ("Convolution", "Pooling"):
+                extent = inner.extent + (_window_extent(layer.param, axis) - 1) * inner.stride
+            elif kind == "Deconvolution":
+                taps = -(-_window_extent(layer.param, axis) // _setting(layer.param.convolution_param, "stride", axis, 1))
+                extent = inner.extent + (taps - 1) * inner.stride
+            else:
+                extent = inner.extent
+            result.append(Footprint(extent, inner.stride * axis_map.scale))
+        memo[node] = tuple(result)
+        return memo[node]
+
+    found = visit(top)
+    if found is None:
+        raise PrototxtError(f"receptive field of {_describe(top)}", f"it does not depend on {_describe(source)}")
+    return found

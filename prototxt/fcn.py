@@ -83,7 +83,8 @@ def _upsample(bottom: Top, num_classes: int, factor: int, learned: bool) -> Top:
     )
 
 
-def _data(n: NetSpec, split: str, in_channels: int, data_layer: str | None, data_params: Mapping | None) -> None:
+def data_layers(n: NetSpec, split: str, in_channels: int, data_layer: str | None, data_params: Mapping | None) -> None:
+    """Set `n.data` (deploy: an Input layer) or `n.data` and `n.label` (the Python data layer of `split`)."""
     if split == "deploy":
         n.data = layers.Input(shape=dict(dim=[1, in_channels, DEPLOY_SIZE, DEPLOY_SIZE]), name="input")
         return
@@ -129,7 +130,7 @@ def define(
     skip_scales = dict(skip_scales or {})
 
     n = NetSpec()
-    _data(n, split, in_channels, data_layer, data_params)
+    data_layers(n, split, in_channels, data_layer, data_params)
     bottom = n.data
     for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
         for index in range(1, convs + 1):
