@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from porting.proto import caffe_pb2
@@ -27,6 +28,8 @@ from .netspec import NetSpec, Top, layers
 
 NETS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
 SPLITS = ("train", "val", "deploy")
+#: the data splits of the other families' files (NYUDv2, SIFT Flow)
+DATA_SPLITS = ("trainval", "test")
 
 #: (num_output, convolutions) per VGG16 stage; stage k ends in pool<k> at stride 2**k.
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -83,22 +86,108 @@ def _upsample(bottom: Top, num_classes: int, factor: int, learned: bool) -> Top:
     )
 
 
-def data_layers(n: NetSpec, split: str, in_channels: int, data_layer: str | None, data_params: Mapping | None) -> None:
-    """Set `n.data` (deploy: an Input layer) or `n.data` and `n.label` (the Python data layer of `split`)."""
+@dataclass(frozen=True)
+class Head:
+    """One scoring head: its classes, the label top it learns from, the suffix of its layer
+    names (SIFT Flow's `_sem`, `_geo`) and its loss layer's name."""
+
+    num_classes: int = 21
+    label: str = "label"
+    suffix: str = ""
+    loss: str = "loss"
+
+
+def data_layers(
+    n: NetSpec,
+    split: str,
+    in_channels: int,
+    data_layer: str | None,
+    data_params: Mapping | None,
+    *,
+    inputs: Mapping[str, int] | None = None,
+    labels: Sequence[str] = ("label",),
+) -> None:
+    """Set the data tops: an Input with one top per input (deploy), else the Python data layer
+    of `split` whose tops are the inputs then the labels (the authors' data layers' order).
+    `inputs` (top -> channels) defaults to `data` with `in_channels`."""
+    inputs = inputs or {"data": in_channels}
     if split == "deploy":
-        n.data = layers.Input(shape=dict(dim=[1, in_channels, DEPLOY_SIZE, DEPLOY_SIZE]), name="input")
-        return
-    params = dict(DATA_PARAMS[split] if data_params is None else data_params)
-    mean = params.get("mean")
-    if mean is not None and len(mean) != in_channels:
-        raise ValueError(
-            f"{split} data layer: mean has {len(mean)} entries but in_channels is {in_channels}; "
-            f"pass data_params with a mean per input channel"
+        shapes = [dict(dim=[1, channels, DEPLOY_SIZE, DEPLOY_SIZE]) for channels in inputs.values()]
+        tops = layers.Input(shape=shapes, name="input", ntop=len(inputs))
+    else:
+        params = dict(DATA_PARAMS[split] if data_params is None else data_params)
+        mean = params.get("mean")
+        if mean is not None and len(inputs) == 1 and len(mean) != sum(inputs.values()):
+            raise ValueError(
+                f"{split} data layer: mean has {len(mean)} entries but in_channels is {sum(inputs.values())}; "
+                f"pass data_params with a mean per input channel"
+            )
+        module, _, layer = (data_layer or DATA_LAYERS.get(split, "")).rpartition(".")
+        if not module or not layer:
+            raise ValueError(f"data_layer must be 'module.LayerClass', got {data_layer!r}")
+        count = len(inputs) + len(labels)
+        tops = layers.Python(module=module, layer=layer, param_str=repr(params), ntop=count)
+    tops = tops if isinstance(tops, tuple) else (tops,)
+    for name, top in zip([*inputs, *labels], tops):
+        n[name] = top
+
+
+def _backbone(n: NetSpec, bottom: Top, split: str, width: float, suffix: str = "", first_conv: str = "conv1_1") -> Top:
+    """VGG16's convolutions and fc6/fc7 as convolutions; layer names end in `suffix`."""
+    for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
+        for index in range(1, convs + 1):
+            pad = 100 if (stage, index) == (1, 1) else 1
+            conv, relu = _conv_relu(bottom, scaled_width(channels, width), pad=pad)
+            conv_name = first_conv if (stage, index) == (1, 1) else f"conv{stage}_{index}{suffix}"
+            n[conv_name], n[f"relu{stage}_{index}{suffix}"] = conv, relu
+            bottom = relu
+        n[f"pool{stage}{suffix}"] = bottom = layers.Pooling(bottom, pool="MAX", kernel_size=2, stride=2)
+
+    for index, kernel in ((6, 7), (7, 1)):
+        conv, relu = _conv_relu(bottom, scaled_width(FC_WIDTH, width), kernel=kernel, pad=0)
+        n[f"fc{index}{suffix}"], n[f"relu{index}{suffix}"] = conv, relu
+        bottom = relu
+        if split != "deploy":
+            n[f"drop{index}{suffix}"] = bottom = layers.Dropout(bottom, dropout_ratio=0.5, in_place=True)
+    return bottom
+
+
+def _head(
+    n: NetSpec,
+    coarse: Top,
+    reference: Top,
+    head: Head,
+    split: str,
+    skips: Sequence[str],
+    skip_scales: Mapping[str, float],
+    normalize_loss: bool,
+    learn_skip_upsampling: bool,
+) -> None:
+    """Upsample a coarse score (fusing the skips on the way) to `reference`, and its loss."""
+    classes, suffix = head.num_classes, head.suffix
+    score, stride, previous = coarse, _FINAL_STRIDE, None
+    for skip in skips:
+        skip_stride = _STRIDE_OF_POOL[skip]
+        name = f"upscore2{suffix}" if previous is None else f"upscore_{previous}{suffix}"
+        n[name] = _upsample(score, classes, stride // skip_stride, learn_skip_upsampling)
+        source = n[skip]
+        if skip in skip_scales:
+            n[f"scale_{skip}{suffix}"] = layers.Scale(
+                source, param=_FIXED, filler=dict(type="constant", value=skip_scales[skip])
+            )
+            source = n[f"scale_{skip}{suffix}"]
+        n[f"score_{skip}{suffix}"] = _score(source, classes)
+        n[f"score_{skip}{suffix}c"] = crop(n[f"score_{skip}{suffix}"], n[name])
+        n[f"fuse_{skip}{suffix}"] = layers.Eltwise(n[name], n[f"score_{skip}{suffix}c"], operation="SUM")
+        score, stride, previous = n[f"fuse_{skip}{suffix}"], skip_stride, skip
+
+    final = f"upscore{suffix}" if previous is None else f"upscore{stride}{suffix}"
+    n[final] = _upsample(score, classes, stride, learned=False)
+    n[f"score{suffix}"] = crop(n[final], reference)
+    if split != "deploy":
+        n[head.loss] = layers.SoftmaxWithLoss(
+            n[f"score{suffix}"], n[head.label], loss_param=dict(ignore_label=IGNORE_LABEL, normalize=normalize_loss)
         )
-    module, _, layer = (data_layer or DATA_LAYERS[split]).rpartition(".")
-    if not module or not layer:
-        raise ValueError(f"data_layer must be 'module.LayerClass', got {data_layer!r}")
-    n.data, n.label = layers.Python(module=module, layer=layer, param_str=repr(params), ntop=2)
 
 
 def define(
@@ -113,63 +202,59 @@ def define(
     learn_skip_upsampling: bool = False,
     data_layer: str | None = None,
     data_params: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, int] | None = None,
+    fusion: str = "early",
+    first_conv: str = "conv1_1",
+    heads: Sequence[Head] | None = None,
 ) -> NetSpec:
     """An FCN-VGG16 with the given skip layers (pooling layers, coarsest first).
 
     The coarse score is upsampled 2x per skip by an intermediate deconvolution, fused
     with the skip's (optionally scaled) score, and the last fusion is upsampled to the
     input by the final deconvolution (fixed bilinear in every recipe).
+
+    Args:
+        split: "train"/"val" (or any other data split: a Python data layer) or "deploy" (an Input layer).
+        inputs: input top -> channels (default `{"data": in_channels}`). Several inputs are
+            fused "early" (concatenated into `data` before `first_conv`, NYUD's color-d) or
+            "late" (one VGG16 stream per input, names suffixed by the input's, and the
+            streams' coarse scores averaged: NYUD's color-hha; no skips).
+        heads: the scoring heads (default one of `num_classes` on `label`); several heads
+            (SIFT Flow's semantic and geometric) share the backbone, each with its own loss.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in SPLITS and split not in DATA_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS + DATA_SPLITS)}, got {split!r}")
     strides = [_STRIDE_OF_POOL.get(skip) for skip in skips]
     if None in strides or sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
         raise ValueError(f"skips must be distinct pooling layers of {list(_STRIDE_OF_POOL)}, coarsest first; got {skips}")
-    if num_classes < 1 or in_channels < 1 or width <= 0:
+    inputs = dict(inputs or {"data": in_channels})
+    heads = tuple(heads or (Head(num_classes),))
+    if min([*inputs.values(), *(head.num_classes for head in heads)]) < 1 or width <= 0:
         raise ValueError("num_classes and in_channels must be positive, width above zero")
+    if fusion not in ("early", "late") or (fusion == "late" and (skips or len(heads) > 1)):
+        raise ValueError(f"fusion must be 'early' or 'late' (late: one head, no skips), got {fusion!r}")
     skip_scales = dict(skip_scales or {})
 
     n = NetSpec()
-    data_layers(n, split, in_channels, data_layer, data_params)
-    bottom = n.data
-    for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
-        for index in range(1, convs + 1):
-            pad = 100 if (stage, index) == (1, 1) else 1
-            conv, relu = _conv_relu(bottom, scaled_width(channels, width), pad=pad)
-            n[f"conv{stage}_{index}"], n[f"relu{stage}_{index}"] = conv, relu
-            bottom = relu
-        n[f"pool{stage}"] = bottom = layers.Pooling(bottom, pool="MAX", kernel_size=2, stride=2)
-
-    for index, kernel in ((6, 7), (7, 1)):
-        n[f"fc{index}"], n[f"relu{index}"] = _conv_relu(bottom, scaled_width(FC_WIDTH, width), kernel=kernel, pad=0)
-        bottom = n[f"relu{index}"]
-        if split != "deploy":
-            n[f"drop{index}"] = layers.Dropout(bottom, dropout_ratio=0.5, in_place=True)
-            bottom = n[f"drop{index}"]
-
-    n.score_fr = _score(bottom, num_classes)
-    score, stride, previous = n.score_fr, _FINAL_STRIDE, None
-    for skip, skip_stride in zip(skips, strides):
-        name = "upscore2" if previous is None else f"upscore_{previous}"
-        n[name] = _upsample(score, num_classes, stride // skip_stride, learn_skip_upsampling)
-        source = n[skip]
-        if skip in skip_scales:
-            n[f"scale_{skip}"] = layers.Scale(
-                source, param=_FIXED, filler=dict(type="constant", value=skip_scales[skip])
-            )
-            source = n[f"scale_{skip}"]
-        n[f"score_{skip}"] = _score(source, num_classes)
-        n[f"score_{skip}c"] = crop(n[f"score_{skip}"], n[name])
-        n[f"fuse_{skip}"] = layers.Eltwise(n[name], n[f"score_{skip}c"], operation="SUM")
-        score, stride, previous = n[f"fuse_{skip}"], skip_stride, skip
-
-    final = "upscore" if previous is None else f"upscore{stride}"
-    n[final] = _upsample(score, num_classes, stride, learned=False)
-    n.score = crop(n[final], n.data)
-    if split != "deploy":
-        n.loss = layers.SoftmaxWithLoss(
-            n.score, n.label, loss_param=dict(ignore_label=IGNORE_LABEL, normalize=normalize_loss)
-        )
+    labels = list(dict.fromkeys(head.label for head in heads))
+    data_layers(n, split, in_channels, data_layer, data_params, inputs=inputs, labels=labels)
+    options = dict(split=split, skips=skips, skip_scales=skip_scales, normalize_loss=normalize_loss,
+                   learn_skip_upsampling=learn_skip_upsampling)
+    if fusion == "late" and len(inputs) > 1:
+        scores = []
+        for name in inputs:
+            top = _backbone(n, n[name], split, width, suffix=name, first_conv=f"conv1_1{name}")
+            n[f"score_fr{name}"] = _score(top, heads[0].num_classes)
+            scores.append(n[f"score_fr{name}"])
+        n.score_fused = layers.Eltwise(*scores, operation="SUM", coeff=[1 / len(scores)] * len(scores))
+        _head(n, n.score_fused, n[next(iter(inputs))], heads[0], **options)
+        return n
+    if len(inputs) > 1:
+        n.data = layers.Concat(*(n[name] for name in inputs))
+    top = _backbone(n, n.data, split, width, first_conv=first_conv)
+    for head in heads:
+        n[f"score_fr{head.suffix}"] = _score(top, head.num_classes)
+        _head(n, n[f"score_fr{head.suffix}"], n.data, head, **options)
     return n
 
 

@@ -1,9 +1,12 @@
 """Solver files for the two published FCN training recipes, and the built-in demo's.
 
-`heavy` is the reference repository's recipe (the PAMI paper's): the authors' four
-`solver.prototxt` files exactly. Batch 1 with no accumulation, momentum 0.99, an
-unnormalized (summed) loss, so tiny fixed learning rates: 1e-10 (32s and the at-once
-8s, both from VGG16), 1e-12 (16s), 1e-14 (8s); 100k iterations per stage, 300k at once.
+`heavy` is the reference repository's recipe (the PAMI paper's): the authors'
+`solver.prototxt` files exactly, for all 15 nets of `prototxt.nets`. Batch 1 with no
+accumulation, momentum 0.99, an unnormalized (summed) loss, so tiny fixed learning rates:
+1e-10 (32s and the at-once 8s, both from VGG16), 1e-12 (16s), 1e-14 (8s); 100k iterations
+per VOC stage, 300k at once and for PASCAL-Context, NYUDv2 and SIFT Flow (whose 8s keeps
+1e-12; NYUD's late-fusion color-hha 1e-12; NYUD snapshots every 2,000, SIFT Flow none).
+FCN-AlexNet is the exception: a normalized loss, lr 1e-4, momentum 0.9, 20 images per update.
 
 `cvpr` is the CVPR 2015 recipe (Sec. 4, "Optimization"), our reading of it:
 
@@ -32,13 +35,13 @@ and few images per update. It defines no at-once net either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from porting.proto import caffe_pb2
 
-from .fcn import NETS
-
-VALIDATION_IMAGES = 736  # seg11valid
+from . import nets
 
 
 @dataclass(frozen=True)
@@ -51,22 +54,44 @@ class Preset:
     momentum: float
     weight_decay: float
     iter_size: int
-    snapshot: int
+    snapshot: int | None
     normalize_loss: bool
     learn_skip_upsampling: bool
+    #: per net, settings that differ from the preset's (a `snapshot` of None: no snapshot fields)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_net(self, net: str) -> Preset:
+        """The recipe with `net`'s own settings in place of the preset's."""
+        return replace(self, **self.overrides.get(net, {}), overrides={})
 
 
 PRESETS: dict[str, Preset] = {
     "heavy": Preset(
         description="reference repo (PAMI): batch 1, momentum 0.99, unnormalized loss, fixed lr",
-        base_lr={"voc-fcn32s": 1e-10, "voc-fcn16s": 1e-12, "voc-fcn8s": 1e-14, "voc-fcn8s-atonce": 1e-10},
-        max_iter={"voc-fcn32s": 100000, "voc-fcn16s": 100000, "voc-fcn8s": 100000, "voc-fcn8s-atonce": 300000},
+        base_lr={
+            "voc-fcn32s": 1e-10, "voc-fcn16s": 1e-12, "voc-fcn8s": 1e-14, "voc-fcn8s-atonce": 1e-10,
+            "voc-fcn-alexnet": 1e-4,
+            "pascalcontext-fcn32s": 1e-10, "pascalcontext-fcn16s": 1e-12, "pascalcontext-fcn8s": 1e-14,
+            "nyud-fcn32s-color": 1e-10, "nyud-fcn32s-hha": 1e-10, "nyud-fcn32s-color-d": 1e-10,
+            "nyud-fcn32s-color-hha": 1e-12,
+            "siftflow-fcn32s": 1e-10, "siftflow-fcn16s": 1e-12, "siftflow-fcn8s": 1e-12,
+        },
+        max_iter={
+            **dict.fromkeys(("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn-alexnet"), 100000),
+            **{net: 300000 for net, entry in nets.NETS.items() if entry.family.name != "voc"},
+            "voc-fcn8s-atonce": 300000,
+        },
         momentum=0.99,
         weight_decay=0.0005,
         iter_size=1,
         snapshot=4000,
         normalize_loss=False,
         learn_skip_upsampling=False,
+        overrides={
+            "voc-fcn-alexnet": dict(momentum=0.9, iter_size=20, normalize_loss=True),
+            **{net: dict(snapshot=2000) for net, entry in nets.NETS.items() if entry.family.name == "nyud"},
+            **{net: dict(snapshot=None) for net, entry in nets.NETS.items() if entry.family.name == "siftflow"},
+        },
     ),
     "cvpr": Preset(
         description="CVPR 2015: 20 images per update, momentum 0.9, normalized loss, fixed lr 1e-4 / 1e-6 / 1e-8",
@@ -93,34 +118,43 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def recipe(preset: str, net: str) -> Preset:
+    """The settings of `net` under a recipe (`PRESETS`), or a ValueError naming what exists."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if net not in PRESETS[preset].base_lr:
+        known = ", ".join(name for name in nets.NETS if name in PRESETS[preset].base_lr)
+        raise ValueError(f"the {preset} recipe has no {net!r}; it defines {known}")
+    return PRESETS[preset].for_net(net)
+
+
 def build(
-    preset: str, net: str, *, train_net: str = "train.prototxt", test_net: str = "val.prototxt"
+    preset: str, net: str, *, train_net: str | None = None, test_net: str | None = None
 ) -> caffe_pb2.SolverParameter:
     """The solver of `net` under a recipe (`PRESETS`), laid out like the authors' solver files.
 
     The test net is made but never run by the solver (scoring is `eval`'s job), hence the
-    huge `test_interval` and no test at start, as in the authors' files.
+    huge `test_interval` and no test at start, as in the authors' files. The nets default
+    to the net's split files (`train.prototxt`/`val.prototxt` or `trainval`/`test`).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    recipe = PRESETS[preset]
-    if net not in recipe.base_lr:
-        known = ", ".join(name for name in NETS if name in recipe.base_lr)
-        raise ValueError(f"the {preset} recipe has no {net!r}; it defines {known}")
-    return caffe_pb2.SolverParameter(
-        train_net=train_net,
-        test_net=[test_net],
-        test_iter=[VALIDATION_IMAGES],
+    settings = recipe(preset, net)
+    family = nets.info(net).family
+    solver = caffe_pb2.SolverParameter(
+        train_net=train_net or f"{family.splits[0]}.prototxt",
+        test_net=[test_net or f"{family.splits[1]}.prototxt"],
+        test_iter=[family.test_images],
         test_interval=999999999,
         display=20,
         average_loss=20,
         lr_policy="fixed",
-        base_lr=recipe.base_lr[net],
-        momentum=recipe.momentum,
-        iter_size=recipe.iter_size,
-        max_iter=recipe.max_iter[net],
-        weight_decay=recipe.weight_decay,
-        snapshot=recipe.snapshot,
-        snapshot_prefix="snapshot/train",
+        base_lr=settings.base_lr[net],
+        momentum=settings.momentum,
+        iter_size=settings.iter_size,
+        max_iter=settings.max_iter[net],
+        weight_decay=settings.weight_decay,
         test_initialization=False,
     )
+    if settings.snapshot is not None:
+        solver.snapshot = settings.snapshot
+        solver.snapshot_prefix = "snapshot/train"
+    return solver

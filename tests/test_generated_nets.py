@@ -1,8 +1,9 @@
-"""The generated nets and solvers against the authors' files, field by field.
+"""The generated nets and solvers against the authors' files, field by field: all 15 nets
+they publish (the VOC VGG16 nets, FCN-AlexNet, PASCAL-Context, NYUDv2, SIFT Flow).
 
-The one documented difference: the authors' voc-fcn16s files give the Python data
-layer's dataset paths two levels up (`../../data/...`), their other nets one level up
-(`../data/...`, our default for every net). Everything else must match exactly.
+The one documented difference: the authors' voc-fcn16s and pascalcontext files give the
+Python data layer's dataset paths two levels up (`../../data/...`), their other nets one
+level up (`../data/...`, our default for every net). Everything else must match exactly.
 """
 
 import ast
@@ -16,11 +17,12 @@ from google.protobuf.message import Message
 
 from porting.proto import caffe_pb2
 from porting.prototxt import read_prototxt, read_solver
-from prototxt import fcn, generate, solvers
+from prototxt import fcn, generate, nets, solvers
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
-NETS_WITH_OTHER_PATHS = {"voc-fcn16s"}
-PATH_KEYS = {"sbdd_dir", "voc_dir"}
+REFERENCES = [Path(__file__).resolve().parents[2] / "shared" / "reference" / folder
+              for folder in ("fcn-berkeleyvision", "fcn-berkeleyvision-extra")]
+NETS_WITH_OTHER_PATHS = {"voc-fcn16s", "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s"}
+PATH_KEYS = {"sbdd_dir", "voc_dir", "context_dir"}
 
 
 def differences(ours: Message, theirs: Message, where: str = "") -> list[str]:
@@ -71,19 +73,25 @@ def _path_only(difference: str, ours: caffe_pb2.NetParameter, theirs: caffe_pb2.
     return differing <= PATH_KEYS
 
 
+REFERENCE_DIRS = {path.parent.name: path.parent for reference in REFERENCES for path in reference.glob("*/solver.prototxt")}
 REFERENCE_NETS = sorted(
-    (path.parent.name, path.stem) for path in REFERENCE.glob("*/*.prototxt") if path.stem in fcn.SPLITS
+    (path.parent.name, path.stem)
+    for reference in REFERENCES
+    for path in reference.glob("*/*.prototxt")
+    if path.stem in (*fcn.SPLITS, *fcn.DATA_SPLITS)
 )
 
 
 def test_every_reference_net_is_covered():
-    assert {net for net, _ in REFERENCE_NETS} == set(fcn.NETS)
-    assert len(REFERENCE_NETS) == 9  # train and val for four nets, deploy for voc-fcn8s
+    assert set(REFERENCE_DIRS) == set(nets.NETS)
+    assert len(nets.NETS) == 15
+    # two splits per net, and the one deploy file they publish (voc-fcn8s)
+    assert len(REFERENCE_NETS) == 2 * 15 + 1
 
 
 @pytest.mark.parametrize("net,split", REFERENCE_NETS)
 def test_generated_net_equals_the_authors(net, split):
-    theirs = read_prototxt(REFERENCE / net / f"{split}.prototxt")
+    theirs = read_prototxt(REFERENCE_DIRS[net] / f"{split}.prototxt")
     ours = read_prototxt(generate.PACKAGE_DIR / net / f"{split}.prototxt")
     found = differences(ours, theirs)
     for difference in found:
@@ -93,9 +101,9 @@ def test_generated_net_equals_the_authors(net, split):
     assert bool(found) == (net in NETS_WITH_OTHER_PATHS), "the documented path difference changed"
 
 
-@pytest.mark.parametrize("net", fcn.NETS)
+@pytest.mark.parametrize("net", nets.NETS)
 def test_reference_solver_equals_the_authors(net):
-    theirs = read_solver(REFERENCE / net / "solver.prototxt")
+    theirs = read_solver(REFERENCE_DIRS[net] / "solver.prototxt")
     ours = read_solver(generate.PACKAGE_DIR / net / "solver.prototxt")
     found = differences(ours, theirs)
     for difference in found:
@@ -105,7 +113,7 @@ def test_reference_solver_equals_the_authors(net):
 
 
 def test_differences_are_reported_by_layer_and_field():
-    theirs = read_prototxt(REFERENCE / "voc-fcn8s" / "val.prototxt")
+    theirs = read_prototxt(REFERENCE_DIRS["voc-fcn8s"] / "val.prototxt")
     ours = fcn.build("voc-fcn8s", "val", num_classes=60)
     found = differences(ours, theirs)
     assert "layer 'score_pool3' field convolution_param.num_output: ours=60, theirs=21" in found
@@ -207,3 +215,36 @@ def test_val_net_with_color_and_depth_runs_to_a_loss():
     with torch.no_grad():
         out = model(data=torch.randn(size), label=label)
     assert out["loss"].numel() == 1 and torch.isfinite(out["loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "net,losses",
+    [("nyud-fcn32s-color-d", ["loss"]), ("nyud-fcn32s-color-hha", ["loss"]), ("siftflow-fcn8s", ["loss", "loss_geo"])],
+)
+def test_training_nets_with_several_inputs_or_labels_run_to_their_losses(net, losses):
+    """The data layer's tops (color + depth, color + hha; sem + geo labels) are the net's
+    named inputs; every head's loss comes out, finite."""
+    from porting import CaffeNet
+
+    train = nets.build(net, nets.info(net).splits[0], width=1 / 16)
+    channels = {"color": 3, "depth": 1, "hha": 3, "data": 3}
+    size = (45, 39)
+    data_tops = list(train.layer[0].top)
+    shapes = {top: (1, channels.get(top, 1), *size) for top in data_tops}
+    model = CaffeNet(train, phase="TRAIN", input_shapes=shapes)
+    assert model.inputs == data_tops
+    feed = {top: torch.randn(shape) if top in channels else torch.randint(0, 3, shape).float() for top, shape in shapes.items()}
+    out = model(**feed)
+    assert sorted(name for name in out if name.startswith("loss")) == losses
+    assert all(torch.isfinite(out[name]).all() for name in losses)
+
+
+def test_alexnet_and_vgg_crop_offsets_come_from_the_coordinate_maps():
+    offsets = {
+        net: [list(layer.crop_param.offset) for layer in nets.build(net, "deploy").layer if layer.name == "score"][0]
+        for net in ("voc-fcn-alexnet", "voc-fcn32s")
+    }
+    # hand-computed: AlexNet's input-side offset 32*0 + 13 (conv1..fc6) and its upsampling's -31 give 18; VGG16's 19
+    assert offsets == {"voc-fcn-alexnet": [18], "voc-fcn32s": [19]}
+    narrow = nets.build("voc-fcn-alexnet", "deploy", width=1 / 16)
+    assert [layer.convolution_param.num_output for layer in narrow.layer if layer.type == "Convolution"][:5] == [6, 16, 24, 24, 16]

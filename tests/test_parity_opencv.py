@@ -7,7 +7,8 @@ sizes, with seeded He-scaled random weights written by our caffemodel writer.
 Reduced width (num_output / 16 except the 21-class score layers) covers all nets,
 sizes and both upsampling initializations; full width covers every net at every size
 (random upsampling for FCN-32s/16s/8s-atonce, bilinear for FCN-8s) and the authors' demo
-image through FCN-8s.
+image through FCN-8s. Every other generated deploy net (FCN-AlexNet, PASCAL-Context,
+NYUDv2 with one or two inputs, SIFT Flow with two heads) is compared at width 1/16.
 """
 
 import gc
@@ -15,7 +16,6 @@ import gc
 import numpy as np
 import pytest
 import torch
-
 from helpers import (
     VOC_NETS,
     demo_image,
@@ -26,7 +26,9 @@ from helpers import (
     relative_difference,
     write_net,
 )
+
 from porting import CaffeNet
+from prototxt import nets
 
 TOL = 1e-4
 SIZES = [(37, 53), (64, 64), (101, 77)]
@@ -95,3 +97,29 @@ def test_demo_image_full_width_fcn8s(full_fcn8s):
     assert image.shape[:2] == (1, 3)
     diffs = layer_differences(net, cv_net, image)
     assert_parity(diffs, f"voc-fcn8s full, demo image {image.shape[2:]}")
+
+
+def family_inputs(net: CaffeNet, size: tuple[int, int], seed: int) -> dict[str, np.ndarray]:
+    """Random inputs of `size` for every input top of a generated deploy net (color, depth, hha, data)."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: rng.standard_normal((1, net.input_shapes[name][1], *size), dtype=np.float32) * np.float32(60)
+        for name in net.inputs
+    }
+
+
+@pytest.mark.parametrize("name", [net for net in nets.NETS if net not in VOC_NETS])
+def test_generated_deploy_nets_of_every_family(tmp_path, name):
+    """Every other generated deploy net (FCN-AlexNet's grouped convolutions and LRN, PASCAL-Context,
+    NYUDv2's early and late fusion of two inputs, SIFT Flow's two heads) at width 1/16, odd sizes."""
+    net = randomize(CaffeNet(nets.build(name, "deploy", width=1 / 16)), seed=13, bilinear_deconv=False)
+    cv_net = opencv_net(*write_net(net, tmp_path))
+    names = [layer for layer, module in net.layers.items() if not module.is_input]
+    for index, size in enumerate([(37, 53), (101, 77)]):
+        x = family_inputs(net, size, index)
+        reference = opencv_forward(cv_net, x, names)
+        trace = net.trace(**{key: torch.from_numpy(value) for key, value in x.items()})
+        scores = [top for top in trace if top.startswith("score") and net.layers[top].layer_type == "Crop" and top in net.outputs]
+        assert scores and all(trace[top].shape[2:] == size for top in scores)
+        diffs = {layer: relative_difference(trace[layer].numpy(), reference[layer]) for layer in names}
+        assert_parity(diffs, f"{name} /16 {size}")
