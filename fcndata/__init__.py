@@ -1,4 +1,5 @@
-"""PASCAL VOC and SBD in their real on-disk formats, the seg11valid split, the synthetic set."""
+"""PASCAL VOC and SBD, PASCAL-Context, NYUDv2 and SIFT Flow in their real on-disk formats, the
+seg11valid split, the synthetic sets."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from pathlib import Path
 from porting.errors import DatasetError
 
 from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
+from .nyud import NYUDSegmentation
+from .pascalcontext import PASCALContextSegmentation
 from .sbd import SBDSegmentation
+from .siftflow import SIFTFlowSegmentation
 from .splits import sample_order, seg11valid_ids
+from .tops import Blobs, blobs_of, net_feed
 from .voc import VOCSegmentation
 
 EVAL_SPLITS = ("voc2011seg11valid", "voc2012val", "sbdval", "sbdtrain")
@@ -39,6 +44,12 @@ def _need(root: str | Path | None, name: str, split: str) -> str | Path:
 
 __all__ = [
     "EVAL_SPLITS",
+    "Blobs",
+    "NYUDSegmentation",
+    "PASCALContextSegmentation",
+    "SIFTFlowSegmentation",
+    "blobs_of",
+    "net_feed",
     "IGNORE_LABEL",
     "MEAN_BGR",
     "NUM_CLASSES",

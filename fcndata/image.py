@@ -186,7 +186,11 @@ class SegmentationFiles(Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         rgb, label = self.read_raw(index)
-        return Sample(to_input(rgb), to_target(label), self.ids[index])
+        return Sample(self.to_input(rgb), to_target(label), self.ids[index])
+
+    def to_input(self, rgb: np.ndarray) -> torch.Tensor:
+        """The net's input from the RGB image (VOC and SBD: `to_input`)."""
+        return to_input(rgb)
 
     def _check_present(self) -> None:
         """Fail before training starts, not hours in, when files of the list are absent."""

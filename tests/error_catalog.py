@@ -435,6 +435,94 @@ def _repeated_id(folder: Path):
     return load_ids(write_text(folder, "ids.txt", "2008_000001\n2008_000002\n2008_000001\n"))
 
 
+@entry("PASCAL-Context: annotations folder missing")
+def _context_root(folder: Path):
+    from fcndata.pascalcontext import PASCALContextSegmentation
+    from fcndata.synthetic_families import write_pascalcontext
+
+    paths = write_pascalcontext(folder, n_train=1, n_val=1)
+    return PASCALContextSegmentation(paths.voc_root, folder / "context")
+
+
+@entry("PASCAL-Context: LabelMap value that is no id of labels.txt")
+def _context_label_id(folder: Path):
+    import scipy.io
+
+    from fcndata.pascalcontext import PASCALContextSegmentation
+    from fcndata.synthetic_families import write_pascalcontext
+
+    paths = write_pascalcontext(folder, n_train=1, n_val=1)
+    scipy.io.savemat(paths.context_root / "trainval" / "2009_0000.mat", {"LabelMap": np.full((8, 8), 9999)})
+    return PASCALContextSegmentation(paths.voc_root, paths.context_root)[0]
+
+
+@entry("NYUDv2: corrupt segmentation .mat (truncated)")
+def _nyud_corrupt_mat(folder: Path):
+    from fcndata.nyud import NYUDSegmentation
+    from fcndata.synthetic_families import write_nyud
+
+    root = write_nyud(folder, n_train=1, n_val=1, n_test=1)
+    path = next((root / "segmentation").glob("*.mat"))
+    path.write_bytes(path.read_bytes()[:100])
+    return [NYUDSegmentation(root, split)[0] for split in ("train", "val", "test")]
+
+
+@entry("NYUDv2: segmentation values outside 0..40")
+def _nyud_label_values(folder: Path):
+    import scipy.io
+
+    from fcndata.nyud import NYUDSegmentation
+    from fcndata.synthetic_families import write_nyud
+
+    root = write_nyud(folder, n_train=1, n_val=1, n_test=1)
+    scipy.io.savemat(root / "segmentation" / "img_5002.mat", {"segmentation": np.full((8, 8), 41, np.uint8)})
+    return NYUDSegmentation(root, "test")[0]
+
+
+@entry("NYUDv2: HHA size differs from the colour image")
+def _nyud_size(folder: Path):
+    from fcndata.nyud import NYUDSegmentation
+    from fcndata.synthetic_families import write_nyud
+
+    root = write_nyud(folder, n_train=1, n_val=1, n_test=1)
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(root / "data" / "hha" / "img_5002.png")
+    return NYUDSegmentation(root, "test", tops=("color", "hha", "label"))[0]
+
+
+@entry("NYUDv2: depth map with zeros (log undefined)")
+def _nyud_depth(folder: Path):
+    from fcndata.nyud import NYUDSegmentation
+    from fcndata.synthetic_families import write_nyud
+
+    root = write_nyud(folder, n_train=1, n_val=1, n_test=1)
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(root / "data" / "depth" / "img_5002.png")
+    return NYUDSegmentation(root, "test", tops=("color", "depth", "label"))[0]
+
+
+@entry("SIFT Flow: label .mat without the variable S")
+def _siftflow_variable(folder: Path):
+    import scipy.io
+
+    from fcndata.siftflow import SUBFOLDER, SIFTFlowSegmentation
+    from fcndata.synthetic_families import write_siftflow
+
+    root = write_siftflow(folder, n_trainval=1, n_test=1)
+    scipy.io.savemat(root / "SemanticLabels" / SUBFOLDER / "test_0000.mat", {"labels": np.ones((8, 8))})
+    return SIFTFlowSegmentation(root, "test")[0]
+
+
+@entry("SIFT Flow: geometric labels outside -1..3")
+def _siftflow_geo(folder: Path):
+    import scipy.io
+
+    from fcndata.siftflow import SUBFOLDER, SIFTFlowSegmentation
+    from fcndata.synthetic_families import write_siftflow
+
+    root = write_siftflow(folder, n_trainval=1, n_test=1)
+    scipy.io.savemat(root / "GeoLabels" / SUBFOLDER / "test_0000.mat", {"S": np.full((8, 8), 7)})
+    return SIFTFlowSegmentation(root, "test")[0]
+
+
 # ---------------------------------------------------------------- training stages
 
 
