@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 import torch
 
-from fcndata import nyud, pascalcontext, siftflow
+from fcndata import nyud, siftflow
 from fcndata.image import load_ids
 from fcndata.nyud import NYUDSegmentation
 from fcndata.pascalcontext import PASCALContextSegmentation
