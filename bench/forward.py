@@ -60,10 +60,8 @@ def fcn8s(width: float, size: int, split: str = "deploy", seed: int = 0) -> Caff
 
 
 def forward_gflop(net: CaffeNet, x: torch.Tensor) -> float:
-    """Floating-point operations of one forward (convolutions, deconvolutions, GEMMs), in GFLOP.
-
-    Counted with autograd on, so every layer runs an op torch's flop counter knows (the
-    inference-only oneDNN matmul of the GEMM convolutions is not among them)."""
+    """Floating-point operations of one forward (convolutions, deconvolutions), in GFLOP, as
+    torch's flop counter counts the plain net's ops (2 per multiply-add)."""
     with torch.enable_grad(), FlopCounterMode(display=False) as counter:
         net(x)
     return counter.get_total_flops() / 1e9

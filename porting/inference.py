@@ -9,13 +9,25 @@ Every other layer is the plain one and the executor is `CaffeNet`'s, so Caffe's
 semantics are unchanged; only the summation order inside a convolution differs (about
 1e-6 relative in fp32).
 
+The prepacked kernels are torch's private oneDNN operators; this module is the only
+place in the project that calls private torch API. Each use sits behind a feature check
+(`onednn_kernels_available`), and where a torch build lacks them the same plan runs on
+public `torch.nn.functional` kernels (channels-last convolution, ReLU applied in place).
+
+`InferenceNet(net, dtype=torch.bfloat16)` runs a bfloat16 copy of the net (inputs cast
+in, outputs cast back to the caller's dtype): fast where oneDNN has native bf16 kernels
+(AVX512-BF16, AMX), emulated and slower than fp32 elsewhere. fp32 stays the default and
+the exact path.
+
 Weights are a snapshot: build `InferenceNet` again after changing them.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +39,32 @@ from porting.net import CaffeNet, Kernel, Step
 
 Shape = tuple[int, ...]
 
+log = logging.getLogger(__name__)
 
 #: glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: dtypes InferenceNet computes in
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def onednn_kernels_available() -> bool:
+    """Whether this torch build has the private oneDNN operators the packed kernels call."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+    )
+
+
+def native_bf16_available() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 or AMX class)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None) if onednn_kernels_available() else None
+    return bool(check is not None and check())
 
 
 def supported() -> bool:
-    """Whether this torch has the oneDNN kernels the fast path needs."""
-    return torch.backends.mkldnn.is_available()
+    """Whether the prepacked oneDNN path runs here (else InferenceNet uses public kernels)."""
+    return onednn_kernels_available()
 
 
 def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
@@ -81,6 +111,27 @@ class PackedConvolution:
         return tops
 
 
+class ChannelsLastConvolution:
+    """The public fallback of `PackedConvolution`: `F.conv2d` on channels-last maps with a
+    channels-last weight, and the fused ReLU applied in place on its output."""
+
+    def __init__(self, layer: Convolution, relu: bool) -> None:
+        self.layer = layer
+        self.relu = relu
+        self.weight = layer.blob(0).detach().contiguous(memory_format=torch.channels_last)
+        self.bias = layer.blob(1).detach() if layer.bias_term else None
+
+    def __call__(self, *bottoms: Tensor) -> list[Tensor]:
+        tops = []
+        layer = self.layer
+        for x in bottoms:
+            layer.check_input(x)
+            x = x.contiguous(memory_format=torch.channels_last)
+            top = F.conv2d(x, self.weight, self.bias, layer.stride, layer.pad, layer.dilation, layer.group)
+            tops.append(top.relu_() if self.relu else top)
+        return tops
+
+
 class DiagonalDeconvolution:
     """A Deconvolution whose weight maps each channel only to itself (FCN's bilinear
     upsampling) run as a grouped one: the same sums without the C - 1 zero terms each."""
@@ -113,24 +164,44 @@ class DiagonalDeconvolution:
 
 
 class InferenceNet(nn.Module):
-    """`net` for CPU float32 inference: same inputs and outputs as `net(...)`, no autograd.
+    """`net` for CPU inference: same inputs and outputs as `net(...)`, no autograd.
 
     Weights are packed on the first call, for its input size; any other size the net
-    accepts runs too. Without oneDNN, or for other devices and dtypes, this is `net`.
+    accepts runs too. Inputs on other devices run the plain layers.
+
+    Args:
+        net: the net to run; with a dtype other than float32 a converted copy is kept.
+        dtype: torch.float32 (default, the exact path) or torch.bfloat16.
+        onednn: use oneDNN's prepacked kernels (True), the public fallback (False), or
+            decide by `onednn_kernels_available()` and, for bf16, by `native_bf16_available()` (None).
+    Raises:
+        ValueError: for a dtype other than float32 or bfloat16, or `onednn=True` where
+            this torch lacks the kernels.
     """
 
-    def __init__(self, net: CaffeNet) -> None:
+    def __init__(self, net: CaffeNet, *, dtype: torch.dtype = torch.float32, onednn: bool | None = None) -> None:
         super().__init__()
-        self.net = net
-        self.kernels: dict[str, Kernel | None] = self._plan(net) if supported() else {}
+        if dtype not in DTYPES:
+            raise ValueError(f"InferenceNet computes in {', '.join(map(str, DTYPES))}, not {dtype}")
+        if onednn and not onednn_kernels_available():
+            raise ValueError("this torch build lacks the oneDNN kernels (torch.ops.mkldnn._convolution_pointwise)")
+        if onednn is None:
+            onednn = onednn_kernels_available() and (dtype == torch.float32 or native_bf16_available())
+        if dtype != torch.float32 and not native_bf16_available():
+            log.warning("this CPU has no native bf16 convolutions (AVX512-BF16/AMX): bf16 runs emulated, slower than fp32")
+        self.dtype = dtype
+        self.onednn = onednn
+        self.net = net if dtype == torch.float32 else copy.deepcopy(net).to(dtype)
+        self.kernels: dict[str, Kernel | None] = self._plan(self.net, dtype, onednn)
 
     @staticmethod
-    def _plan(net: CaffeNet) -> dict[str, Kernel | None]:
+    def _plan(net: CaffeNet, dtype: torch.dtype, onednn: bool) -> dict[str, Kernel | None]:
         kernels: dict[str, Kernel | None] = {}
         steps = net.steps
+        convolution = PackedConvolution if onednn else ChannelsLastConvolution
         for index, step in enumerate(steps):
             weight = step.layer.blob(0) if type(step.layer) in (Convolution, Deconvolution) else None
-            if weight is None or weight.device.type != "cpu" or weight.dtype != torch.float32 or len(step.tops) != 1:
+            if weight is None or weight.device.type != "cpu" or weight.dtype != dtype or len(step.tops) != 1:
                 continue
             if type(step.layer) is Deconvolution:
                 diagonal = DiagonalDeconvolution.diagonal_of(step.layer)
@@ -138,18 +209,24 @@ class InferenceNet(nn.Module):
                     kernels[step.name] = DiagonalDeconvolution(step.layer, diagonal)
                 continue
             relu = _fusable_relu(steps, index)
-            kernels[step.name] = PackedConvolution(step.layer, relu is not None)
+            kernels[step.name] = convolution(step.layer, relu is not None)
             if relu is not None:
                 kernels[relu.name] = None
         return kernels
 
     @torch.no_grad()
     def forward(self, *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
-        """{output blob: tensor}, as `CaffeNet.forward`, in contiguous (NCHW) memory."""
+        """{output blob: tensor}, as `CaffeNet.forward`, in contiguous (NCHW) memory and the inputs' float dtype."""
         given = [*args, *kwargs.values()]
-        fast = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in given)
-        outputs = self.net.forward_with(self.kernels if fast else {}, *args, **kwargs)
-        return {name: t.contiguous() for name, t in outputs.items()}
+        returned = next((t.dtype for t in given if t.is_floating_point()), torch.float32)
+        on_cpu = all(t.device.type == "cpu" for t in given)
+        args = tuple(self._cast(t) for t in args)
+        kwargs = {name: self._cast(t) for name, t in kwargs.items()}
+        outputs = self.net.forward_with(self.kernels if on_cpu else {}, *args, **kwargs)
+        return {name: (t.to(returned) if t.is_floating_point() else t).contiguous() for name, t in outputs.items()}
+
+    def _cast(self, tensor: Tensor) -> Tensor:
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
 
 
 def _fusable_relu(steps: tuple[Step, ...], index: int) -> Step | None:

@@ -2,20 +2,26 @@
 
 `python -m porting.onnx --prototxt P --caffemodel W --out M.onnx` (or `--checkpoint M.pt`).
 
-The net is traced with TorchScript's ONNX exporter with the batch, height and width of
-every 4-D input marked dynamic, so sizes that follow from the input (Crop windows, the
-upsampled score map) are exported as `Shape` arithmetic rather than constants. The
-written file is checked with `onnx.checker` (with shape inference) before returning.
-The layers' input checks compare sizes in Python, which the tracer warns about; those
-warnings are silenced because the checks do not shape the computed graph (the tests run
-every exported net at sizes it was not traced at).
+The net goes through torch's maintained exporter (`torch.onnx.export(..., dynamo=True)`,
+which needs the `onnxscript` package): `torch.export` traces it with the batch, height
+and width of every 4-D input as the named dynamic dimensions `batch`, `height` and
+`width`, so sizes that follow from the input (Crop windows, the upsampled score map) are
+exported as `Shape` arithmetic rather than constants. A net whose layers fix the image
+size (an InnerProduct over a feature map, as in the ILSVRC classifiers) cannot have
+dynamic height and width; it is exported with the traced height and width and a dynamic
+batch. Layers whose plain PyTorch form has no exact ONNX translation are exported as
+ONNX's own operator (`EXPORT_KERNELS`): Caffe's across-channel LRN is ONNX's `LRN`,
+whose `size`, `alpha`, `beta` and `bias` are Caffe's `local_size`, `alpha`, `beta`
+and `k`. The weights are stored inside the one file, which is checked with
+`onnx.checker` (with shape inference) before returning.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -23,22 +29,51 @@ import torch
 from torch import Tensor, nn
 
 from porting.errors import FcnError
-from porting.net import CaffeNet
+from porting.layers.base import CaffeLayer
+from porting.layers.normalization import LRN
+from porting.net import CaffeNet, Kernel
 
-MIN_OPSET = 17
+MIN_OPSET = 18  # the lowest opset torch's exporter writes
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+#: the batch size traced (0 and 1 would be specialized by torch.export)
+TRACED_BATCH = 2
+
+log = logging.getLogger(__name__)
+
+
+def _lrn_operator(layer: LRN) -> Kernel | None:
+    """Caffe's across-channel LRN as ONNX's `LRN` node; the within-channel form is left to its plain
+    layer, whose zero-padded average pool (count_include_pad) ONNX's AveragePool computes exactly."""
+    if not layer.across_channels:
+        return None
+    attributes = {"size": layer.size, "alpha": layer.alpha, "beta": layer.beta, "bias": layer.k}
+
+    def kernel(x: Tensor) -> list[Tensor]:
+        return [torch.onnx.ops.symbolic("LRN", (x,), attributes, dtype=x.dtype, shape=x.shape, version=1)]
+
+    return kernel
+
+
+#: layer type -> the kernel that replaces its layer during export (None: keep the plain layer)
+EXPORT_KERNELS: dict[type[CaffeLayer], Callable[..., Kernel | None]] = {LRN: _lrn_operator}
 
 
 class _Positional(nn.Module):
-    """Adapts the net's `dict` interface to the positional tensors the ONNX tracer expects."""
+    """Adapts the net's `dict` interface to the positional tensors the ONNX exporter expects."""
 
     def __init__(self, net: CaffeNet, argmax: bool) -> None:
         super().__init__()
         self.net = net
         self.argmax = argmax
+        self.kernels: dict[str, Kernel] = {}
+        for name, layer in net.layers.items():
+            export_kernel = EXPORT_KERNELS.get(type(layer))
+            kernel = export_kernel(layer) if export_kernel is not None else None
+            if kernel is not None:
+                self.kernels[name] = kernel
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        blobs = self.net(**dict(zip(self.net.inputs, inputs)))
+        blobs = self.net.forward_with(self.kernels, **dict(zip(self.net.inputs, inputs)))
         outputs = tuple(blobs[name] for name in self.net.outputs)
         if self.argmax:
             outputs += (outputs[0].argmax(dim=1),)
@@ -46,9 +81,18 @@ class _Positional(nn.Module):
 
 
 def _example_inputs(net: CaffeNet) -> tuple[Tensor, ...]:
-    """Tensors in the shapes the net was built for (its Input layers or data-layer defaults)."""
+    """Tensors in the shapes the net was built for (its Input layers or data-layer defaults),
+    4-D ones with batch `TRACED_BATCH`."""
     generator = torch.Generator().manual_seed(0)
-    return tuple(torch.randn(net.input_shapes[name], generator=generator) for name in net.inputs)
+    shapes = [net.input_shapes[name] for name in net.inputs]
+    shapes = [(TRACED_BATCH, *shape[1:]) if len(shape) == 4 else shape for shape in shapes]
+    return tuple(torch.randn(shape, generator=generator) for shape in shapes)
+
+
+def _dynamic_shapes(examples: tuple[Tensor, ...], axes: dict[int, str]) -> dict[str, tuple]:
+    """The named dynamic `axes` of every 4-D input. torch's exporter traces each name as
+    `torch.export.Dim.DYNAMIC` and writes the names into the ONNX graph."""
+    return {"inputs": tuple(dict(axes) if x.dim() == 4 else None for x in examples)}
 
 
 def output_names(net: CaffeNet, *, argmax: bool = False) -> list[str]:
@@ -58,39 +102,50 @@ def output_names(net: CaffeNet, *, argmax: bool = False) -> list[str]:
 
 
 def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argmax: bool = False) -> None:
-    """Write `net` (a `CaffeNet`) as an ONNX model with dynamic batch, height and width.
+    """Write `net` (a `CaffeNet`) as one ONNX file with dynamic batch, height and width.
 
-    With `argmax`, the per-pixel label map (argmax over channels of the first output,
-    int64 N x H x W) is a second output, so a runtime needs no post-processing.
+    Args:
+        net: the net to export (its current weights; exported in eval mode).
+        path: the .onnx file to write (its folder is created).
+        opset: the ONNX opset, at least `MIN_OPSET`.
+        argmax: add the per-pixel label map (argmax over channels of the first output,
+            int64 N x H x W) as a second output, so a runtime needs no post-processing.
+    Raises:
+        ValueError: for an opset below `MIN_OPSET`.
+        torch.onnx.errors.OnnxExporterError: where torch's exporter cannot express the net.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     examples = _example_inputs(net)
-    outputs = output_names(net, argmax=argmax)
-    dynamic = {name: DYNAMIC_AXES for name, x in zip(net.inputs, examples) if x.dim() == 4}
     was_training = net.training
     net.eval()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                _Positional(net, argmax),
-                examples,
-                str(path),
-                dynamo=False,
-                input_names=list(net.inputs),
-                output_names=outputs,
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                do_constant_folding=True,
-            )
+        try:
+            _export(net, path, examples, DYNAMIC_AXES, opset, argmax)
+        except torch.onnx.errors.OnnxExporterError:
+            batch_only = {0: DYNAMIC_AXES[0]}
+            log.info("%s: height and width are fixed by the net's layers; exporting them as traced", path)
+            _export(net, path, examples, batch_only, opset, argmax)
     finally:
         net.train(was_training)
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def _export(net: CaffeNet, path: Path, examples: tuple[Tensor, ...], axes: dict[int, str], opset: int, argmax: bool) -> None:
+    torch.onnx.export(
+        _Positional(net, argmax).eval(),
+        examples,
+        str(path),
+        dynamo=True,
+        input_names=list(net.inputs),
+        output_names=output_names(net, argmax=argmax),
+        dynamic_shapes=_dynamic_shapes(examples, axes),
+        opset_version=opset,
+        external_data=False,
+        verbose=False,
+    )
 
 
 def _load_net(args: argparse.Namespace) -> CaffeNet:

@@ -302,7 +302,8 @@ class Trainer:
         grads = [parameter.grad for parameter in parameters]
         all_reduce_sum([*grads, loss_sum.reshape(1)])
         scale = 1.0 / self.config.images_per_update
-        torch._foreach_mul_(grads, scale)
+        for grad in grads:
+            grad.mul_(scale)
         return loss_sum.item() * scale
 
     def run(self, resume: Path | None = None) -> TrainResult:

@@ -2,12 +2,16 @@
 
 InferenceNet must give OpenCV's scores (the independent reference, on files our writer
 produced) at odd sizes, including sizes other than the one its weights were packed for,
-with bilinear (diagonal, run grouped) and random (dense) upsampling weights.
+with bilinear (diagonal, run grouped) and random (dense) upsampling weights, both with
+oneDNN's private prepacked kernels and with the public fallback they fall back to.
+Private torch API (`torch.ops.`, `torch._C`) appears nowhere but in porting/inference.py.
 The in-place ReLU must keep Caffe's semantics: the caller's input is never written, and
 a blob sharing memory with the ReLU's bottom (an identity Dropout top) keeps its value.
 """
 
 import platform
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,25 +28,38 @@ from helpers import (
     write_net,
 )
 from porting import CaffeNet
-from porting.inference import DiagonalDeconvolution, InferenceNet, PackedConvolution, retain_freed_memory, supported
+import porting.inference
+from porting.inference import (
+    ChannelsLastConvolution,
+    DiagonalDeconvolution,
+    InferenceNet,
+    PackedConvolution,
+    onednn_kernels_available,
+    retain_freed_memory,
+)
 
 TOL = 1e-5
 SIZES = [(37, 53), (101, 77), (64, 64)]
-
-pytestmark = pytest.mark.skipif(not supported(), reason="this torch build has no oneDNN")
+ROOT = Path(__file__).resolve().parents[1]
+#: convolution kernel per `onednn` setting; the private one only where this torch has it
+KERNELS = [
+    pytest.param(True, PackedConvolution, marks=pytest.mark.skipif(not onednn_kernels_available(), reason="no oneDNN kernels")),
+    pytest.param(False, ChannelsLastConvolution),
+]
 
 
 def random_image(size, seed) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((1, 3, *size), dtype=np.float32) * np.float32(60)
 
 
+@pytest.mark.parametrize(("onednn", "convolution"), KERNELS)
 @pytest.mark.parametrize(("name", "bilinear"), [(name, True) for name in VOC_NETS] + [("voc-fcn8s", False)])
-def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, name, bilinear):
+def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, name, bilinear, onednn, convolution):
     net = randomize(CaffeNet(deploy_net(name, width_divisor=16)), seed=3, bilinear_deconv=bilinear)
     cv_net = opencv_net(*write_net(net, tmp_path))
-    fast = InferenceNet(net)
+    fast = InferenceNet(net, onednn=onednn)
     kinds = {type(kernel) for kernel in fast.kernels.values()}
-    assert PackedConvolution in kinds
+    assert convolution in kinds and (PackedConvolution in kinds) == onednn
     assert (DiagonalDeconvolution in kinds) == bilinear
     for index, size in enumerate(SIZES):
         x = random_image(size, index)
@@ -53,6 +70,51 @@ def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, name, bilinea
         reference = opencv_forward(cv_net, {"data": x}, ["score"])["score"]
         assert relative_difference(score.numpy(), reference) < TOL, size
         assert relative_difference(score.numpy(), plain) < TOL, size
+
+
+def test_without_the_private_kernels_the_public_fallback_runs(monkeypatch):
+    """A torch build without oneDNN's private operators: the feature check says so and
+    InferenceNet plans the public kernels, with the plain path's scores."""
+    monkeypatch.setattr(porting.inference, "onednn_kernels_available", lambda: False)
+    net = randomize(CaffeNet(deploy_net("voc-fcn16s", width_divisor=16)), seed=5, bilinear_deconv=True)
+    fast = InferenceNet(net)
+    assert not fast.onednn
+    assert {type(k) for k in fast.kernels.values()} == {ChannelsLastConvolution, DiagonalDeconvolution, type(None)}
+    x = torch.from_numpy(random_image((45, 61), 0))
+    with torch.no_grad():
+        plain = net(x)["score"].numpy()
+    assert relative_difference(fast(x)["score"].numpy(), plain) < TOL
+    with pytest.raises(ValueError, match="lacks the oneDNN kernels"):
+        InferenceNet(net, onednn=True)
+
+
+def test_bfloat16_copy_agrees_with_fp32_and_returns_fp32():
+    net = randomize(CaffeNet(deploy_net("voc-fcn8s", width_divisor=16)), seed=3, bilinear_deconv=True)
+    x = torch.from_numpy(random_image((53, 41), 1))
+    with torch.no_grad():
+        reference = net(x)["score"]
+    fast = InferenceNet(net, dtype=torch.bfloat16)
+    score = fast(x)["score"]
+    assert next(net.parameters()).dtype == torch.float32, "the caller's net keeps its fp32 weights"
+    assert score.dtype == torch.float32 and score.shape == reference.shape
+    # bf16 keeps 8 significant bits: ~0.4% per rounding, a few percent through 16 layers
+    assert relative_difference(score.numpy(), reference.numpy()) < 0.05
+    assert (score.argmax(1) == reference.argmax(1)).float().mean() > 0.9
+    with pytest.raises(ValueError, match="float16"):
+        InferenceNet(net, dtype=torch.float16)
+
+
+def test_private_torch_api_only_in_the_inference_module():
+    private = re.compile(r"torch\.ops\.|torch\._C\b|torch\._[a-z]")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in ("porting", "prototxt", "fcndata", "eval", "reproduce", "bench")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != ROOT / "porting" / "inference.py" and "proto" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert not offenders, offenders
 
 
 def test_conv_relu_fusion_only_where_nothing_reads_the_pre_relu_value():

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from porting.layers.base import CaffeLayer, Shape
 from porting.proto import caffe_pb2
 
-
-_ONEDNN = torch.backends.mkldnn.is_available()  # read once: torch.compile cannot trace the query
 
 
 def _spatial(layer: CaffeLayer, values, single_h: int, single_w: int, has_hw: bool, default: int, name: str) -> tuple[int, int]:
@@ -76,56 +73,9 @@ class _ConvolutionBase(CaffeLayer):
             self.check_input(x)
             if self.transposed:
                 tops.append(F.conv_transpose2d(x, weight, bias, self.stride, self.pad, 0, self.group, self.dilation))
-            elif self._gemm_pays(x):
-                tops.append(self._im2col_gemm(x, weight, bias))
             else:
                 tops.append(F.conv2d(x, weight, bias, self.stride, self.pad, self.dilation, self.group))
         return tops
-
-    def _output_size(self, x: Tensor) -> tuple[int, int]:
-        return tuple(
-            (n + 2 * p - d * (k - 1) - 1) // s + 1
-            for n, p, d, k, s in zip(x.shape[-2:], self.pad, self.dilation, self.kernel, self.stride)
-        )
-
-    def _gemm_pays(self, x: Tensor) -> bool:
-        """Whether Caffe's own algorithm (im2col + one GEMM) beats a direct convolution here.
-
-        It does when the weight dwarfs the output map, as in FCN's fc6 (a 7x7x512 -> 4096
-        convolution on a ~16x16 map): one big GEMM streams the weight once at BLAS speed,
-        while direct kernels re-layout the whole weight on every call. ONNX export keeps the
-        plain convolution so that runtimes see a `Conv` node.
-        """
-        if self.group != 1 or _exporting():
-            return False
-        height, width = self._output_size(x)
-        return x.shape[0] * height * width <= self.blob(0).shape[0]
-
-    def _im2col_gemm(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        height, width = self._output_size(x)
-        if self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0):
-            columns = x.flatten(2)
-        else:
-            columns = F.unfold(x.contiguous(), self.kernel, self.dilation, self.pad, self.stride)  # NHWC unfold is slow
-        out = _linear(columns.transpose(1, 2), weight.flatten(1), bias)
-        return out.transpose(1, 2).unflatten(2, (height, width))
-
-
-def _exporting() -> bool:
-    """TorchScript tracing (ONNX export); asked only outside torch.compile, which cannot trace the question."""
-    return not torch.compiler.is_compiling() and torch.jit.is_tracing()
-
-
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """x @ weight.T + bias; eager on the CPU without autograd through oneDNN's matmul, which
-    reads the plain weight at close to the machine's peak where the BLAS GEMM may not (MKL on
-    AMD). torch.compile gets `F.linear`, which it lowers to oneDNN itself."""
-    onednn = x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling()
-    if onednn and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
-        return out.reshape(*x.shape[:-1], weight.shape[0])
-    return F.linear(x, weight, bias)
 
 
 class Convolution(_ConvolutionBase):
