@@ -1,7 +1,8 @@
 """`python -m bench`: every benchmark in one run; writes bench/results.md and results.json.
 
 Runs the FCN-8s forward table (CPU; CUDA too where torch sees a GPU), one training step's
-throughput, the VGG16 caffemodel port bench and the confusion-matrix bench, then prints
+throughput, the FCN-32s forward of CVPR 2015 Table 1's three backbones, the VGG16
+caffemodel port bench and the confusion-matrix bench, then prints
 the same markdown it writes. `--quick` runs everything on tiny inputs, without torch.compile,
 as a smoke test (its figures mean nothing); `--out` writes elsewhere than the bench package.
 """
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from bench import forward, metrics, port
+from bench import backbones, forward, metrics, port
 
 FULL = {
     "forward": dict(width=1.0, size=500, repeats=5, warmup=1, matmul_n=4096),
     "train": dict(width=1.0, size=500, steps=2),
     "cuda": dict(width=1.0, size=500, repeats=10),
+    "backbones": dict(width=1.0, size=500, repeats=5, warmup=1),
     "port": dict(),
     "metrics": dict(),
 }
@@ -31,6 +33,7 @@ QUICK = {
     "forward": dict(width=1 / 16, size=64, repeats=2, warmup=1, matmul_n=256),
     "train": dict(width=1 / 16, size=64, steps=1),
     "cuda": dict(width=1 / 16, size=64, repeats=2),
+    "backbones": dict(width=1 / 16, size=64, repeats=1, warmup=1),
     "port": dict(params=200_000, repeats=1),
     "metrics": dict(n_images=2, height=64, width=64, repeats=1),
 }
@@ -61,6 +64,7 @@ def collect(command: str, quick: bool, compile_module: bool) -> dict:
             "images_s": forward.train_images_per_second(torch.device("cpu"), **settings["train"]),
             "input": f"1x3x{settings['train']['size']}x{settings['train']['size']}",
         }
+        results["table1_backbones_cpu"] = backbones.run(**settings["backbones"])
         if torch.cuda.is_available():
             results["fcn8s_forward_cuda"] = forward.run_cuda(workdir / "cuda", compile_module=compile_module, **settings["cuda"])
         else:
@@ -116,6 +120,8 @@ def render(results: dict) -> str:
         "## Training, one FCN-8s step (forward, loss, backward, SGD), batch 1",
         "",
         f"CPU: {results['train_cpu']['images_s']:.3f} images/s at {results['train_cpu']['input']}.",
+        "",
+        *backbones.render(results["table1_backbones_cpu"]),
         "",
         "## CUDA",
         "",

@@ -77,10 +77,12 @@ TABLE1: dict[str, BackboneRow] = {
     "vgg16": BackboneRow("FCN-VGG16", 56.0, 210, 16, 134, 404, 32),
     "googlenet": BackboneRow("FCN-GoogLeNet", 42.5, 59, 22, 6, 907, 32),
 }
+#: the Table 1 row of each backbone's FCN-32s run (`prototxt.backbone.BACKBONE_RUNS` names them)
+TABLE1_ROW_OF_BACKBONE = {"vgg16": "vgg16", "alexnet": "alexnet", "caffenet": "alexnet", "googlenet": "googlenet"}
 
 # Image count of the exact set each split's published numbers were measured on; a run on
 # another set (a subset via --ids, the synthetic data) is not compared with them.
-PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736}
+PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736, "voc2011val": 1111}
 
 PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
     "voc2011seg11valid": {
@@ -105,6 +107,13 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
             Published(PYTORCH_FCN, 91.13, 78.50, 65.40, 84.44),
         ),
         "fcn-alexnet": (Published(REFERENCE_README, mean_iu=48.0),),
+        "fcn32s-caffenet": (Published(REFERENCE_README, mean_iu=48.0),),  # the authors' FCN-AlexNet is CaffeNet cast
+    },
+    "voc2011val": {
+        "fcn32s": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["vgg16"].mean_iu),),
+        "fcn32s-alexnet": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["alexnet"].mean_iu),),
+        "fcn32s-caffenet": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["alexnet"].mean_iu),),
+        "fcn32s-googlenet": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["googlenet"].mean_iu),),
     },
     "voc2011test": {"fcn8s": (Published(CVPR2015_TABLE3, mean_iu=62.7),)},
     "voc2012test": {
@@ -112,7 +121,10 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
     },
 }
 
-NET_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "fcn-alexnet")
+NET_NAMES = (
+    "fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "fcn-alexnet", "fcn32s-alexnet", "fcn32s-caffenet",
+    "fcn32s-googlenet",
+)
 
 
 def published_name(name: str) -> str | None:

@@ -25,10 +25,22 @@ from porting.errors import CheckpointError, FcnError
 from fcndata import dataset_for_split
 
 from .infer import score
-from .published import METRICS, PUBLISHED, PUBLISHED_SET_SIZE, published_name
+from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
-SPLITS = ("voc2011seg11valid", "voc2012val", "sbdval")
+from .published import (
+    CVPR2015_TABLE1,
+    METRICS,
+    PUBLISHED,
+    PUBLISHED_SET_SIZE,
+    TABLE1,
+    TABLE1_ROW_OF_BACKBONE,
+    published_name,
+)
+
+SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval")
 STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+#: run folders `--runs` looks for: the stages, then FCN-32s from the other backbones (fcn32s-<backbone>)
+RUN_NAMES = STAGES + tuple(name for name in BACKBONE_RUNS if name not in STAGES)
 METRIC_HEADERS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
 
 
@@ -43,14 +55,14 @@ def stage_nets(runs: Path) -> list[NetSource]:
     if not runs.is_dir():
         raise CheckpointError(f"{runs}: runs folder not found")
     nets = []
-    for stage in STAGES:
+    for stage in RUN_NAMES:
         prototxt, weights = runs / stage / "deploy.prototxt", runs / stage / "final.caffemodel"
         if prototxt.is_file() and weights.is_file():
             nets.append(NetSource(stage, _loader(prototxt, weights)))
     if not nets:
         raise CheckpointError(
             f"{runs}: no finished stage (expected <stage>/deploy.prototxt and <stage>/final.caffemodel "
-            f"for one of {', '.join(STAGES)})"
+            f"for one of {', '.join(RUN_NAMES)})"
         )
     return nets
 
@@ -146,6 +158,33 @@ def format_table(split: str, n_images: int, results: dict[str, dict], markdown: 
     return "\n".join([title, render_text(header, rows), *notes])
 
 
+def backbone_table(measured: dict[str, Measures]) -> str:
+    """CVPR 2015 Table 1's architecture columns computed from each backbone FCN-32s net beside the printed ones."""
+    header = ["net", "source", "conv layers", "parameters", "receptive field", "max stride", "forward ms"]
+    rows = []
+    for name, m in measured.items():
+        row = TABLE1[TABLE1_ROW_OF_BACKBONE[BACKBONE_RUNS[name]]]
+        rows.append([name, "measured", str(m.conv_layers), f"{m.parameters / 1e6:.2f}M", str(m.receptive_field),
+                     str(m.max_stride), "-"])
+        rows.append(["", f"{CVPR2015_TABLE1.label} ({row.net})", str(row.conv_layers), f"{row.parameters_m}M",
+                     str(row.receptive_field), str(row.max_stride), f"{row.forward_ms:g} (K40c)"])
+    notes = [
+        "measured from the nets: conv layers on the longest input-to-score path (cast fc layers and score_fr "
+        "included), learned parameters (the fixed upsampling excluded), receptive field and stride of score_fr "
+        "by the coordinate maps; forward times: python -m bench"
+    ]
+    if any(BACKBONE_RUNS[name] == "googlenet" for name in measured):
+        notes.append(
+            "GoogLeNet's printed field, 907, is the one with its final 7x7 average pooling; the FCN drops that "
+            "pooling (as the paper says), which makes the field 6 x 32 = 192 pixels smaller"
+        )
+    notes.append(f"{CVPR2015_TABLE1.label}: {CVPR2015_TABLE1.citation}")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in [header, *rows]]
+    return "\n".join(["CVPR 2015 Table 1 columns", *lines, *notes])
+
+
 def _json_safe(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -202,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         nets = collect_nets(args, parser)
         dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
         results = {}
+        measured: dict[str, Measures] = {}
         for source in nets:
             net = source.load()
+            if source.name in BACKBONE_RUNS:
+                measured[source.name] = measure(net.net_param, source=source.name)
             results[source.name] = score(
                 net,
                 dataset,
@@ -218,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(args.split, len(dataset), results, markdown=args.format == "markdown"))
+    if measured:
+        print()
+        print(backbone_table(measured))
     if args.json:
         try:
             write_json(results, args.json)

@@ -16,7 +16,7 @@ from .splits import sample_order, seg11valid_ids
 from .tops import Blobs, blobs_of, net_feed
 from .voc import VOCSegmentation
 
-EVAL_SPLITS = ("voc2011seg11valid", "voc2012val", "sbdval", "sbdtrain")
+EVAL_SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval", "sbdtrain")
 
 
 def dataset_for_split(
@@ -29,8 +29,8 @@ def dataset_for_split(
     ids = load_ids(ids_file) if ids_file is not None else None
     if split == "voc2011seg11valid":
         return VOCSegmentation(_need(voc_root, "VOC", split), "2011", "seg11valid", ids=ids, sbd_root=sbd_root)
-    if split == "voc2012val":
-        return VOCSegmentation(_need(voc_root, "VOC", split), "2012", "val", ids=ids)
+    if split in ("voc2011val", "voc2012val"):
+        return VOCSegmentation(_need(voc_root, "VOC", split), split[3:7], "val", ids=ids)
     if split in ("sbdval", "sbdtrain"):
         return SBDSegmentation(_need(sbd_root, "SBD", split), split[3:], ids=ids)
     raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")

@@ -23,7 +23,10 @@ FCN-AlexNet is the exception: a normalized loss, lr 1e-4, momentum 0.9, 20 image
 - `max_iter` 5,000 updates per stage: our choice (the paper gives days, not
   iterations), the same 100k images per stage as the heavy recipe.
 
-The CVPR paper has no at-once net, so the `cvpr` preset does not define one.
+The CVPR paper has no at-once net, so the `cvpr` preset does not define one. It does
+train FCN-32s from other classifiers (Sec. 4.1, Table 1): the same recipe with fixed
+learning rates 1e-3 for FCN-AlexNet (here also CaffeNet, the authors' AlexNet base) and
+5e-5 for FCN-GoogLeNet (`prototxt.backbone` casts those nets; they are VOC nets).
 
 `demo` is no published recipe: it is the built-in demo's (`python -m reproduce.demo`),
 for synthetic data and a net 1/8 as wide as VGG16 trained for minutes on a CPU. It keeps
@@ -42,6 +45,7 @@ from typing import Any
 from porting.proto import caffe_pb2
 
 from . import nets
+from .backbone import CAST_NETS
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "cvpr": Preset(
         description="CVPR 2015: 20 images per update, momentum 0.9, normalized loss, fixed lr 1e-4 / 1e-6 / 1e-8",
-        base_lr={"voc-fcn32s": 1e-4, "voc-fcn16s": 1e-6, "voc-fcn8s": 1e-8},
-        max_iter={"voc-fcn32s": 5000, "voc-fcn16s": 5000, "voc-fcn8s": 5000},
+        base_lr={"voc-fcn32s": 1e-4, "voc-fcn16s": 1e-6, "voc-fcn8s": 1e-8, "voc-fcn32s-alexnet": 1e-3,
+                 "voc-fcn32s-caffenet": 1e-3, "voc-fcn32s-googlenet": 5e-5},
+        max_iter={"voc-fcn32s": 5000, "voc-fcn16s": 5000, "voc-fcn8s": 5000, **dict.fromkeys(CAST_NETS, 5000)},
         momentum=0.9,
         weight_decay=0.0005,
         iter_size=20,
@@ -106,8 +111,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "demo": Preset(
         description="built-in demo (synthetic data, narrow net, CPU minutes): CVPR's shape, lr 5e-3 every stage",
-        base_lr={"voc-fcn32s": 5e-3, "voc-fcn16s": 5e-3, "voc-fcn8s": 5e-3},
-        max_iter={"voc-fcn32s": 120, "voc-fcn16s": 80, "voc-fcn8s": 80},
+        base_lr={"voc-fcn32s": 5e-3, "voc-fcn16s": 5e-3, "voc-fcn8s": 5e-3, **dict.fromkeys(CAST_NETS, 5e-3)},
+        max_iter={"voc-fcn32s": 120, "voc-fcn16s": 80, "voc-fcn8s": 80, **dict.fromkeys(CAST_NETS, 120)},
         momentum=0.9,
         weight_decay=0.0005,
         iter_size=5,
@@ -123,7 +128,7 @@ def recipe(preset: str, net: str) -> Preset:
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if net not in PRESETS[preset].base_lr:
-        known = ", ".join(name for name in nets.NETS if name in PRESETS[preset].base_lr)
+        known = ", ".join(PRESETS[preset].base_lr)
         raise ValueError(f"the {preset} recipe has no {net!r}; it defines {known}")
     return PRESETS[preset].for_net(net)
 
@@ -138,7 +143,7 @@ def build(
     to the net's split files (`train.prototxt`/`val.prototxt` or `trainval`/`test`).
     """
     settings = recipe(preset, net)
-    family = nets.info(net).family
+    family = nets.FAMILIES["voc"] if net in CAST_NETS else nets.info(net).family
     solver = caffe_pb2.SolverParameter(
         train_net=train_net or f"{family.splits[0]}.prototxt",
         test_net=[test_net or f"{family.splits[1]}.prototxt"],

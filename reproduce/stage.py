@@ -13,6 +13,13 @@ FCN-16s from RUNS/fcn32s/final.caffemodel and FCN-8s from RUNS/fcn16s, unless
 (zero score layers); new upsamplings start bilinear. Training set: SBD train;
 validation: VOC2011 seg11valid, scored every --eval-every updates and logged as mean IU.
 Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`.
+
+FCN-32s from another ILSVRC classifier (CVPR 2015 Table 1), cast by `prototxt.backbone`:
+
+    python -m reproduce.stage fcn32s --backbone googlenet --base-prototxt bvlc_googlenet/deploy.prototxt \
+        --base-weights bvlc_googlenet.caffemodel --out RUNS ...     # writes RUNS/fcn32s-googlenet/
+
+with the CVPR recipe by default (`--preset cvpr`: fixed lr 1e-3 AlexNet/CaffeNet, 5e-5 GoogLeNet).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from porting.errors import FcnError
 from porting.proto import caffe_pb2
 from porting.prototxt import to_text
 from porting.surgery import set_bilinear_upsampling, transplant
+from porting.fully_convolutional import cast_classifier
+from porting.prototxt import read_prototxt
+from prototxt import backbone as backbones
 from prototxt import fcn, solvers
 from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
 from reproduce.distributed import DistContext, init_distributed, shutdown
@@ -63,7 +73,7 @@ class StageOptions:
     voc_root: Path | None = None
     sbd_root: Path | None = None
     base_weights: Path | None = None
-    preset: str = "heavy"
+    preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
     images_per_update: int | None = None
     classes: int = 21
@@ -74,11 +84,30 @@ class StageOptions:
     resume: bool = False
     device: str | None = None
     seed: int = 1337
+    backbone: str = backbones.GENERATED_BACKBONE
+    base_prototxt: Path | None = None
+
+    @property
+    def recipe(self) -> str:
+        """The preset that runs: the one given, else heavy for VGG16 and cvpr for the other backbones."""
+        if self.preset is not None:
+            return self.preset
+        return "heavy" if self.backbone == backbones.GENERATED_BACKBONE else "cvpr"
+
+    @property
+    def run_name(self) -> str:
+        """The stage's folder under --out: the stage, with the backbone appended unless it is VGG16."""
+        return backbones.run_name(self.stage, self.backbone)
 
 
-def net_name(stage: str) -> str:
-    """The authors' directory name of a stage's net (`prototxt.fcn.NETS`)."""
-    return f"voc-{stage}"
+def net_name(stage: str, backbone: str = backbones.GENERATED_BACKBONE) -> str:
+    """The net a stage trains: the authors' directory name (`prototxt.fcn.NETS`), or a cast backbone's."""
+    return f"voc-{stage}" if backbone == backbones.GENERATED_BACKBONE else backbones.net_name(backbone)
+
+
+def classifier_help(backbone: str) -> str:
+    """Where to get the classifier a backbone's fcn32s starts from."""
+    return VGG16_HELP if backbone == backbones.GENERATED_BACKBONE else backbones.BACKBONES[backbone].files
 
 
 def initial_weights(options: StageOptions) -> Path:
@@ -87,11 +116,13 @@ def initial_weights(options: StageOptions) -> Path:
     if options.base_weights is not None:
         path = options.base_weights
         if not path.is_file():
-            hint = VGG16_HELP if previous is None else f"the trained {previous} weights"
+            hint = classifier_help(options.backbone) if previous is None else f"the trained {previous} weights"
             raise FcnError(f"{path}: --base-weights file not found; {options.stage} starts from {hint}")
         return path
     if previous is None:
-        raise FcnError(f"{options.stage} starts from a classifier: pass --base-weights FILE, {VGG16_HELP}")
+        raise FcnError(
+            f"{options.stage} starts from a classifier: pass --base-weights FILE, {classifier_help(options.backbone)}"
+        )
     path = options.out / previous / "final.caffemodel"
     if not path.is_file():
         raise FcnError(
@@ -115,22 +146,26 @@ def check_data(options: StageOptions, evaluating: bool) -> None:
 
 def definitions(options: StageOptions) -> dict[str, Definition]:
     """The stage's train/val/deploy nets and solver for the chosen preset, classes and width."""
-    name = net_name(options.stage)
-    recipe = solvers.PRESETS[options.preset]
+    name = net_name(options.stage, options.backbone)
+    recipe = solvers.PRESETS[options.recipe]
     data_params = {
         "train": {"sbdd_dir": str(options.sbd_root), "seed": options.seed, "split": "train", "mean": MEAN_BGR},
         "val": {"voc_dir": str(Path(options.voc_root or "") / "VOC2011"), "seed": options.seed,
                 "split": "seg11valid", "mean": MEAN_BGR},
         "deploy": None,
     }
-    messages: dict[str, Definition] = {
-        split: fcn.build(
-            name, split, num_classes=options.classes, width=options.width, normalize_loss=recipe.normalize_loss,
-            learn_skip_upsampling=recipe.learn_skip_upsampling, data_params=params,
-        )
-        for split, params in data_params.items()
-    }
-    solver = solvers.build(options.preset, name)
+    messages: dict[str, Definition]
+    if options.backbone == backbones.GENERATED_BACKBONE:
+        messages = {
+            split: fcn.build(
+                name, split, num_classes=options.classes, width=options.width, normalize_loss=recipe.normalize_loss,
+                learn_skip_upsampling=recipe.learn_skip_upsampling, data_params=params,
+            )
+            for split, params in data_params.items()
+        }
+    else:
+        messages = dict(cast_backbone(options, recipe.normalize_loss, data_params))
+    solver = solvers.build(options.recipe, name)
     if options.max_iter is not None:
         solver.max_iter = options.max_iter
     if options.images_per_update is not None:
@@ -138,6 +173,26 @@ def definitions(options: StageOptions) -> dict[str, Definition]:
     solver.random_seed = options.seed
     messages["solver"] = solver
     return messages
+
+
+def cast_backbone(
+    options: StageOptions, normalize_loss: bool, data_params: dict
+) -> dict[str, caffe_pb2.NetParameter]:
+    """FCN-32s nets cast from the --base-prototxt classifier (narrowed by --width)."""
+    if options.base_prototxt is None:
+        raise FcnError(
+            f"--backbone {options.backbone} needs the classifier's definition: pass --base-prototxt deploy.prototxt "
+            f"from {backbones.BACKBONES[options.backbone].files}"
+        )
+    if not options.base_prototxt.is_file():
+        raise FcnError(f"{options.base_prototxt}: --base-prototxt file not found")
+    classifier = backbones.narrow(read_prototxt(options.base_prototxt), options.width)
+    source = str(options.base_prototxt)
+    trunk = cast_classifier(classifier, drop=backbones.BACKBONES[options.backbone].drop, source=source)
+    nets, _ = backbones.fcn32s_nets(
+        trunk, num_classes=options.classes, normalize_loss=normalize_loss, data_params=data_params, source=source
+    )
+    return nets
 
 
 def validation_set(options: StageOptions) -> VOCSegmentation:
@@ -165,15 +220,17 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
-    recipe = solvers.PRESETS[options.preset]
-    if net_name(options.stage) not in recipe.base_lr:
-        raise FcnError(f"the {options.preset} preset has no {options.stage}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
+    recipe = solvers.PRESETS[options.recipe]
+    if options.backbone != backbones.GENERATED_BACKBONE and options.stage != "fcn32s":
+        raise FcnError(f"--backbone {options.backbone} trains fcn32s only (CVPR 2015 Table 1); the skip stages are VGG16's")
+    if net_name(options.stage, options.backbone) not in recipe.base_lr:
+        raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     eval_every = recipe.snapshot if options.eval_every is None else options.eval_every
     check_data(options, evaluating=eval_every > 0)
     weights = initial_weights(options)
     dataset = SBDSegmentation(options.sbd_root, "train", num_classes=options.classes)
     validation = validation_set(options) if eval_every > 0 else None
-    directory = options.out / options.stage
+    directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)
     files = definitions(options)
     if ctx.is_main:
@@ -188,7 +245,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     deconvs = {layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"}
     bilinear = set_bilinear_upsampling(net, [name for name in report.untouched if name in deconvs])
     if ctx.is_main:
-        log(f"{options.stage}: initial weights from {weights}")
+        log(f"{options.run_name}: initial weights from {weights}")
         for line in report.lines():
             log(f"  {line}")
         if bilinear:
@@ -203,7 +260,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main:
         loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
-        log(f"{options.stage}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
+        log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
     return result
 
 
@@ -240,8 +297,15 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--base-weights", type=Path,
                         help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
                              "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
-    parser.add_argument("--preset", choices=sorted(solvers.PRESETS), default="heavy",
-                        help="training recipe: heavy (authors' solver files), cvpr (CVPR 2015), demo (synthetic data)")
+    parser.add_argument("--preset", choices=sorted(solvers.PRESETS),
+                        help="training recipe: heavy (authors' solver files; the default for VGG16), cvpr (CVPR 2015; "
+                        "the default for the other backbones), demo (synthetic data)")
+    parser.add_argument("--backbone", choices=list(backbones.BACKBONES), default=backbones.GENERATED_BACKBONE,
+                        help="the ILSVRC classifier fcn32s is cast from (CVPR 2015 Table 1; default vgg16); "
+                        "others write OUT/fcn32s-<backbone>/")
+    parser.add_argument("--base-prototxt", type=Path,
+                        help="the classifier's deploy prototxt, for --backbone alexnet, caffenet or googlenet "
+                        "(the Caffe Model Zoo's bvlc_* deploy.prototxt)")
     parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=_positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")

@@ -545,6 +545,64 @@ def _corrupt_base(folder: Path):
     return run_stage(options, log=lambda *_: None)
 
 
+# ---------------------------------------------------------------- casting classifiers
+
+CLASSIFIER = """name: "small-classifier"
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc6" type: "InnerProduct" bottom: "pool1" top: "fc6" inner_product_param { num_output: 8 } }
+layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }
+layer { name: "fc8" type: "InnerProduct" bottom: "fc6" top: "fc8" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }
+"""
+
+
+def cast(folder: Path, text: str, **options):
+    from porting.fully_convolutional import cast_classifier
+
+    path = write_text(folder, "classifier.prototxt", text)
+    return cast_classifier(porting.read_prototxt(path), source=str(path), **options)
+
+
+@entry("classifier without an InnerProduct given to `porting.fully_convolutional`")
+def _no_classifier(folder: Path):
+    return cast(folder, TINY_NET)
+
+
+@entry("classifier with global pooling before its classifier")
+def _global_pooling(folder: Path):
+    return cast(folder, replace_line(CLASSIFIER, "pool: MAX kernel_size: 2 stride: 2", "pool: AVE global_pooling: true"))
+
+
+@entry("a layer that mixes locations after a cast fully connected layer")
+def _mixing_layer(folder: Path):
+    text = replace_line(CLASSIFIER, 'layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }',
+                        'layer { name: "norm6" type: "Softmax" bottom: "fc6" top: "fc6" }')
+    return cast(folder, text)
+
+
+@entry("`--drop` names no layer of the classifier")
+def _drop_unknown(folder: Path):
+    return cast(folder, CLASSIFIER, drop=["pool5"])
+
+
+@entry("first convolution padded too little to crop the score (`--pad 0`)")
+def _pad_too_small(folder: Path):
+    from prototxt.backbone import fcn32s_nets
+
+    return fcn32s_nets(cast(folder, CLASSIFIER, pad=0), pad=0, source="classifier.prototxt")
+
+
+@entry("classifier weights that do not fit its definition")
+def _cast_weights(folder: Path):
+    from prototxt.backbone import fully_convolutional
+
+    other = porting.CaffeNet(porting.parse_prototxt(replace_line(CLASSIFIER, "num_output: 8", "num_output: 6")))
+    return fully_convolutional(porting.parse_prototxt(CLASSIFIER), other.blobs_numpy(), source="classifier.prototxt")
+
+
 # ---------------------------------------------------------------- running
 
 

@@ -35,6 +35,10 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys):
     assert min(row["ratio_to_fastest"] for row in cpu["peers"].values()) == 1.0
     assert cpu["gflop"] > 0 and cpu["matmul_peak_gflop_s"] > 0
     assert results["train_cpu"]["images_s"] > 0
+    table1 = results["table1_backbones_cpu"]
+    assert set(table1["nets"]) == {"alexnet", "vgg16", "googlenet"} and not table1["missing"]
+    for row in table1["nets"].values():
+        assert row["ours_ms"] > 0 and row["gflop"] > 0 and row["parameters"] > 0
 
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.strip() in capsys.readouterr().out, "the printed table is the written one"
