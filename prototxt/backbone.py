@@ -197,7 +197,7 @@ def fcn32s_nets(
         data_layers, data, label = _data(split, in_channels, data_params.get(split))
         net = caffe_pb2.NetParameter(name=trunk.net.name)
         net.layer.extend(data_layers)
-        net.layer.extend(body)
+        net.layer.extend(layer for layer in body if split != "deploy" or not _in_place_dropout(layer))
         _rename_input(net, input_layer.top[0], data)
         net.layer.append(
             _layer(SCORE, "Convolution", [trunk.features], [SCORE], num_output=num_classes, pad=0, kernel_size=1,
@@ -219,6 +219,11 @@ def fcn32s_nets(
         nets[split] = net
     assert head is not None, "no split given"
     return nets, head
+
+
+def _in_place_dropout(layer: caffe_pb2.LayerParameter) -> bool:
+    """Deploy nets leave these out, as the authors' and the generated ones do (Dropout is the identity there)."""
+    return layer.type == "Dropout" and list(layer.top) == list(layer.bottom)
 
 
 def _rename_input(net: caffe_pb2.NetParameter, old: str, new: str) -> None:

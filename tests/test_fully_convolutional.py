@@ -159,6 +159,18 @@ def test_cast_caffenet_is_the_authors_voc_fcn_alexnet(split):
     assert (head.stride, head.kernel, head.offset) == (32, 63, 18)
 
 
+@pytest.mark.parametrize("split", ["train", "val", "deploy"])
+def test_cast_caffenet_is_the_generated_voc_fcn_alexnet(split):
+    """The generic cast and the project's own FCN-AlexNet definition (`prototxt.nets`) agree."""
+    from prototxt import nets as published_nets
+
+    ours = _without_defaults(fcn32s_nets(cast_classifier(zoo_net("caffenet")))[0][split])
+    ours.ClearField("name")
+    generated = _without_defaults(published_nets.build("voc-fcn-alexnet", split))
+    generated.ClearField("name")
+    assert text_format.MessageToString(ours) == text_format.MessageToString(generated)
+
+
 def _rounded_millions(count: int) -> int:
     return math.floor(count / 1e6 + 0.5)
 
