@@ -325,7 +325,7 @@ def _longest_conv_path(net: caffe_pb2.NetParameter, score: str) -> int:
     return depth.get(score, 0)
 
 
-def header(prototxt: Path) -> str:
+def _header(prototxt: Path) -> str:
     return f"# Written by `python -m porting.fully_convolutional` from {prototxt.name}.\n"
 
 
@@ -336,7 +336,7 @@ def write(result: FullyConvolutional, out: Path, prototxt: Path) -> list[Path]:
     for split, net in result.nets.items():
         path = out / f"{split}.prototxt"
         with atomic_path(path) as temporary:
-            Path(temporary).write_text(header(prototxt) + to_text(net), encoding="utf-8")
+            Path(temporary).write_text(_header(prototxt) + to_text(net), encoding="utf-8")
         written.append(path)
     caffemodel = out / "init.caffemodel"
     write_caffemodel((result.nets["deploy"], result.blobs), caffemodel)

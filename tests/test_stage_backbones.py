@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,29 @@ def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, backbone: str,
     assert 0.0 <= scores[f"fcn32s-{backbone}"]["mean_iu"] <= 1.0
     assert "CVPR 2015 Table 1 columns" in out and f"fcn32s-{backbone}" in out
     assert ("FCN-GoogLeNet" if backbone == "googlenet" else "FCN-AlexNet") in out
+
+
+def test_vgg16_backbone_is_the_generated_fcn32s(tmp_path: Path, synthetic, capsys) -> None:
+    """`--backbone vgg16` (the default) trains the project's voc-fcn32s from a VGG16-shaped V1 classifier,
+    with the heavy recipe by default, and eval.table sets it beside Table 1's FCN-VGG16."""
+    from reproduce.basenet import base_net_text
+
+    width = 1 / 32
+    classifier = randomize(CaffeNet(porting.parse_prototxt(base_net_text(21, width))), seed=0)
+    weights = tmp_path / "vgg16.caffemodel"
+    write_caffemodel(classifier, weights, layout="v1", legacy_dims=True)
+    runs = tmp_path / "runs"
+    argv = ["fcn32s", "--backbone", "vgg16", "--base-weights", str(weights), "--width", repr(width), "--out",
+            str(runs), "--voc-root", str(synthetic.voc_root), "--sbd-root", str(synthetic.sbd_root), "--device", "cpu",
+            "--max-iter", "1", "--eval-every", "0"]
+    assert stage.main(argv) == 0, capsys.readouterr().err
+    solver = porting.read_solver(runs / "fcn32s" / "solver.prototxt")
+    assert solver.base_lr == pytest.approx(solvers.PRESETS["heavy"].base_lr["voc-fcn32s"])
+    assert table.main(["--split", "voc2011seg11valid", "--voc-root", str(synthetic.voc_root), "--sbd-root",
+                       str(synthetic.sbd_root), "--runs", str(runs), "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "CVPR15 T1 (FCN-VGG16)" in out
+    assert re.search(r"^fcn32s\s+measured\s+16\s+\S+M\s+404\s+32\s", out, re.MULTILINE), out
 
 
 def test_backbone_needs_its_definition(tmp_path: Path, synthetic, capsys) -> None:
