@@ -46,8 +46,11 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def metrics_from_confusion(hist: Tensor | np.ndarray) -> Metrics:
-    """Metrics from a (num_classes x num_classes) matrix, rows = ground truth, columns = prediction."""
+def metrics_from_confusion(hist: Tensor | np.ndarray, *, present_only: bool = False) -> Metrics:
+    """Metrics from a (num_classes x num_classes) matrix, rows = ground truth, columns = prediction.
+
+    `present_only`: mean accuracy and mean IU over the classes with ground-truth pixels only.
+    """
     counts = hist.detach().cpu().numpy() if isinstance(hist, Tensor) else np.asarray(hist)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"confusion matrix must be square, got shape {counts.shape}")
@@ -61,11 +64,12 @@ def metrics_from_confusion(hist: Tensor | np.ndarray) -> Metrics:
         iu = correct / (gt_total + pred_total - correct)
         pixel_acc = correct.sum() / total if total else math.nan
     present = gt_total > 0
+    averaged = present if present_only else np.ones_like(present)
     fw_iu = float((gt_total[present] * iu[present]).sum() / total) if total else math.nan
     return Metrics(
         pixel_acc=float(pixel_acc),
-        mean_acc=_nanmean(acc),
-        mean_iu=_nanmean(iu),
+        mean_acc=_nanmean(acc[averaged]),
+        mean_iu=_nanmean(iu[averaged]),
         fw_iu=fw_iu,
         per_class_iu=tuple(float(v) for v in iu),
         per_class_acc=tuple(float(v) for v in acc),
@@ -122,11 +126,12 @@ class ConfusionMatrix:
         """Pixels skipped because their label is outside [0, num_classes)."""
         return int(self._table[-1].sum())
 
-    def compute(self) -> Metrics:
+    def compute(self, *, present_only: bool = False) -> Metrics:
+        """The metrics so far (`present_only`: see `metrics_from_confusion`)."""
         bad = int(self._table[:-1, -1].sum())
         if bad:
             raise ValueError(f"{bad} scored pixels had a prediction outside [0, {self.num_classes})")
-        return metrics_from_confusion(self.hist)
+        return metrics_from_confusion(self.hist, present_only=present_only)
 
     def reset(self) -> None:
         self._bins.zero_()

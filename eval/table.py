@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 import porting
+from fcndata import dataset_for_split
 from porting.atomic import atomic_path
 from porting.errors import CheckpointError, FcnError
-from fcndata import dataset_for_split
 
 from .infer import score
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure

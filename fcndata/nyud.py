@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from porting.errors import DatasetError
+from prototxt.nets import NYUD_CLASSES as NUM_CLASSES
 
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
 from .tops import TopsDataset, bgr_minus_mean, check_values
 
-NUM_CLASSES = 40
 MEAN_COLOR_BGR = (116.190, 97.203, 92.318)
 MEAN_HHA = (132.431, 94.076, 118.477)
 MEAN_LOG_DEPTH = 7.844

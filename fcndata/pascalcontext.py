@@ -24,7 +24,6 @@ from .image import SegmentationFiles, load_ids, require_dir
 from .mat import load_label_map
 from .tops import bgr_minus_mean
 
-NUM_CLASSES = 60  # 59 classes and background
 MEAN_BGR = (104.007, 116.669, 122.679)
 SPLITS = ("train", "val")
 VAL_IMAGES = 5105

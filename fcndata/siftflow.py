@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from porting.errors import DatasetError
+from prototxt.nets import SIFTFLOW_HEADS
 
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
 from .tops import TopsDataset, bgr_minus_mean, check_values
 
-SEMANTIC_CLASSES = 33
-GEOMETRIC_CLASSES = 3
+SEMANTIC_CLASSES, GEOMETRIC_CLASSES = (head.num_classes for head in SIFTFLOW_HEADS)
 MEAN_BGR = (114.578, 115.294, 108.353)
 SPLITS = ("trainval", "test")
 TEST_IMAGES = 200

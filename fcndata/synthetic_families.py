@@ -26,6 +26,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from prototxt.nets import PASCALCONTEXT_CLASSES
+
 from . import nyud, pascalcontext, siftflow
 from .synthetic import _encode_jpeg, _scene, _write, _write_list
 
@@ -55,7 +57,7 @@ class ContextPaths:
     context_root: Path  # trainval/, labels.txt, 59_labels.txt
 
 
-def synthetic_label_lists(task_classes: int = pascalcontext.NUM_CLASSES - 1) -> tuple[list[str], list[str]]:
+def synthetic_label_lists(task_classes: int = PASCALCONTEXT_CLASSES - 1) -> tuple[list[str], list[str]]:
     """(full list, task list) of made-up names; the task list ends with the authors' three
     differing spellings, the full list has their full-list forms and other labels."""
     plain = [f"thing {index}" for index in range(task_classes - len(pascalcontext.TASK_NAME_IN_FULL_LIST))]

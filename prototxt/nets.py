@@ -96,12 +96,20 @@ def _pascalcontext(skips: tuple[str, ...]) -> Callable[..., NetSpec]:
     return define
 
 
+def nyud_tops(net: str) -> list[str]:
+    """The tops a NYUD net's data layer asks its dataset for (`tops` of its `param_str`), label last."""
+    modality = net.removeprefix("nyud-fcn32s-")
+    if modality not in NYUD_INPUTS:
+        raise ValueError(f"{net!r} is not one of the NYUD nets")
+    return [*NYUD_DATA_TOPS.get(modality, list(NYUD_INPUTS[modality])), "label"]
+
+
 def _nyud(modality: str) -> Callable[..., NetSpec]:
     inputs = NYUD_INPUTS[modality]
 
     def define(split: str, data_params: Mapping[str, Any] | None = None, **options: Any) -> NetSpec:
-        tops = NYUD_DATA_TOPS.get(modality, list(inputs))
-        params = data_params or {"tops": [*tops, "label"], "seed": SEED, "nyud_dir": "../data/nyud", "split": split}
+        tops = nyud_tops(f"nyud-fcn32s-{modality}")
+        params = data_params or {"tops": tops, "seed": SEED, "nyud_dir": "../data/nyud", "split": split}
         options = {"num_classes": NYUD_CLASSES, **NYUD_FUSION.get(modality, {}), **options}
         if len(inputs) > 1:
             options.pop("in_channels", None)

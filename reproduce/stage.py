@@ -20,6 +20,18 @@ FCN-32s from another ILSVRC classifier (CVPR 2015 Table 1), cast by `prototxt.ba
         --base-weights bvlc_googlenet.caffemodel --out RUNS ...     # writes RUNS/fcn32s-googlenet/
 
 with the CVPR recipe by default (`--preset cvpr`: fixed lr 1e-3 AlexNet/CaffeNet, 5e-5 GoogLeNet).
+
+The authors' other nets train under their directory names (`reproduce.families`), with the
+heavy preset (their solver files):
+
+    python -m reproduce.stage voc-fcn-alexnet --sbd-root SBD --voc-root VOC --base-weights CAFFENET.caffemodel
+    python -m reproduce.stage pascalcontext-fcn32s --voc-root VOC --pascalcontext-root CONTEXT --base-weights VGG16
+    python -m reproduce.stage nyud-fcn32s-color-hha --nyud-root NYUD   # from RUNS/nyud-fcn32s-{color,hha}
+    python -m reproduce.stage siftflow-fcn16s --siftflow-root SIFTFLOW   # from RUNS/siftflow-fcn32s
+
+Each trains on its family's training split and validates on its scoring split (PASCAL-Context
+val, NYUDv2 test, SIFT Flow test; SIFT Flow logs the semantic head's metrics, and the
+geometric head's with a `geo_` prefix).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from pathlib import Path
 import torch
 
 import porting
-from eval.infer import score
+from eval.infer import Head, family_heads, score
 from porting.errors import FcnError
 from porting.proto import caffe_pb2
 from porting.prototxt import to_text
@@ -40,13 +52,15 @@ from porting.surgery import set_bilinear_upsampling, transplant
 from porting.fully_convolutional import cast_classifier
 from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
-from prototxt import fcn, solvers
+from prototxt import fcn, nets, solvers
 from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
+from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.train import TrainConfig, TrainResult, Trainer
 
-STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+VOC_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+STAGES = VOC_STAGES + families.STAGES
 #: the stage whose final weights each stage starts from; None: the VGG16 classifier
 PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
@@ -72,6 +86,9 @@ class StageOptions:
     out: Path
     voc_root: Path | None = None
     sbd_root: Path | None = None
+    pascalcontext_root: Path | None = None
+    nyud_root: Path | None = None
+    siftflow_root: Path | None = None
     base_weights: Path | None = None
     preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
@@ -101,8 +118,16 @@ class StageOptions:
 
 
 def net_name(stage: str, backbone: str = backbones.GENERATED_BACKBONE) -> str:
-    """The net a stage trains: the authors' directory name (`prototxt.fcn.NETS`), or a cast backbone's."""
+    """The net a stage trains: the authors' directory name (`prototxt.nets.NETS`), or a cast backbone's."""
+    if stage in families.STAGES:
+        return stage
     return f"voc-{stage}" if backbone == backbones.GENERATED_BACKBONE else backbones.net_name(backbone)
+
+
+def roots(options: StageOptions) -> dict[str, Path | None]:
+    """The dataset folders given on the command line, by option name."""
+    return {key: getattr(options, key) for key in ("voc_root", "sbd_root", "pascalcontext_root", "nyud_root",
+                                                   "siftflow_root")}
 
 
 def classifier_help(backbone: str) -> str:
@@ -145,7 +170,13 @@ def check_data(options: StageOptions, evaluating: bool) -> None:
 
 
 def definitions(options: StageOptions) -> dict[str, Definition]:
-    """The stage's train/val/deploy nets and solver for the chosen preset, classes and width."""
+    """The stage's train/val/deploy nets and solver for the chosen preset, classes and width.
+
+    The authors' other nets write their own split files (e.g. trainval/test) under the keys
+    `train` and `val`, and `deploy`.
+    """
+    if options.stage in families.STAGES:
+        return family_definitions(options)
     name = net_name(options.stage, options.backbone)
     recipe = solvers.PRESETS[options.recipe]
     data_params = {
@@ -195,6 +226,30 @@ def cast_backbone(
     return nets
 
 
+def family_definitions(options: StageOptions) -> dict[str, Definition]:
+    name = net_name(options.stage)
+    recipe = solvers.recipe(options.recipe, name)
+    train_split, test_split = nets.info(name).splits
+    settings: dict = {"width": options.width, "normalize_loss": recipe.normalize_loss}
+    if name == "voc-fcn-alexnet":
+        settings["num_classes"] = options.classes
+    else:
+        settings["learn_skip_upsampling"] = recipe.learn_skip_upsampling
+    messages: dict[str, Definition] = {
+        kind: nets.build(name, split, data_params=None if split == "deploy" else
+                         families.data_params(name, split, roots(options), options.seed), **settings)
+        for kind, split in (("train", train_split), ("val", test_split), ("deploy", "deploy"))
+    }
+    solver = solvers.build(options.recipe, name, train_net="train.prototxt", test_net="val.prototxt")
+    if options.max_iter is not None:
+        solver.max_iter = options.max_iter
+    if options.images_per_update is not None:
+        solver.iter_size = options.images_per_update
+    solver.random_seed = options.seed
+    messages["solver"] = solver
+    return messages
+
+
 def validation_set(options: StageOptions) -> VOCSegmentation:
     """seg11valid (or the --ids list), the first --eval-images of it when given."""
     ids = seg11valid_ids(options.voc_root, options.sbd_root, options.ids)
@@ -204,14 +259,23 @@ def validation_set(options: StageOptions) -> VOCSegmentation:
                            num_classes=options.classes)
 
 
-def make_evaluator(dataset: VOCSegmentation, deploy: caffe_pb2.NetParameter, device: torch.device, num_classes: int):
-    """Score the training net's current weights on `dataset` through a deploy net."""
+def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device, num_classes: int,
+                   heads: tuple[Head, ...] | None = None):
+    """Score the training net's current weights on `dataset` through a deploy net: the first
+    head's metrics as they are, the other heads' prefixed (`geo_mean_iu`)."""
     deploy_net = porting.CaffeNet(deploy, phase="TEST").to(device)
+    heads = heads or (Head(num_classes=num_classes),)
 
     def evaluate(net: torch.nn.Module) -> dict[str, float]:
         deploy_net.load_state_dict(net.state_dict())
-        result = score(deploy_net, dataset, progress=False, num_classes=num_classes)
-        return {key: result[key] for key in METRICS}
+        result = score(deploy_net, dataset, progress=False, heads=heads)
+        if len(heads) == 1:
+            return {key: result[key] for key in METRICS}
+        metrics = {key: result[heads[0].blob][key] for key in METRICS}
+        for head in heads[1:]:
+            prefix = head.blob.removeprefix("score_")
+            metrics.update({f"{prefix}_{key}": result[head.blob][key] for key in METRICS})
+        return metrics
 
     return evaluate
 
@@ -223,13 +287,29 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     recipe = solvers.PRESETS[options.recipe]
     if options.backbone != backbones.GENERATED_BACKBONE and options.stage != "fcn32s":
         raise FcnError(f"--backbone {options.backbone} trains fcn32s only (CVPR 2015 Table 1); the skip stages are VGG16's")
-    if net_name(options.stage, options.backbone) not in recipe.base_lr:
+    name = net_name(options.stage, options.backbone)
+    if name not in recipe.base_lr:
         raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
-    eval_every = recipe.snapshot if options.eval_every is None else options.eval_every
-    check_data(options, evaluating=eval_every > 0)
-    weights = initial_weights(options)
-    dataset = SBDSegmentation(options.sbd_root, "train", num_classes=options.classes)
-    validation = validation_set(options) if eval_every > 0 else None
+    recipe = recipe.for_net(name)
+    eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
+    family = nets.info(name).family.name if name in nets.NETS else "voc"
+    if family == "voc":
+        check_data(options, evaluating=eval_every > 0)
+    else:
+        families.check_roots(name, roots(options))
+    if options.stage in families.STAGES:
+        weights = families.initial_weights(name, options.out, options.base_weights)
+    else:
+        weights = [initial_weights(options)]
+    if family == "voc":
+        dataset = SBDSegmentation(options.sbd_root, "train", num_classes=options.classes)
+        validation = validation_set(options) if eval_every > 0 else None
+    else:
+        train_split, test_split = nets.info(name).splits
+        dataset = families.dataset(name, train_split, roots(options))
+        validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
+        if validation is not None and options.eval_images is not None:
+            validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)
     files = definitions(options)
@@ -238,14 +318,17 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
             (directory / f"{kind}.prototxt").write_text(to_text(message))
 
     torch.manual_seed(options.seed)
-    net = porting.CaffeNet(files["train"], phase="TRAIN")
-    report = transplant(net, porting.read_caffemodel(weights))
-    if not (report.copied or report.coerced):
-        raise FcnError(f"{weights}: none of its blobs fit the {options.stage} net (check --classes and --width)")
+    net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
+    if options.stage in families.STAGES:
+        report = families.initialize(net, name, weights)
+    else:
+        report = transplant(net, porting.read_caffemodel(weights[0]))
+        if not (report.copied or report.coerced):
+            raise FcnError(f"{weights[0]}: none of its blobs fit the {options.stage} net (check --classes and --width)")
     deconvs = {layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"}
     bilinear = set_bilinear_upsampling(net, [name for name in report.untouched if name in deconvs])
     if ctx.is_main:
-        log(f"{options.run_name}: initial weights from {weights}")
+        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
         for line in report.lines():
             log(f"  {line}")
         if bilinear:
@@ -254,7 +337,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
 
     config = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
     solver = CaffeSGD(net.param_specs(), config)
-    evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, options.classes)
+    heads = family_heads(family, options.classes)
+    evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, options.classes, heads)
     train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every)
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
@@ -288,12 +372,19 @@ def _non_negative_int(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser = argparse.ArgumentParser(
         prog="python -m reproduce.stage",
-        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid.",
+        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid; "
+                    "or one of the authors' other nets (FCN-AlexNet, PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
     )
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)")
     parser.add_argument("--voc-root", type=Path, help="folder holding VOC2011/ (usually VOCdevkit)")
     parser.add_argument("--sbd-root", type=Path, help="SBD's dataset/ folder (img/, cls/, train.txt)")
+    parser.add_argument("--pascalcontext-root", type=Path,
+                        help="PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from "
+                             "--voc-root/VOC2010")
+    parser.add_argument("--nyud-root", type=Path, help="NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)")
+    parser.add_argument("--siftflow-root", type=Path,
+                        help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)")
     parser.add_argument("--base-weights", type=Path,
                         help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
                              "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")

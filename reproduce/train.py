@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import porting
 from porting.errors import CheckpointError, FcnError
+from fcndata import net_feed
 from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
 from reproduce.solver import CaffeSGD, SolverConfig
@@ -253,6 +254,8 @@ class Trainer:
             raise FcnError(f"images_per_update {config.images_per_update} is not divisible by "
                            f"{self.ctx.world_size} processes")
         self.loss_weights = dict(net.loss_weights)
+        #: the net's input blobs, fed with an example's tops in order (data and label for VOC)
+        self.inputs = list(getattr(net, "inputs", ("data", "label")))
         if not self.loss_weights:
             raise FcnError("the net has no loss layer (no top with a nonzero loss weight)")
         self.losses: deque[float] = deque(maxlen=config.average_loss)
@@ -286,9 +289,9 @@ class Trainer:
     def _forward_backward(self, sample: Any, position: int) -> torch.Tensor:
         torch.manual_seed(image_seed(self.config.seed, position))
         device = self.ctx.device
-        image = torch.as_tensor(sample.image).to(device, self.dtype, non_blocking=True)
-        label = torch.as_tensor(sample.label).to(device, non_blocking=True)
-        outputs = self.net(data=image[None], label=label[None, None])
+        feed = {name: value.to(device, non_blocking=True) for name, value in net_feed(sample, self.inputs).items()}
+        outputs = self.net(**{name: value.to(self.dtype) if value.is_floating_point() else value
+                              for name, value in feed.items()})
         loss = sum(weight * outputs[name].sum() for name, weight in self.loss_weights.items())
         loss.backward()
         return loss.detach()

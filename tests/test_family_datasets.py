@@ -41,7 +41,7 @@ def context(tmp_path_factory):
 def test_pascalcontext_maps_full_labels_to_the_59_task_with_the_authors_spellings(context):
     paths, full, task = context
     dataset = PASCALContextSegmentation(paths.voc_root, paths.context_root, "val")
-    assert dataset.num_classes == 60 == len(task) + 1
+    assert dataset.num_classes == 60 == len(task) + 1  # 59 classes and background
     # the names the two lists spell differently (task: full)
     for task_name, full_name in (("diningtable", "table"), ("bedcloth", "bedclothes"), ("clothes", "cloth")):
         assert task_name in task and full_name in full and task_name not in full

@@ -1,0 +1,186 @@
+"""Training the authors' other nets: FCN-AlexNet, PASCAL-Context, NYUDv2 and SIFT Flow.
+
+What `reproduce.stage` needs for them beyond the VOC FCN-VGG16 stages, as the authors'
+solve.py files do it:
+
+- data: FCN-AlexNet trains on SBD train and validates on seg11valid like the VOC nets;
+  PASCAL-Context on VOC2010 train / val with the Context labels; NYUDv2 on trainval /
+  test with the tops the net's data layer asks for (color, depth, hha, label); SIFT Flow
+  on trainval / test with its `data`, `sem` and `geo` tops;
+- initial weights: an ILSVRC classifier (VGG16; CaffeNet for FCN-AlexNet) cast into
+  convolutions for the 32s nets; each 16s and 8s from the previous stage; NYUD's
+  early-fusion color-d from VGG16 with its 4-channel `conv1_1_bgrd` made of VGG16's
+  conv1_1 (the BGR filters as they are, depth as their mean over BGR); the late-fusion
+  color-hha from the trained color and HHA nets, each copied into its stream (layer names
+  suffixed `color` / `hha`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+import porting
+from fcndata import NYUDSegmentation, PASCALContextSegmentation, SIFTFlowSegmentation
+from porting.errors import FcnError
+from porting.proto import caffe_pb2
+from porting.surgery import TransplantReport, transplant
+from prototxt import fcn, nets
+
+STAGES = tuple(net for net in nets.NETS if net not in fcn.NETS)
+
+#: the trained nets a net starts from, by the authors' solve.py; absent: an ILSVRC classifier
+PREVIOUS: dict[str, tuple[str, ...]] = {
+    "pascalcontext-fcn16s": ("pascalcontext-fcn32s",),
+    "pascalcontext-fcn8s": ("pascalcontext-fcn16s",),
+    "siftflow-fcn16s": ("siftflow-fcn32s",),
+    "siftflow-fcn8s": ("siftflow-fcn16s",),
+    "nyud-fcn32s-color-hha": ("nyud-fcn32s-color", "nyud-fcn32s-hha"),
+}
+#: the late-fusion streams: source net -> suffix of its layers in the fused net
+STREAM_SUFFIX = {"nyud-fcn32s-color": "color", "nyud-fcn32s-hha": "hha"}
+EARLY_FUSION_CONV = ("conv1_1", "conv1_1_bgrd")  # VGG16's first convolution -> color-d's
+
+CAFFENET_HELP = (
+    "the ILSVRC CaffeNet classifier in Caffe format (bvlc_reference_caffenet.caffemodel, 233 MB, with its "
+    "deploy.prototxt): get it from the Caffe Model Zoo entry 'bvlc_reference_caffenet' "
+    "(https://github.com/BVLC/caffe/tree/master/models/bvlc_reference_caffenet)"
+)
+VGG16_HELP = (
+    "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB): get it from the "
+    "Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or http://www.robots.ox.ac.uk/~vgg/research/very_deep/"
+)
+#: the roots each family reads (`--<flag>`), and where to get them
+ROOTS: dict[str, tuple[str, ...]] = {
+    "voc": ("sbd_root", "voc_root"),
+    "pascalcontext": ("voc_root", "pascalcontext_root"),
+    "nyud": ("nyud_root",),
+    "siftflow": ("siftflow_root",),
+}
+DATA_HELP = {
+    "voc": "SBD's dataset/ folder (--sbd-root) and the folder holding VOC2011/ (--voc-root)",
+    "pascalcontext": "the folder holding VOC2010/ (--voc-root) and the PASCAL-Context annotations folder with "
+    "trainval/, labels.txt and 59_labels.txt (--pascalcontext-root)",
+    "nyud": "the nyud folder of the authors' nyud.tar.gz (--nyud-root; http://dl.caffe.berkeleyvision.org/nyud.tar.gz)",
+    "siftflow": "the SIFT Flow folder with Images/, SemanticLabels/, GeoLabels/, trainval.txt and test.txt "
+    "(--siftflow-root; SiftFlowDataset.zip from http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/)",
+}
+
+
+def classifier_help(net: str) -> str:
+    """Which ILSVRC classifier a net starts from, and where to get it."""
+    return CAFFENET_HELP if net == "voc-fcn-alexnet" else VGG16_HELP
+
+
+def family(net: str) -> str:
+    return nets.info(net).family.name
+
+
+def check_roots(net: str, roots: Mapping[str, Path | None]) -> None:
+    """A clear error naming the flags a net's data needs when one is missing or not a folder."""
+    for key in ROOTS[family(net)]:
+        root = roots.get(key)
+        flag = "--" + key.replace("_", "-")
+        if root is None:
+            raise FcnError(f"{flag} is missing: {net} reads {DATA_HELP[family(net)]}")
+        if not Path(root).is_dir():
+            raise FcnError(f"{flag} {root}: not a folder; {net} reads {DATA_HELP[family(net)]}")
+
+
+def data_params(net: str, split: str, roots: Mapping[str, Path | None], seed: int) -> dict:
+    """The `param_str` of a net's data layer for one of its splits, pointing at the user's folders."""
+    kind = family(net)
+    if kind == "pascalcontext":
+        return {"context_dir": str(roots["pascalcontext_root"]), "seed": seed, "split": split,
+                "voc_dir": str(roots["voc_root"])}
+    if kind == "nyud":
+        return {"tops": nets.nyud_tops(net), "seed": seed, "nyud_dir": str(roots["nyud_root"]), "split": split}
+    if kind == "siftflow":
+        return {"siftflow_dir": str(roots["siftflow_root"]), "seed": seed, "split": split}
+    params = dict(fcn.DATA_PARAMS[split])
+    key = "sbdd_dir" if split == "train" else "voc_dir"
+    params[key] = str(roots["sbd_root"]) if split == "train" else str(Path(roots["voc_root"] or "") / "VOC2011")
+    return {**params, "seed": seed}
+
+
+def dataset(net: str, split: str, roots: Mapping[str, Path | None], ids: list[str] | None = None) -> Dataset:
+    """A non-VOC family's dataset for one of the net's splits (PASCAL-Context, NYUDv2, SIFT Flow)."""
+    kind = family(net)
+    if kind == "pascalcontext":
+        return PASCALContextSegmentation(roots["voc_root"], roots["pascalcontext_root"], split, ids=ids)
+    if kind == "nyud":
+        return NYUDSegmentation(roots["nyud_root"], split, tops=nets.nyud_tops(net), ids=ids)
+    if kind == "siftflow":
+        return SIFTFlowSegmentation(roots["siftflow_root"], split, ids=ids)
+    raise ValueError(f"{net}: the VOC datasets are built by reproduce.stage")
+
+
+def initial_weights(net: str, out: Path, base_weights: Path | None) -> list[Path]:
+    """The caffemodel(s) a net starts from: --base-weights, else the previous stages' final weights."""
+    previous = PREVIOUS.get(net, ())
+    if base_weights is not None:
+        if len(previous) > 1:
+            raise FcnError(f"{net} fuses {' and '.join(previous)}: it starts from their trained weights under --out, "
+                           "not from --base-weights")
+        if not base_weights.is_file():
+            hint = classifier_help(net) if not previous else f"the trained {previous[0]} weights"
+            raise FcnError(f"{base_weights}: --base-weights file not found; {net} starts from {hint}")
+        return [base_weights]
+    if not previous:
+        raise FcnError(f"{net} starts from a classifier: pass --base-weights FILE, {classifier_help(net)}")
+    paths = [out / name / "final.caffemodel" for name in previous]
+    for name, path in zip(previous, paths):
+        if not path.is_file():
+            raise FcnError(
+                f"{path}: not found; {net} starts from the trained {name}: run "
+                f"`python -m reproduce.stage {name} --out {out} ...` first"
+                + ("" if len(previous) > 1 else ", or pass --base-weights")
+            )
+    return paths
+
+
+def initialize(model: porting.CaffeNet, net: str, weights: list[Path]) -> TransplantReport:
+    """Copy the starting weights into a net the way the authors' solve.py does; returns what was copied."""
+    previous = PREVIOUS.get(net, ())
+    if len(previous) > 1:
+        report = TransplantReport()
+        for name, path in zip(previous, weights):
+            blobs = porting.read_caffemodel(path)
+            part = transplant(model, {f"{layer}{STREAM_SUFFIX[name]}": value for layer, value in blobs.items()})
+            report.copied += part.copied
+            report.coerced += part.coerced
+            report.skipped += part.skipped
+        report.untouched = [name for name, blobs in model.blobs_numpy().items()
+                            if blobs and not any(item.startswith(f"{name}.") for item in report.copied + report.coerced)]
+        return report
+    blobs = porting.read_caffemodel(weights[0])
+    report = transplant(model, blobs)
+    source, target = EARLY_FUSION_CONV
+    if target in model.layers and source in blobs:
+        weight, bias = (np.asarray(blob, dtype=np.float32) for blob in blobs[source][:2])
+        current = model.blobs_numpy()[target]
+        fused = np.concatenate([weight, weight.mean(axis=1, keepdims=True)], axis=1)
+        if fused.shape != current[0].shape:
+            raise FcnError(f"{weights[0]}: {source} {weight.shape} cannot seed {target} {current[0].shape}")
+        model.load_blobs({target: [fused, bias.reshape(current[1].shape)]}, source="early fusion", strict=False)
+        report.coerced.append(f"{target}.0 from {source}.0: BGR filters, depth = their mean")
+        report.copied.append(f"{target}.1 from {source}.1")
+        report.untouched = [name for name in report.untouched if name != target]
+    if not (report.copied or report.coerced):
+        raise FcnError(f"{weights[0]}: none of its blobs fit the {net} net (check --width)")
+    return report
+
+
+def input_shapes(train: caffe_pb2.NetParameter, deploy: caffe_pb2.NetParameter) -> dict[str, tuple[int, ...]]:
+    """Example shapes of a training net's data tops: its inputs as the deploy net's Input gives
+    them (channels per input), its labels 1 x 1 x H x W."""
+    given = {
+        top: tuple(int(d) for d in shape.dim)
+        for layer in deploy.layer if layer.type == "Input"
+        for top, shape in zip(layer.top, layer.input_param.shape)
+    }
+    size = next(iter(given.values()))[2:] if given else (500, 500)
+    return {top: given.get(top, (1, 1, *size)) for top in train.layer[0].top} if train.layer else {}
