@@ -136,3 +136,10 @@ def published_name(name: str) -> str | None:
     key = name.lower().removeprefix("voc-")
     matches = [net for net in NET_NAMES if key == net or key.startswith(net + "-")]
     return max(matches, key=len) if matches else None
+
+
+def published_rows(split: str, model: str) -> list[tuple[str, dict[str, float | None]]]:
+    """(source label, {metric: percent or None}) for every published row of `model` on `split`."""
+    key = published_name(model)
+    rows = PUBLISHED.get(split, {}).get(key, ()) if key is not None else ()
+    return [(row.source.label, {metric: row.value(metric) for metric in METRICS}) for row in rows]

@@ -12,21 +12,17 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 
-import porting
 from fcndata import dataset_for_split
 from porting.atomic import atomic_path
-from porting.errors import CheckpointError, FcnError
-
-from .infer import score
+from porting.errors import FcnError
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
+from .infer import score
+from .nets import add_net_arguments, net_sources
 from .published import (
     CVPR2015_TABLE1,
     METRICS,
@@ -38,54 +34,7 @@ from .published import (
 )
 
 SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval")
-STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-#: run folders `--runs` looks for: the stages, then FCN-32s from the other backbones (fcn32s-<backbone>)
-RUN_NAMES = STAGES + tuple(name for name in BACKBONE_RUNS if name not in STAGES)
 METRIC_HEADERS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
-
-
-@dataclass(frozen=True)
-class NetSource:
-    name: str
-    load: Callable[[], nn.Module]
-
-
-def stage_nets(runs: Path) -> list[NetSource]:
-    """The finished stages of a `reproduce.stage` output folder, named by stage."""
-    if not runs.is_dir():
-        raise CheckpointError(f"{runs}: runs folder not found")
-    nets = []
-    for stage in RUN_NAMES:
-        prototxt, weights = runs / stage / "deploy.prototxt", runs / stage / "final.caffemodel"
-        if prototxt.is_file() and weights.is_file():
-            nets.append(NetSource(stage, _loader(prototxt, weights)))
-    if not nets:
-        raise CheckpointError(
-            f"{runs}: no finished stage (expected <stage>/deploy.prototxt and <stage>/final.caffemodel "
-            f"for one of {', '.join(RUN_NAMES)})"
-        )
-    return nets
-
-
-def _loader(*paths: Path) -> Callable[[], nn.Module]:
-    return lambda: porting.load(*(str(p) for p in paths))
-
-
-def collect_nets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[NetSource]:
-    if len(args.prototxt) != len(args.caffemodel):
-        parser.error(f"--prototxt and --caffemodel pair up: got {len(args.prototxt)} and {len(args.caffemodel)}")
-    nets = stage_nets(Path(args.runs)) if args.runs else []
-    nets += [NetSource(Path(p).stem, _loader(Path(p))) for p in args.checkpoint]
-    nets += [
-        NetSource(Path(w).stem, _loader(Path(p), Path(w))) for p, w in zip(args.prototxt, args.caffemodel)
-    ]
-    if not nets:
-        parser.error("no net to score: give --runs DIR, --checkpoint M.pt or --prototxt P --caffemodel W")
-    names = [net.name for net in nets]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        parser.error(f"two nets share the name {repeated[0]!r} (names come from stage folders and file stems)")
-    return nets
 
 
 def _percent(value: float | None) -> str:
@@ -213,10 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voc-root", help="folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)")
     parser.add_argument("--sbd-root", help="SBD's dataset/ folder (train.txt, val.txt, img/, cls/)")
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
-    parser.add_argument("--runs", help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
-    parser.add_argument("--checkpoint", action="append", default=[], help="converted .pt checkpoint (repeatable)")
-    parser.add_argument("--prototxt", action="append", default=[], help="deploy prototxt (repeatable, pairs in order)")
-    parser.add_argument("--caffemodel", action="append", default=[], help="caffemodel (repeatable, pairs in order)")
+    add_net_arguments(parser, many=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--json", help="write {net: metrics} here (fractions in [0, 1], null = absent class)")
     parser.add_argument("--predictions", help="write <net>/<id>.png predictions in the VOC palette here")
@@ -238,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available (use --device cpu)")
     try:
-        nets = collect_nets(args, parser)
+        nets = net_sources(args, parser)
         dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
         results = {}
         measured: dict[str, Measures] = {}

@@ -1,11 +1,12 @@
-"""Label maps as PNGs in the PASCAL VOC palette, and image / label / prediction panels."""
+"""Label maps as PNGs in the PASCAL VOC palette, image / label / prediction panels, overlays with a legend."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from fcndata import voc_palette
 
@@ -41,3 +42,43 @@ def panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, gap: int
 
 def save_panel(image: np.ndarray, label: np.ndarray, prediction: np.ndarray, path: str | Path) -> None:
     Image.fromarray(panel(image, label, prediction)).save(path)
+
+
+OVERLAY_ALPHA = 0.5  # weight of the class colour in the blend
+_SWATCH = 12
+_ROW = 16
+_MARGIN = 6
+
+
+def overlay(image: np.ndarray, label: np.ndarray, classes: Sequence[str], alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """The image blended with its label's class colours, and a legend of the classes present at its right.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        label: (H, W) class indices; each present index must name a class in `classes`.
+        classes: class names in index order.
+        alpha: weight of the colours (0 = image only, 1 = colours only).
+    Returns:
+        An RGB image, the blend's width plus the legend's, at least as tall as the legend.
+    """
+    label = np.asarray(label, dtype=np.uint8)
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"image {image.shape[:2]} and label {label.shape} differ in size")
+    blend = (1 - alpha) * image.astype(np.float32) + alpha * colorize(label).astype(np.float32)
+    present = [int(c) for c in np.unique(label)]
+    font = ImageFont.load_default()
+    names = [classes[c] if c < len(classes) else f"class {c}" for c in present]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max(int(measure.textlength(name, font=font)) for name in names)
+    legend_width = _MARGIN * 3 + _SWATCH + text_width
+    height, width = label.shape
+    canvas = Image.new("RGB", (width + legend_width, max(height, _MARGIN * 2 + _ROW * len(present))), "white")
+    canvas.paste(Image.fromarray(np.clip(np.rint(blend), 0, 255).astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, (index, name) in enumerate(zip(present, names)):
+        top = _MARGIN + row * _ROW
+        left = width + _MARGIN
+        draw.rectangle((left, top, left + _SWATCH - 1, top + _SWATCH - 1), fill=tuple(int(v) for v in PALETTE[index]),
+                       outline="black")
+        draw.text((left + _SWATCH + _MARGIN, top), name, fill="black", font=font)
+    return canvas

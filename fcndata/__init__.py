@@ -7,6 +7,7 @@ from pathlib import Path
 
 from porting.errors import DatasetError
 
+from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
 from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
 from .nyud import NYUDSegmentation
 from .pascalcontext import PASCALContextSegmentation
@@ -56,8 +57,12 @@ __all__ = [
     "SBDSegmentation",
     "Sample",
     "VOCSegmentation",
+    "VOC_CLASSES",
     "dataset_for_split",
     "load_ids",
+    "match_classes",
+    "net_defaults",
+    "numbered_classes",
     "sample_order",
     "seg11valid_ids",
     "voc_palette",

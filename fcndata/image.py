@@ -6,6 +6,7 @@ ILSVRC mean subtracted per channel, CHW; labels as stored (0..20, 255 = ignore),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -122,14 +123,16 @@ def check_sizes(rgb: np.ndarray, label: np.ndarray, image_path: Path, label_path
         )
 
 
-def to_input(rgb: np.ndarray) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> BGR float32 3xHxW minus MEAN_BGR.
+def to_input(rgb: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> torch.Tensor:
+    """RGB uint8 HxWx3 -> BGR float32 3xHxW minus `mean` (B, G, R; default the ILSVRC VGG16 mean).
 
     The subtraction runs in float64 and rounds once to float32, as numpy does in the
     authors' layers (float32 image minus a float64 mean array).
     """
+    if len(mean) != 3:
+        raise ValueError(f"an RGB image needs a mean of 3 values (B, G, R), got {len(mean)}")
     bgr = rgb[:, :, ::-1].transpose(2, 0, 1)
-    centered = bgr.astype(np.float64) - np.asarray(MEAN_BGR, dtype=np.float64)[:, None, None]
+    centered = bgr.astype(np.float64) - np.asarray(mean, dtype=np.float64)[:, None, None]
     return torch.from_numpy(np.ascontiguousarray(centered, dtype=np.float32))
 
 

@@ -2,8 +2,9 @@
 
 A converted checkpoint is `torch.save` of
 {"format": "fcn-faithfully/1", "net_text": <phase-filtered net as prototxt>, "phase": ...,
-"state_dict": {"<layer>.<blob index>": tensor}}; it is read with `weights_only=True`, so
-loading one never runs pickled code.
+"state_dict": {"<layer>.<blob index>": tensor}, "classes": [...], "mean": [...]} (the last
+two optional: `porting.metadata`); it is read with `weights_only=True`, so loading one
+never runs pickled code. A caffemodel's metadata comes from its JSON sidecar, if any.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
 from porting.errors import CheckpointError, FcnError
+from porting.metadata import NetMetadata, read_sidecar
 from porting.net import CaffeNet, LoadReport
 from porting.prototxt import parse_prototxt, read_prototxt, to_text
 
@@ -92,11 +94,13 @@ def load_caffe(
     net = CaffeNet(net_param, phase=phase, source=str(prototxt), fill=caffemodel is None)
     if caffemodel is None:
         return net, None
-    return net, net.load_blobs(stream_caffemodel(caffemodel, progress), source=str(caffemodel))
+    report = net.load_blobs(stream_caffemodel(caffemodel, progress), source=str(caffemodel))
+    net.metadata = read_sidecar(caffemodel) or NetMetadata()
+    return net, report
 
 
 def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:
-    """Write `net` (definition + weights) as one self-contained file, atomically.
+    """Write `net` (definition + weights + `net.metadata`) as one self-contained file, atomically.
 
     On failure nothing is left behind (no `.partial` file) and the error is a `CheckpointError`.
     """
@@ -108,6 +112,7 @@ def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:
         "net_text": to_text(net.net_param),
         "phase": net.phase,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        **net.metadata.to_dict(),
     }
     try:
         with atomic_path(path) as temporary:
@@ -156,6 +161,12 @@ def load_checkpoint(path: str | os.PathLike) -> CaffeNet:
         net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored net: {exc}") from None
+    try:
+        net.metadata = NetMetadata.from_dict(
+            {key: payload[key] for key in ("classes", "mean") if key in payload}, str(path)
+        )
+    except FcnError as exc:
+        raise CheckpointError(str(exc)) from None
     return net
 
 

@@ -1,7 +1,9 @@
 """`python -m porting.convert`: Caffe prototxt + caffemodel -> one self-contained `.pt` checkpoint.
 
-The checkpoint holds the (phase-filtered) net definition and its weights, so
-`porting.load("model.pt")` needs no Caffe file afterwards.
+The checkpoint holds the (phase-filtered) net definition, its weights and its metadata
+(class names, mean: `porting.metadata`), so `porting.load("model.pt")` needs no Caffe file
+afterwards. Metadata comes from `--classes-file`/`--mean`, else the caffemodel's sidecar or
+the `--model` entry, else the defaults for the net's class count (`metadata.defaults_for`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from porting import models
 from porting.checkpoint import load_caffe, save_checkpoint
 from porting.errors import FcnError
+from porting.metadata import NetMetadata, complete_metadata, parse_mean, read_class_names
 
 BAR_WIDTH = 30
 
@@ -52,23 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a Caffe net (prototxt + caffemodel) into one self-contained PyTorch checkpoint "
         "that porting.load() reads back without the Caffe files.",
     )
-    parser.add_argument("--prototxt", required=True, type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prototxt", type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
+    source.add_argument("--model", help="a published model by name (python -m porting.models) in place of --prototxt")
     parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt); written atomically")
     parser.add_argument(
         "--phase", default="TEST", choices=("TRAIN", "TEST"), help="phase whose layers the checkpoint keeps (default: TEST)"
     )
+    parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (stored in the checkpoint)")
+    parser.add_argument("--mean", type=_mean, help="input mean B,G,R stored in the checkpoint (default: the net's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _mean(text: str) -> tuple[float, ...]:
+    try:
+        return parse_mean(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bar = None if args.quiet else ProgressBar(args.caffemodel)
     try:
-        net, report = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
+        if args.model is not None:
+            net, report = models.load_model(args.model, args.caffemodel, args.phase, bar)
+        else:
+            net, report = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
         if bar is not None:
             bar.finish()
+        classes = read_class_names(args.classes_file) if args.classes_file else None
+        complete_metadata(net, NetMetadata(classes, args.mean))
         save_checkpoint(net, args.out)
     except (FcnError, OSError) as exc:
         if bar is not None:

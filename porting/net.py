@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from porting.errors import FcnError, FormatError, PrototxtError, ShapeMismatchError, UnsupportedLayerError
 from porting.layers import LOSS_TYPES, CaffeLayer, DataLayerSpec, make_layer
+from porting.metadata import NetMetadata
 from porting.netstate import filter_phase
 from porting.proto import caffe_pb2
 from porting.prototxt import validate
@@ -120,6 +121,8 @@ class CaffeNet(nn.Module):
         if self.phase not in ("TRAIN", "TEST"):
             raise ValueError(f"phase must be 'TRAIN' or 'TEST', got {phase!r}")
         self.source = source
+        #: class names and input mean, as the loader found them (`porting.metadata`)
+        self.metadata = NetMetadata()
         if _needs_upgrade(net_param):
             net_param = upgrade_net(net_param, source)
         validate(net_param, self.phase, source=source)
@@ -156,6 +159,8 @@ class CaffeNet(nn.Module):
         with self._definition_errors():
             for index, param in enumerate(self.net_param.layer):
                 total += self._build_layer(index, param, input_shapes, meta, total)
+        #: blob name -> shape at the input shapes the net was built for (its last producer's)
+        self.inferred_shapes: dict[str, Shape] = {name: tuple(blob.shape) for name, blob in meta.items()}
 
     def _fill(self, unset_only: bool) -> None:
         """Give learnable blobs their fillers' values (all, or just those still unallocated)."""

@@ -150,9 +150,12 @@ def _export(net: CaffeNet, path: Path, examples: tuple[Tensor, ...], axes: dict[
 
 def _load_net(args: argparse.Namespace) -> CaffeNet:
     import porting
+    from porting import models
 
     if args.checkpoint is not None:
         return porting.load(args.checkpoint)
+    if args.model is not None:
+        return models.load_model(args.model, args.caffemodel)[0]
     return porting.load(args.prototxt, args.caffemodel, phase="TEST")
 
 
@@ -165,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (deploy) prototxt")
     source.add_argument("--checkpoint", type=Path, help="converted checkpoint from `python -m porting.convert`")
-    parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt")
+    source.add_argument("--model", help="a published model by name (python -m porting.models); needs --caffemodel")
+    parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt or --model")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
     parser.add_argument("--argmax", action="store_true", help="add the argmax label map as a second output")
     args = parser.parse_args(argv)
-    if args.caffemodel is not None and args.prototxt is None:
-        parser.error("--caffemodel goes with --prototxt")
+    if args.caffemodel is not None and args.prototxt is None and args.model is None:
+        parser.error("--caffemodel goes with --prototxt or --model")
+    if args.model is not None and args.caffemodel is None:
+        parser.error("--model needs --caffemodel FILE (the published weights)")
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be >= {MIN_OPSET}")
     try:

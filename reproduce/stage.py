@@ -46,6 +46,7 @@ import torch
 import porting
 from eval.infer import Head, family_heads, score
 from porting.errors import FcnError
+from porting.metadata import write_sidecar
 from porting.proto import caffe_pb2
 from porting.prototxt import to_text
 from porting.surgery import set_bilinear_upsampling, transplant
@@ -53,7 +54,7 @@ from porting.fully_convolutional import cast_classifier
 from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
-from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, seg11valid_ids
+from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, net_defaults, seg11valid_ids
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.solver import CaffeSGD, SolverConfig
@@ -343,6 +344,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main:
+        write_sidecar(result.caffemodel, net_defaults(options.classes))
         loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
         log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
     return result

@@ -1,0 +1,136 @@
+"""Which nets an eval CLI runs: stage folders, converted checkpoints, Caffe pairs, published models.
+
+Every loader returns a `CaffeNet` whose `metadata` (class names, mean) is complete: what
+its files carry, else the defaults for its class count (`porting.metadata`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import porting
+from porting import models
+from porting.errors import CheckpointError
+from porting.metadata import complete_metadata
+from porting.net import CaffeNet
+from prototxt.backbone import BACKBONE_RUNS
+
+STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+#: run folders `--runs` looks for: the stages, then FCN-32s from the other backbones (fcn32s-<backbone>)
+RUN_NAMES = STAGES + tuple(name for name in BACKBONE_RUNS if name not in STAGES)
+#: the stage `eval.segment --runs` takes when none is named: the finest finished one
+SEGMENT_STAGE_PREFERENCE = ("fcn8s", "fcn8s-atonce", "fcn16s", "fcn32s")
+
+
+@dataclass(frozen=True)
+class NetSource:
+    """A net by name, loaded on demand (nets are large; eval loads one at a time)."""
+
+    name: str
+    load: Callable[[], CaffeNet]
+
+
+def _completed(load: Callable[[], CaffeNet]) -> Callable[[], CaffeNet]:
+    def run() -> CaffeNet:
+        net = load()
+        complete_metadata(net)
+        return net
+
+    return run
+
+
+def file_net(*paths: Path) -> Callable[[], CaffeNet]:
+    """Loader of a checkpoint (one path) or a prototxt + caffemodel pair."""
+    return _completed(lambda: porting.load(*(str(p) for p in paths)))
+
+
+def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
+    """Loader of a published model (`porting.models`) with its weights file."""
+    return _completed(lambda: models.load_model(name, caffemodel)[0])
+
+
+def finished_stages(runs: Path) -> dict[str, NetSource]:
+    """The finished stages of a `reproduce.stage` output folder: stage -> its net."""
+    if not runs.is_dir():
+        raise CheckpointError(f"{runs}: runs folder not found")
+    nets = {}
+    for stage in RUN_NAMES:
+        prototxt, weights = runs / stage / "deploy.prototxt", runs / stage / "final.caffemodel"
+        if prototxt.is_file() and weights.is_file():
+            nets[stage] = NetSource(stage, file_net(prototxt, weights))
+    if not nets:
+        raise CheckpointError(
+            f"{runs}: no finished stage (expected <stage>/deploy.prototxt and <stage>/final.caffemodel "
+            f"for one of {', '.join(RUN_NAMES)})"
+        )
+    return nets
+
+
+def stage_net(runs: Path, stage: str | None = None) -> NetSource:
+    """One finished stage of `runs`: `stage`, or the finest one finished."""
+    nets = finished_stages(runs)
+    if stage is None:
+        return next(nets[name] for name in SEGMENT_STAGE_PREFERENCE if name in nets)
+    if stage not in nets:
+        raise CheckpointError(f"{runs / stage}: stage not finished (finished: {', '.join(nets)})")
+    return nets[stage]
+
+
+def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
+    """The net-choosing flags; with `many`, --checkpoint/--prototxt/--caffemodel/--model repeat."""
+    repeat = dict(action="append", default=[]) if many else {}
+    again = " (repeatable)" if many else ""
+    parser.add_argument("--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
+    parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
+    parser.add_argument("--prototxt", type=Path, help=f"deploy prototxt, with --caffemodel{again}", **repeat)
+    parser.add_argument("--model", help=f"a published model by name (python -m porting.models), with --caffemodel{again}",
+                        **repeat)
+    parser.add_argument(
+        "--caffemodel", type=Path, **repeat,
+        help="weights for --prototxt or --model" + (": the first ones pair with the --prototxt files in order, "
+                                                    "the rest with the --model names" if many else ""),
+    )  # fmt: skip
+
+
+def net_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[NetSource]:
+    """The nets the flags of `add_net_arguments(many=True)` name, in order: stages, checkpoints, pairs, models."""
+    if len(args.caffemodel) != len(args.prototxt) + len(args.model):
+        parser.error(
+            f"each --prototxt and --model needs one --caffemodel: got {len(args.prototxt)} + {len(args.model)} "
+            f"and {len(args.caffemodel)}"
+        )
+    pairs = args.caffemodel[: len(args.prototxt)]
+    model_weights = args.caffemodel[len(args.prototxt) :]
+    nets = list(finished_stages(args.runs).values()) if args.runs else []
+    nets += [NetSource(p.stem, file_net(p)) for p in args.checkpoint]
+    nets += [NetSource(w.stem, file_net(p, w)) for p, w in zip(args.prototxt, pairs)]
+    nets += [NetSource(name, model_net(name, w)) for name, w in zip(args.model, model_weights)]
+    if not nets:
+        parser.error("no net given: --runs DIR, --checkpoint M.pt, --prototxt P --caffemodel W or --model NAME --caffemodel W")
+    names = [net.name for net in nets]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        parser.error(f"two nets share the name {repeated[0]!r} (names come from stage folders and file stems)")
+    return nets
+
+
+def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage: str | None = None) -> NetSource:
+    """The one net the flags of `add_net_arguments(many=False)` name (`stage` picks one of --runs)."""
+    given = [flag for flag in ("runs", "checkpoint", "prototxt", "model") if getattr(args, flag) is not None]
+    if len(given) != 1:
+        parser.error("give one net: --checkpoint M.pt, --prototxt P --caffemodel W, --runs DIR [--stage S] "
+                     "or --model NAME --caffemodel W")
+    if (args.caffemodel is not None) != (given[0] in ("prototxt", "model")):
+        parser.error("--caffemodel goes with --prototxt or --model, and they need it")
+    if stage is not None and given[0] != "runs":
+        parser.error("--stage picks a stage of --runs DIR")
+    if args.runs is not None:
+        return stage_net(args.runs, stage)
+    if args.checkpoint is not None:
+        return NetSource(args.checkpoint.stem, file_net(args.checkpoint))
+    if args.prototxt is not None:
+        return NetSource(args.caffemodel.stem, file_net(args.prototxt, args.caffemodel))
+    return NetSource(args.model, model_net(args.model, args.caffemodel))

@@ -1,0 +1,168 @@
+"""`python -m eval.segment`: label maps and overlays for any images, with any trained FCN.
+
+    python -m eval.segment photo.jpg photos/ --checkpoint fcn8s.pt --out seg/
+    python -m eval.segment photo.jpg --model voc-fcn8s --caffemodel fcn8s-heavy-pascal.caffemodel --out seg/
+
+For each image `<stem>.<ext>`: `seg/<stem>.png`, a palette PNG of the image's size whose
+pixel values are the class indices (argmax over the channels of `score`, first maximum
+on ties); `seg/<stem>_overlay.jpg`, the image blended with the class colours and a legend
+of the classes present; with `--scores`, `seg/<stem>.npz` holding `probabilities` (the
+softmax of `score`, classes x H x W, float32) and `classes`. The input is prepared as the
+net was trained: RGB file -> BGR, 0..255, the net's mean subtracted (`net.metadata`).
+Unreadable images are reported and skipped; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fcndata.image import MEAN_BGR, load_rgb, to_input
+from porting.errors import FcnError, FormatError
+from porting.metadata import SCORE_BLOB, NetMetadata, complete_metadata, parse_mean, read_class_names
+from porting.net import CaffeNet
+
+from .infer import net_device
+from .nets import STAGES, add_net_arguments, single_net
+from .visualize import overlay, save_label_png
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+PRECISIONS = ("fp32",)
+OVERLAY_QUALITY = 90
+
+
+def preprocess(image: np.ndarray, mean: Sequence[float] | None = None) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 BGR minus `mean` (default: the VGG16 mean)."""
+    return to_input(image, MEAN_BGR if mean is None else mean)[None]
+
+
+def score_map(net: CaffeNet, image: np.ndarray) -> torch.Tensor:
+    """The net's `score` blob for one RGB image, (classes, H, W) float32 on the net's device."""
+    x = preprocess(image, net.metadata.mean).to(net_device(net))
+    net.eval()
+    with torch.inference_mode():
+        outputs = net(x)
+    if SCORE_BLOB not in outputs:
+        raise FormatError(f"the net has no '{SCORE_BLOB}' output blob (outputs: {', '.join(outputs)})")
+    scores = outputs[SCORE_BLOB]
+    if scores.dim() != 4 or tuple(scores.shape[2:]) != image.shape[:2]:
+        raise FormatError(
+            f"the '{SCORE_BLOB}' blob is {tuple(scores.shape)} for a {image.shape[0]}x{image.shape[1]} image; "
+            "expected 1 x classes x H x W at the image's size (the net must crop its output to the input)"
+        )
+    return scores[0].float()
+
+
+def segment(net: CaffeNet, image: np.ndarray) -> np.ndarray:
+    """Class index per pixel, (H, W) int64, for one (H, W, 3) uint8 RGB image.
+
+    The image is prepared as the net expects (BGR, 0..255, `net.metadata.mean` subtracted);
+    the label is the first maximum over the channels of `score`.
+    """
+    return score_map(net, image).argmax(0).cpu().numpy()
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; folders replaced by their image files (by suffix, sorted, not recursive)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def write_outputs(
+    out: Path, stem: str, image: np.ndarray, scores: torch.Tensor, classes: Sequence[str], with_scores: bool
+) -> None:
+    """`<stem>.png`, `<stem>_overlay.jpg` and, with `with_scores`, `<stem>.npz` under `out`."""
+    label = scores.argmax(0).cpu().numpy().astype(np.uint8)
+    save_label_png(label, out / f"{stem}.png")
+    overlay(image, label, classes).save(out / f"{stem}_overlay.jpg", quality=OVERLAY_QUALITY)
+    if with_scores:
+        probabilities = torch.softmax(scores, dim=0).cpu().numpy().astype(np.float32)
+        np.savez_compressed(out / f"{stem}.npz", probabilities=probabilities, classes=np.array(classes))
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FcnError(f"--device {name}: no CUDA device is available (use --device cpu or auto)")
+    return device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.segment",
+        description="Segment images with a trained FCN: label PNGs (class indices), overlays with a legend, "
+        "optionally softmax scores.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                        help="image files, or folders whose images (by suffix) are all segmented")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    add_net_arguments(parser, many=False)
+    parser.add_argument("--stage", choices=STAGES, help="with --runs: the stage to use (default: the finest finished)")
+    parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (default: the net's)")
+    parser.add_argument("--mean", help="input mean B,G,R (default: the net's, else the VGG16 mean)")
+    parser.add_argument("--scores", action="store_true", help="also write <stem>.npz with the softmax probabilities")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="arithmetic of the forward pass")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        mean = parse_mean(args.mean) if args.mean is not None else None
+    except ValueError as error:
+        parser.error(f"--mean: {error}")
+    source = single_net(args, parser, args.stage)
+    images = expand_inputs(args.inputs)
+    stems = [path.stem for path in images]
+    clash = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clash:
+        parser.error(f"two inputs share the name {clash[0]!r}; their outputs would overwrite each other")
+    if not images:
+        parser.error("no image found in the given folders (suffixes: " + ", ".join(IMAGE_SUFFIXES) + ")")
+    try:
+        device = resolve_device(args.device)
+        classes = read_class_names(args.classes_file) if args.classes_file else None
+        net = source.load()
+        names = complete_metadata(net, NetMetadata(classes, mean)).classes or ()
+        net.to(device)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (FcnError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in tqdm(images, desc="segment", unit="img", disable=args.quiet):
+        try:
+            image = load_rgb(path)
+            scores = score_map(net, image)
+            write_outputs(args.out, path.stem, image, scores, names, args.scores)
+        except FcnError as error:
+            failed += 1
+            tqdm.write(f"skipped: {error}", file=sys.stderr)
+        except OSError as error:
+            print(f"error: cannot write under {args.out}: {error.strerror or error}", file=sys.stderr)
+            return 1
+    done = len(images) - failed
+    print(f"wrote {done} segmentation(s) to {args.out}" + (f"; {failed} image(s) skipped" if failed else ""),
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

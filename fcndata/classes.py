@@ -1,0 +1,76 @@
+"""Class names: the PASCAL VOC list, numbered fallbacks, and the defaults a net gets without metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from porting.metadata import NetMetadata
+
+from .image import MEAN_BGR
+
+#: PASCAL VOC segmentation classes in label order (0 = background), as VOCdevkit names them.
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+def numbered_classes(num_classes: int) -> tuple[str, ...]:
+    """Names for a net whose classes nobody named: "class 0", "class 1", ..."""
+    return tuple(f"class {index}" for index in range(num_classes))
+
+
+def net_defaults(num_classes: int) -> NetMetadata:
+    """What a net whose files carry no metadata is taken to be.
+
+    A 21-class net is taken for a PASCAL VOC net (the authors' released models): VOC
+    names. Any other count gets numbered names. The mean is the ILSVRC VGG16 one that
+    every published FCN backbone was trained with.
+    """
+    classes = VOC_CLASSES if num_classes == len(VOC_CLASSES) else numbered_classes(num_classes)
+    return NetMetadata(classes, MEAN_BGR)
+
+
+def synonyms(name: str) -> set[str]:
+    """The comparable forms of a class name: "car, auto, automobile" -> {"car", "auto", "automobile"}."""
+    return {part.strip().lower().replace(" ", "") for part in name.split(",") if part.strip()}
+
+
+def match_classes(source: Sequence[str], target: Sequence[str]) -> dict[int, int]:
+    """target index -> source index for every target class that names a source class.
+
+    Names match ignoring case and spaces, and a comma-separated name matches through any of
+    its synonyms (ADE20K's "airplane, aeroplane, plane" matches VOC's "aeroplane"). Each
+    source class is used once, by the first target class that names it.
+    """
+    taken: set[int] = set()
+    matches: dict[int, int] = {}
+    source_forms = [synonyms(name) for name in source]
+    for target_index, name in enumerate(target):
+        forms = synonyms(name)
+        for source_index, candidates in enumerate(source_forms):
+            if source_index not in taken and forms & candidates:
+                matches[target_index] = source_index
+                taken.add(source_index)
+                break
+    return matches
+
+
+#: Class list and mean of each task a published model was trained for, by key (`porting.models` entries
+#: name theirs); a dataset package adds its own with `register_task`.
+TASKS: dict[str, NetMetadata] = {"voc": NetMetadata(VOC_CLASSES, MEAN_BGR)}
+
+
+def register_task(key: str, metadata: NetMetadata) -> None:
+    """Name a task's class list and mean for the model registry."""
+    if key in TASKS:
+        raise ValueError(f"task {key!r} is registered twice")
+    TASKS[key] = metadata
+
+
+def task_metadata(key: str) -> NetMetadata:
+    """The class names and mean of a task (`TASKS`)."""
+    try:
+        return TASKS[key]
+    except KeyError:
+        raise KeyError(f"unknown task {key!r}; known: {', '.join(TASKS)}") from None

@@ -1,0 +1,185 @@
+"""The authors' published models by name: `python -m porting.models` lists them.
+
+Each entry says what a user needs to run a released caffemodel: the project's deploy
+prototxt for it, where the authors publish the weights (the URL of their
+`caffemodel-url` file) and under which file name, the input it expects, and, by key,
+the facts other packages own: its class names and mean (`dataset`, a class list of
+`fcndata`) and its published scores (`scores_on`, a split of `eval.published`). Those
+keys are resolved on use (`class_metadata`, `published_scores`), so this module imports
+nothing above `porting` (ARCHITECTURE.md, "The model registry").
+
+`--model NAME --caffemodel FILE` stands for `--prototxt` (plus classes and mean) on
+`eval.segment`, `eval.table`, `porting.convert` and `porting.onnx`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from porting.checkpoint import Progress, load_caffe
+from porting.errors import FcnError
+from porting.metadata import NetMetadata
+from porting.net import CaffeNet, LoadReport
+
+#: Where the project's generated net files live (the `prototxt` package's folder).
+PROTOTXT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
+#: Caffe's input convention, which every released FCN follows.
+CAFFE_INPUT = "BGR, 0..255, per-channel mean subtracted, NCHW"
+#: module:function of the facts that entries name by key (imported on first use)
+CLASS_LISTS = "fcndata.classes:task_metadata"
+PUBLISHED_SCORES = "eval.published:published_rows"
+
+
+class ModelError(FcnError):
+    """An unknown model name, a missing weights file, or a deploy net the project does not generate yet."""
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One released caffemodel and how to run it."""
+
+    name: str  # the authors' folder name, e.g. "voc-fcn8s"
+    deploy: str  # the project's deploy prototxt, relative to PROTOTXT_DIR
+    url: str  # the authors' caffemodel-url
+    dataset: str  # class list key (fcndata.classes.TASKS): names and mean
+    scores_on: str  # split of eval.published whose rows are this model's published scores
+    input: str = CAFFE_INPUT
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        """The caffemodel's file name as downloaded from `url`."""
+        return self.url.rsplit("/", 1)[-1]
+
+    def deploy_path(self) -> Path:
+        """The deploy prototxt, or a ModelError when the project does not generate it (yet)."""
+        path = PROTOTXT_DIR / self.deploy
+        if not path.is_file():
+            raise ModelError(
+                f"{self.name}: its deploy net {path} is missing; regenerate the nets with `python -m prototxt.generate`"
+            )
+        return path
+
+    def weights(self, caffemodel: str | Path) -> Path:
+        """`caffemodel` checked to exist; a missing file gets the download URL and expected name."""
+        path = Path(caffemodel)
+        if path.is_dir():
+            path = path / self.filename
+        if not path.is_file():
+            raise ModelError(
+                f"{path}: weights of {self.name} not found. Download {self.filename} from {self.url} "
+                f"(the authors' caffemodel-url) and pass its path as --caffemodel"
+            )
+        return path
+
+
+MODELS: dict[str, PublishedModel] = {}
+
+
+def register(model: PublishedModel) -> PublishedModel:
+    """Add an entry (names are unique); returns it."""
+    if model.name in MODELS:
+        raise ValueError(f"model {model.name!r} is registered twice")
+    MODELS[model.name] = model
+    return model
+
+
+def get(name: str) -> PublishedModel:
+    """The entry called `name`, or a ModelError listing the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)} (python -m porting.models)") from None
+
+
+def _resolve(reference: str):
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def class_metadata(model: PublishedModel) -> NetMetadata:
+    """The model's class names and mean, from the class list its `dataset` key names."""
+    return _resolve(CLASS_LISTS)(model.dataset)
+
+
+def published_scores(model: PublishedModel) -> list[tuple[str, dict[str, float | None]]]:
+    """(source label, {metric: percent or None}) for each published row of the model."""
+    return _resolve(PUBLISHED_SCORES)(model.scores_on, model.name)
+
+
+_VOC = dict(dataset="voc", scores_on="voc2011seg11valid")
+_DOWNLOADS = "http://dl.caffe.berkeleyvision.org"
+for _model in (
+    PublishedModel("voc-fcn32s", "voc-fcn32s/deploy.prototxt", f"{_DOWNLOADS}/fcn32s-heavy-pascal.caffemodel",
+                   description="FCN-32s VGG16, PASCAL VOC, heavy (PAMI) recipe", **_VOC),
+    PublishedModel("voc-fcn16s", "voc-fcn16s/deploy.prototxt", f"{_DOWNLOADS}/fcn16s-heavy-pascal.caffemodel",
+                   description="FCN-16s VGG16, PASCAL VOC, heavy recipe", **_VOC),
+    PublishedModel("voc-fcn8s", "voc-fcn8s/deploy.prototxt", f"{_DOWNLOADS}/fcn8s-heavy-pascal.caffemodel",
+                   description="FCN-8s VGG16, PASCAL VOC, heavy recipe", **_VOC),
+    PublishedModel("voc-fcn8s-atonce", "voc-fcn8s-atonce/deploy.prototxt",
+                   f"{_DOWNLOADS}/fcn8s-atonce-pascal.caffemodel",
+                   description="FCN-8s VGG16 trained at once, PASCAL VOC", **_VOC),
+    PublishedModel("voc-fcn-alexnet", "voc-fcn-alexnet/deploy.prototxt", f"{_DOWNLOADS}/fcn-alexnet-pascal.caffemodel",
+                   description="FCN-AlexNet, PASCAL VOC", **_VOC),
+):  # fmt: skip
+    register(_model)
+
+
+def load_model(
+    name: str, caffemodel: str | Path, phase: str = "TEST", progress: Progress | None = None
+) -> tuple[CaffeNet, LoadReport]:
+    """The released net `name` with the weights file `caffemodel`, its class names and mean attached.
+
+    Metadata beside the caffemodel (a JSON sidecar) wins over the entry's class list.
+    Returns the net and what the weights covered (`porting.load_caffe`).
+    """
+    model = get(name)
+    net, report = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
+    net.metadata = class_metadata(model).merged(net.metadata)
+    return net, report  # type: ignore[return-value]
+
+
+def _scores_text(model: PublishedModel) -> str:
+    rows = published_scores(model)
+    cells = [f"{value:g}" for _, row in rows if (value := row.get("mean_iu")) is not None]
+    return f"mean IU {' / '.join(cells)} ({', '.join(label for label, _ in rows)})" if rows else "none"
+
+
+def describe(model: PublishedModel) -> str:
+    """A few lines about one entry, as the listing prints them."""
+    metadata = class_metadata(model)
+    classes = metadata.classes or ()
+    mean = ", ".join(f"{v:g}" for v in metadata.mean) if metadata.mean else "?"
+    shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+    return "\n".join([
+        f"{model.name}: {model.description}",
+        f"  deploy     prototxt/{model.deploy}" + ("" if (PROTOTXT_DIR / model.deploy).is_file() else " (not generated yet)"),
+        f"  weights    {model.filename}  <- {model.url}",
+        f"  input      {model.input}; mean (B, G, R) = ({mean})",
+        f"  classes    {len(classes)} ({model.dataset}): {shown}",
+        f"  published  {_scores_text(model)} on {model.scores_on}",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m porting.models",
+        description="List the authors' published FCN models: deploy net, weights URL, input, classes, scores.",
+    )
+    parser.add_argument("name", nargs="*", help="models to describe (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        models = [get(name) for name in args.name] or list(MODELS.values())
+        print("\n\n".join(describe(model) for model in models))
+    except FcnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
