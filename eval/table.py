@@ -1,9 +1,12 @@
 """`python -m eval.table`: score nets on a VOC/SBD split and set them beside the published numbers.
 
 Nets come from the training stage folders (`--runs DIR`), converted checkpoints
-(`--checkpoint M.pt`) or original Caffe pairs (`--prototxt P --caffemodel W`). Published
-numbers are compared only when the scored set is the exact set they were measured on
-(e.g. all 736 images of seg11valid), never on a subset or the synthetic data.
+(`--checkpoint M.pt`), original Caffe pairs (`--prototxt P --caffemodel W`) or published
+models (`--model NAME --caffemodel W`). Published numbers are compared only when the
+scored set is the exact set they were measured on (e.g. all 736 images of seg11valid),
+never on a subset or the synthetic data. `--dataset KIND:ROOT --split S` scores a split
+of any dataset (fcndata.registry) with its own classes; nothing published applies there.
+Each net's input is prepared with the mean it carries (`net.metadata`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from fcndata import dataset_for_split
+from fcndata import VOC_CLASSES, dataset_for_split
+from fcndata.registry import DATASETS, parse_dataset
 from porting.atomic import atomic_path
 from porting.errors import FcnError
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
@@ -97,14 +102,25 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_table(split: str, n_images: int, results: dict[str, dict], markdown: bool = False) -> str:
-    """The comparison as text or markdown, in percent."""
+def per_class_lines(results: dict[str, dict], classes: Sequence[str]) -> list[str]:
+    """One line per net: each class's IU in percent, by name ("-" for a class absent from the set)."""
+    return [
+        f"{name} per-class IU: " + ", ".join(f"{cls} {_percent(iu)}" for cls, iu in zip(classes, entry["per_class_iu"]))
+        for name, entry in results.items()
+    ]
+
+
+def format_table(
+    split: str, n_images: int, results: dict[str, dict], markdown: bool = False, classes: Sequence[str] = ()
+) -> str:
+    """The comparison as text or markdown, in percent; with `classes`, each net's per-class IU after it."""
     header = ["net", "source", *(METRIC_HEADERS[m] for m in METRICS)]
     rows, notes = table_rows(split, results)
     title = f"{split}: {n_images} images, metrics in percent"
+    per_class = per_class_lines(results, classes) if classes else []
     if markdown:
-        return "\n".join([f"**{title}**", "", render_markdown(header, rows), "", *(f"- {n}" for n in notes)])
-    return "\n".join([title, render_text(header, rows), *notes])
+        return "\n".join([f"**{title}**", "", render_markdown(header, rows), "", *(f"- {n}" for n in notes + per_class)])
+    return "\n".join([title, render_text(header, rows), *notes, *per_class])
 
 
 def backbone_table(measured: dict[str, Measures]) -> str:
@@ -158,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m eval.table",
         description="Score FCN nets (whole image, argmax of 'score') and print them beside the published numbers.",
     )
-    parser.add_argument("--split", required=True, choices=SPLITS, help="evaluation split")
+    parser.add_argument("--split", help=f"evaluation split: {', '.join(SPLITS)}; with --dataset one of its splits "
+                        "(default: its validation split)")
+    parser.add_argument("--dataset", help=f"KIND:ROOT, a dataset by name ({', '.join(DATASETS)}) in place of VOC/SBD")
     parser.add_argument("--voc-root", help="folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)")
     parser.add_argument("--sbd-root", help="SBD's dataset/ folder (train.txt, val.txt, img/, cls/)")
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
@@ -183,18 +201,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available (use --device cpu)")
+    if args.dataset is None and args.split not in SPLITS:
+        parser.error(f"--split must be one of {', '.join(SPLITS)} (or name a dataset with --dataset KIND:ROOT)")
+    if args.dataset is not None and (args.voc_root or args.sbd_root or args.ids):
+        parser.error("--dataset names the data; --voc-root, --sbd-root and --ids are for the VOC/SBD splits")
     try:
         nets = net_sources(args, parser)
-        dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
+        if args.dataset is not None:
+            spec = parse_dataset(args.dataset)
+            split = args.split or spec.kind.val_split
+            dataset = spec.open(split)
+            classes, title = spec.classes, f"{spec}:{split}"
+        else:
+            dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
+            classes, title = VOC_CLASSES, args.split
         results = {}
         measured: dict[str, Measures] = {}
         for source in nets:
             net = source.load()
             if source.name in BACKBONE_RUNS:
                 measured[source.name] = measure(net.net_param, source=source.name)
+            dataset.mean = net.metadata.mean or dataset.mean
             results[source.name] = score(
                 net,
                 dataset,
+                num_classes=len(classes),
                 device=device,
                 progress=not args.no_progress,
                 prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
@@ -205,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except FcnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(args.split, len(dataset), results, markdown=args.format == "markdown"))
+    print(format_table(title, len(dataset), results, markdown=args.format == "markdown", classes=classes))
     if measured:
         print()
         print(backbone_table(measured))

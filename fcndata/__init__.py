@@ -1,5 +1,5 @@
-"""PASCAL VOC and SBD, PASCAL-Context, NYUDv2 and SIFT Flow in their real on-disk formats, the
-seg11valid split, the synthetic sets."""
+"""Datasets in their real on-disk formats (VOC, SBD, PASCAL-Context, NYUDv2, SIFT Flow, ADE20K, a folder of
+one's own), the seg11valid split, datasets by name, class names, the synthetic sets."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from porting.errors import DatasetError
 
 from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
+from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
 from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
 from .nyud import NYUDSegmentation
 from .pascalcontext import PASCALContextSegmentation
@@ -44,6 +45,11 @@ def _need(root: str | Path | None, name: str, split: str) -> str | Path:
 
 
 __all__ = [
+    "DATASETS",
+    "DatasetKind",
+    "DatasetSpec",
+    "parse_dataset",
+    "register_dataset",
     "EVAL_SPLITS",
     "Blobs",
     "NYUDSegmentation",

@@ -148,16 +148,18 @@ def require_dir(path: Path, what: str, layout: str) -> None:
 class SegmentationFiles(Dataset):
     """An id list over image/label file pairs; subclasses name the files and decode the label.
 
+    Inputs are prepared with `mean` (B, G, R; default the VGG16 mean).
     on_error="raise" (default): a missing, corrupt or invalid file raises DatasetError with
     its path. on_error="skip": every pair is read once at construction; bad ones are left
     out of `ids` and recorded in `skipped` as (path, reason), at the cost of one pass over
     the files.
     """
 
-    def __init__(self, ids: list[str], num_classes: int, on_error: str) -> None:
+    def __init__(self, ids: list[str], num_classes: int, on_error: str, mean: Sequence[float] = MEAN_BGR) -> None:
         if on_error not in _ON_ERROR:
             raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
         self.num_classes = num_classes
+        self.mean = tuple(mean)
         self.skipped: list[tuple[str, str]] = []
         if on_error == "skip":
             self.ids = [image_id for image_id in ids if self._readable(image_id)]
@@ -192,8 +194,8 @@ class SegmentationFiles(Dataset):
         return Sample(self.to_input(rgb), to_target(label), self.ids[index])
 
     def to_input(self, rgb: np.ndarray) -> torch.Tensor:
-        """The net's input from the RGB image (VOC and SBD: `to_input`)."""
-        return to_input(rgb)
+        """The net's input from the RGB image (VOC, SBD and datasets by name: `to_input` with `self.mean`)."""
+        return to_input(rgb, self.mean)
 
     def _check_present(self) -> None:
         """Fail before training starts, not hours in, when files of the list are absent."""

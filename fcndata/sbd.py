@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import scipy.io
 
 from porting.errors import DatasetError
 
-from .image import NUM_CLASSES, SegmentationFiles, load_ids, require_dir
+from .image import MEAN_BGR, NUM_CLASSES, SegmentationFiles, load_ids, require_dir
 from .splits import sbd_list
 
 SBD_SPLITS = ("train", "val")
@@ -54,6 +55,7 @@ class SBDSegmentation(SegmentationFiles):
         on_error: str = "raise",
         *,
         num_classes: int = NUM_CLASSES,
+        mean: Sequence[float] = MEAN_BGR,
     ) -> None:
         if split not in SBD_SPLITS:
             raise DatasetError(f"SBD split must be one of {SBD_SPLITS}, got {split!r}")
@@ -62,7 +64,7 @@ class SBDSegmentation(SegmentationFiles):
         self._check_layout()
         if ids is None:
             ids = load_ids(sbd_list(self.root, split))
-        super().__init__(ids, num_classes, on_error)
+        super().__init__(ids, num_classes, on_error, mean)
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "img" / f"{image_id}.jpg"

@@ -254,3 +254,68 @@ def _write(path: Path, data: bytes) -> None:
 
 def _write_list(path: Path, ids: list[str]) -> None:
     _write(path, "".join(f"{i}\n" for i in ids).encode("ascii"))
+
+
+def write_synthetic_folder(
+    root: str | Path,
+    *,
+    n_train: int = 24,
+    n_val: int = 8,
+    size: tuple[int, int] = (64, 96),
+    class_names: tuple[str, ...] = ("background", "square", "disc", "wedge"),
+    seed: int = 0,
+) -> Path:
+    """A `folder:` dataset (fcndata.folder) with splits train and val; returns `root`.
+
+    Scenes as in `write_synthetic` with one class per name (0 = the background texture),
+    a void (255) band along outlines; labels are palette PNGs for even ids and one-channel
+    PNGs for odd ones, so both kinds a user may have are read.
+    """
+    root = Path(root)
+    num_classes = len(class_names)
+    if not 2 <= num_classes <= 255:
+        raise ValueError(f"need 2..255 class names, got {num_classes}")
+    _write(root / "classes.txt", "".join(f"{name}\n" for name in class_names).encode("utf-8"))
+    for split, count, offset in (("train", n_train, 0), ("val", n_val, n_train)):
+        for index in range(count):
+            rgb, label = _scene(np.random.default_rng([seed, offset + index]), size, num_classes)
+            image_id = f"{split}_{index:04d}"
+            _write(root / "images" / split / f"{image_id}.jpg", _encode_jpeg(rgb))
+            voided = _with_void(label)
+            png = _encode_png(voided) if index % 2 == 0 else _encode_gray_png(voided)
+            _write(root / "labels" / split / f"{image_id}.png", png)
+    return root
+
+
+#: ADE20K annotation value of each scene class of the synthetic release (scene class 0, the background, is 1).
+ADE20K_SCENE_VALUES = (1, 3, 13, 21, 37, 88)
+
+
+def write_synthetic_ade20k(
+    root: str | Path, *, n_train: int = 24, n_val: int = 8, size: tuple[int, int] = (64, 96), seed: int = 0
+) -> Path:
+    """An ADE20K release folder (fcndata.ade20k) in the real layout; returns `root`.
+
+    objectInfo150.txt lists 150 made-up names in the release's format; scenes use the
+    classes of `ADE20K_SCENE_VALUES` (the background texture is class 1) and outlines
+    carry the release's 0 ("other objects"), which training ignores.
+    """
+    root = Path(root)
+    lines = ["Idx\tRatio\tTrain\tVal\tName"]
+    lines += [f"{i}\t{1 / (i + 10):.4f}\t{2000 // i}\t{200 // i}\tsynthetic {i}, thing {i}" for i in range(1, 151)]
+    _write(root / "objectInfo150.txt", ("\n".join(lines) + "\n").encode("ascii"))
+    values = np.zeros(256, dtype=np.uint8)  # scene class -> annotation value; void (255) -> 0
+    values[: len(ADE20K_SCENE_VALUES)] = ADE20K_SCENE_VALUES
+    for split, prefix, count, offset in (("training", "ADE_train", n_train, 0), ("validation", "ADE_val", n_val, n_train)):
+        for index in range(count):
+            rgb, label = _scene(np.random.default_rng([seed, 7, offset + index]), size, len(ADE20K_SCENE_VALUES))
+            image_id = f"{prefix}_{index + 1:08d}"
+            _write(root / "images" / split / f"{image_id}.jpg", _encode_jpeg(rgb))
+            _write(root / "annotations" / split / f"{image_id}.png", _encode_gray_png(values[_with_void(label)]))
+    return root
+
+
+def _encode_gray_png(label: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(label, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from porting.errors import DatasetError
 
-from .image import NUM_CLASSES, SegmentationFiles, load_ids, load_png_label, require_dir
+from .image import MEAN_BGR, NUM_CLASSES, SegmentationFiles, load_ids, load_png_label, require_dir
 from .splits import seg11valid_ids, voc_segmentation_list
 
 VOC_SPLITS = ("train", "val", "trainval", "seg11valid")
@@ -39,6 +40,7 @@ class VOCSegmentation(SegmentationFiles):
         on_error: str = "raise",
         *,
         num_classes: int = NUM_CLASSES,
+        mean: Sequence[float] = MEAN_BGR,
     ) -> None:
         year = str(year)
         if year not in VOC_YEARS:
@@ -57,7 +59,7 @@ class VOCSegmentation(SegmentationFiles):
                 ids = seg11valid_ids(self.voc_root, sbd_root)
             else:
                 ids = load_ids(voc_segmentation_list(self.voc_root, year, split))
-        super().__init__(ids, num_classes, on_error)
+        super().__init__(ids, num_classes, on_error, mean)
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "JPEGImages" / f"{image_id}.jpg"

@@ -9,7 +9,7 @@ interpolation. These are the authors' `surgery.transplant` and `surgery.interp` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -143,3 +143,21 @@ def transplant(net, blobs: dict[str, list[np.ndarray]]) -> TransplantReport:
     report.untouched = [name for name in current if name not in blobs and current[name]]
     net.load_blobs(updated, source="transplant", strict=False)
     return report
+
+
+def select_rows(blobs: list[np.ndarray], rows: Sequence[int | None]) -> list[np.ndarray]:
+    """A layer's blobs with their first axis (a Convolution's outputs) rebuilt row by row.
+
+    Row i of every blob is the source's row `rows[i]`, or zeros where `rows[i]` is None: how
+    a score layer trained for one class list starts for another (matching classes keep
+    their filters and biases, new classes start at zero, as FCN's score layers do).
+    """
+    out = []
+    for blob in blobs:
+        blob = np.asarray(blob, dtype=np.float32)
+        new = np.zeros((len(rows), *blob.shape[1:]), dtype=np.float32)
+        for target, source in enumerate(rows):
+            if source is not None:
+                new[target] = blob[source]
+        out.append(new)
+    return out

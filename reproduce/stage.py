@@ -32,6 +32,12 @@ heavy preset (their solver files):
 Each trains on its family's training split and validates on its scoring split (PASCAL-Context
 val, NYUDv2 test, SIFT Flow test; SIFT Flow logs the semantic head's metrics, and the
 geometric head's with a `geo_` prefix).
+
+Other data: `--dataset folder:ROOT` or `ade20k:ROOT` (fcndata.registry) trains on that
+dataset's train split and validates on its validation split, with as many classes as it
+names. `--from-net CAFFEMODEL` starts from any trained FCN, another class list allowed
+(reproduce.finetune). Beside final.caffemodel the stage writes final.json, the class
+names and mean (porting.metadata), which `eval.segment --runs` and `eval.table` read.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import torch
 import porting
 from eval.infer import Head, family_heads, score
 from porting.errors import FcnError
-from porting.metadata import write_sidecar
+from porting.metadata import NetMetadata, parse_mean, write_sidecar
 from porting.proto import caffe_pb2
 from porting.prototxt import to_text
 from porting.surgery import set_bilinear_upsampling, transplant
@@ -54,10 +60,12 @@ from porting.fully_convolutional import cast_classifier
 from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
-from fcndata import MEAN_BGR, SBDSegmentation, VOCSegmentation, net_defaults, seg11valid_ids
+from fcndata.registry import DATASETS
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
+from reproduce.finetune import adapt_classes, source_class_names
 from reproduce.solver import CaffeSGD, SolverConfig
+from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
 from reproduce.train import TrainConfig, TrainResult, Trainer
 
 VOC_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
@@ -71,11 +79,6 @@ VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
     "VGG_ILSVRC_16_layers_deploy.prototxt): get it from the Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or "
     "the Oxford VGG very-deep-networks page (http://www.robots.ox.ac.uk/~vgg/research/very_deep/)"
-)
-DATA_HELP = (
-    "training needs SBD (--sbd-root: the dataset/ folder of benchmark.tgz from the Berkeley semantic contours "
-    "page, with img/, cls/, train.txt) and validation needs PASCAL VOC 2011 (--voc-root: the folder holding "
-    "VOC2011/, usually VOCdevkit, from http://host.robots.ox.ac.uk/pascal/VOC/)"
 )
 
 
@@ -94,7 +97,7 @@ class StageOptions:
     preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
     images_per_update: int | None = None
-    classes: int = 21
+    classes: int | None = None  # None: the dataset's class count (21 for VOC)
     width: float = 1.0
     ids: Path | None = None
     eval_every: int | None = None
@@ -104,6 +107,10 @@ class StageOptions:
     seed: int = 1337
     backbone: str = backbones.GENERATED_BACKBONE
     base_prototxt: Path | None = None
+    dataset: str | None = None  # KIND:ROOT (fcndata.registry) in place of --voc-root/--sbd-root
+    from_net: Path | None = None  # a trained FCN to start from, any class list
+    from_classes: Path | None = None  # the class names of from_net when its sidecar has none
+    mean: tuple[float, ...] | None = None  # input mean B,G,R; None: the dataset's
 
     @property
     def recipe(self) -> str:
@@ -139,6 +146,12 @@ def classifier_help(backbone: str) -> str:
 def initial_weights(options: StageOptions) -> Path:
     """The caffemodel a stage starts from, or a clear error saying where to get it."""
     previous = PREVIOUS[options.stage]
+    if options.from_net is not None:
+        if options.base_weights is not None:
+            raise FcnError("--from-net and --base-weights both name the initial weights; give one")
+        if not options.from_net.is_file():
+            raise FcnError(f"{options.from_net}: --from-net file not found (a trained FCN caffemodel)")
+        return options.from_net
     if options.base_weights is not None:
         path = options.base_weights
         if not path.is_file():
@@ -158,45 +171,32 @@ def initial_weights(options: StageOptions) -> Path:
     return path
 
 
-def check_data(options: StageOptions, evaluating: bool) -> None:
-    if options.sbd_root is None and options.voc_root is None:
-        raise FcnError(
-            f"no dataset given: {DATA_HELP}. To try the whole pipeline without downloads, run "
-            "`python -m reproduce.demo --out DIR` (built-in synthetic data)"
-        )
-    if options.sbd_root is None:
-        raise FcnError(f"--sbd-root is missing: {DATA_HELP}")
-    if evaluating and options.voc_root is None:
-        raise FcnError(f"--voc-root is missing (or pass --eval-every 0 to train without validation): {DATA_HELP}")
+def definitions(options: StageOptions, data: StageData | None = None) -> dict[str, Definition]:
+    """The stage's train/val/deploy nets and solver for the chosen preset, data, classes and width.
 
-
-def definitions(options: StageOptions) -> dict[str, Definition]:
-    """The stage's train/val/deploy nets and solver for the chosen preset, classes and width.
-
-    The authors' other nets write their own split files (e.g. trainval/test) under the keys
-    `train` and `val`, and `deploy`.
+    The VOC nets (and the other backbones' FCN-32s) need the stage's `data`; the authors'
+    other nets write their own split files (e.g. trainval/test) under the keys `train` and
+    `val`, and `deploy`.
     """
     if options.stage in families.STAGES:
         return family_definitions(options)
+    if data is None:
+        raise ValueError(f"{options.stage} needs the stage's data (stage_data) for its data layers")
     name = net_name(options.stage, options.backbone)
     recipe = solvers.PRESETS[options.recipe]
-    data_params = {
-        "train": {"sbdd_dir": str(options.sbd_root), "seed": options.seed, "split": "train", "mean": MEAN_BGR},
-        "val": {"voc_dir": str(Path(options.voc_root or "") / "VOC2011"), "seed": options.seed,
-                "split": "seg11valid", "mean": MEAN_BGR},
-        "deploy": None,
-    }
+    data_params = {**data.params, "deploy": None}
     messages: dict[str, Definition]
     if options.backbone == backbones.GENERATED_BACKBONE:
         messages = {
             split: fcn.build(
-                name, split, num_classes=options.classes, width=options.width, normalize_loss=recipe.normalize_loss,
+                name, split, num_classes=len(data.classes), width=options.width, normalize_loss=recipe.normalize_loss,
                 learn_skip_upsampling=recipe.learn_skip_upsampling, data_params=params,
+                data_layer=data.data_layer if params is not None else None,
             )
             for split, params in data_params.items()
         }
     else:
-        messages = dict(cast_backbone(options, recipe.normalize_loss, data_params))
+        messages = dict(cast_backbone(options, len(data.classes), recipe.normalize_loss, data_params))
     solver = solvers.build(options.recipe, name)
     if options.max_iter is not None:
         solver.max_iter = options.max_iter
@@ -208,7 +208,7 @@ def definitions(options: StageOptions) -> dict[str, Definition]:
 
 
 def cast_backbone(
-    options: StageOptions, normalize_loss: bool, data_params: dict
+    options: StageOptions, num_classes: int, normalize_loss: bool, data_params: dict
 ) -> dict[str, caffe_pb2.NetParameter]:
     """FCN-32s nets cast from the --base-prototxt classifier (narrowed by --width)."""
     if options.base_prototxt is None:
@@ -222,7 +222,7 @@ def cast_backbone(
     source = str(options.base_prototxt)
     trunk = cast_classifier(classifier, drop=backbones.BACKBONES[options.backbone].drop, source=source)
     nets, _ = backbones.fcn32s_nets(
-        trunk, num_classes=options.classes, normalize_loss=normalize_loss, data_params=data_params, source=source
+        trunk, num_classes=num_classes, normalize_loss=normalize_loss, data_params=data_params, source=source
     )
     return nets
 
@@ -251,13 +251,28 @@ def family_definitions(options: StageOptions) -> dict[str, Definition]:
     return messages
 
 
-def validation_set(options: StageOptions) -> VOCSegmentation:
-    """seg11valid (or the --ids list), the first --eval-images of it when given."""
-    ids = seg11valid_ids(options.voc_root, options.sbd_root, options.ids)
-    if options.eval_images is not None:
-        ids = ids[: options.eval_images]
-    return VOCSegmentation(options.voc_root, "2011", "seg11valid", ids=ids, sbd_root=options.sbd_root,
-                           num_classes=options.classes)
+def stage_data(options: StageOptions, evaluating: bool) -> StageData:
+    """The stage's data: `--dataset`, or VOC + SBD from their roots."""
+    common = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
+                  eval_images=options.eval_images)
+    if options.dataset is None:
+        return voc_data(options.voc_root, options.sbd_root, ids=options.ids, **common)
+    if options.voc_root is not None or options.sbd_root is not None or options.ids is not None:
+        raise FcnError("--dataset names the data; --voc-root, --sbd-root and --ids are for the VOC/SBD default")
+    return dataset_data(options.dataset, **common)
+
+
+def initial_blobs(options: StageOptions, weights: Path, net: porting.CaffeNet, classes: tuple[str, ...],
+                  log) -> dict:
+    """The initial weights' blobs; from `--from-net`, fitted to this stage's classes (reproduce.finetune)."""
+    blobs = porting.read_caffemodel(weights)
+    if options.from_net is None:
+        return blobs
+    source = source_class_names(weights, blobs, options.from_classes, "score_fr")
+    blobs, transfer = adapt_classes(blobs, net, source, classes)
+    for line in transfer.lines():
+        log(f"  {line}")
+    return blobs
 
 
 def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device, num_classes: int,
@@ -294,42 +309,49 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     recipe = recipe.for_net(name)
     eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
     family = nets.info(name).family.name if name in nets.NETS else "voc"
-    if family == "voc":
-        check_data(options, evaluating=eval_every > 0)
-    else:
+    if family != "voc":
+        if options.dataset is not None or options.from_net is not None:
+            raise FcnError(f"--dataset and --from-net train the VOC nets (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
+                           f"{name} reads its own dataset")
         families.check_roots(name, roots(options))
+    elif options.dataset is None:
+        check_voc_roots(options.voc_root, options.sbd_root, evaluating=eval_every > 0)
     if options.stage in families.STAGES:
         weights = families.initial_weights(name, options.out, options.base_weights)
     else:
         weights = [initial_weights(options)]
+    data = None
     if family == "voc":
-        dataset = SBDSegmentation(options.sbd_root, "train", num_classes=options.classes)
-        validation = validation_set(options) if eval_every > 0 else None
+        data = stage_data(options, evaluating=eval_every > 0)
+        dataset, validation, num_classes = data.train, data.validation, len(data.classes)
     else:
         train_split, test_split = nets.info(name).splits
         dataset = families.dataset(name, train_split, roots(options))
         validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
         if validation is not None and options.eval_images is not None:
             validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
+        num_classes = options.classes
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)
-    files = definitions(options)
+    files = definitions(options, data)
     if ctx.is_main:
         for kind, message in files.items():
             (directory / f"{kind}.prototxt").write_text(to_text(message))
 
     torch.manual_seed(options.seed)
     net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
-    if options.stage in families.STAGES:
+    if ctx.is_main:
+        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
+    if data is None:
         report = families.initialize(net, name, weights)
     else:
-        report = transplant(net, porting.read_caffemodel(weights[0]))
+        blobs = initial_blobs(options, weights[0], net, data.classes, log if ctx.is_main else _quiet)
+        report = transplant(net, blobs)
         if not (report.copied or report.coerced):
             raise FcnError(f"{weights[0]}: none of its blobs fit the {options.stage} net (check --classes and --width)")
     deconvs = {layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"}
     bilinear = set_bilinear_upsampling(net, [name for name in report.untouched if name in deconvs])
     if ctx.is_main:
-        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
         for line in report.lines():
             log(f"  {line}")
         if bilinear:
@@ -338,16 +360,20 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
 
     config = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
     solver = CaffeSGD(net.param_specs(), config)
-    heads = family_heads(family, options.classes)
-    evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, options.classes, heads)
+    heads = family_heads(family, num_classes)
+    evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, num_classes, heads)
     train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every)
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
-    if ctx.is_main:
-        write_sidecar(result.caffemodel, net_defaults(options.classes))
+    if ctx.is_main and data is not None:
+        write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
         loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
         log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
     return result
+
+
+def _quiet(*_: object) -> None:
+    pass
 
 
 def _positive_int(text: str) -> int:
@@ -364,6 +390,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _mean(text: str) -> tuple[float, ...]:
+    try:
+        values = parse_mean(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers B,G,R, got {text!r}")
+    return values
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -374,8 +410,9 @@ def _non_negative_int(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser = argparse.ArgumentParser(
         prog="python -m reproduce.stage",
-        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid; "
-                    "or one of the authors' other nets (FCN-AlexNet, PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
+        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid, "
+                    "or on any dataset named by --dataset; or one of the authors' other nets (FCN-AlexNet, "
+                    "PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
     )
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)")
@@ -387,6 +424,8 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--nyud-root", type=Path, help="NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)")
     parser.add_argument("--siftflow-root", type=Path,
                         help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)")
+    parser.add_argument("--dataset", help=f"KIND:ROOT in place of VOC/SBD ({', '.join(DATASETS)}): trains on its "
+                        "train split, validates on its validation split")
     parser.add_argument("--base-weights", type=Path,
                         help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
                              "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
@@ -402,7 +441,14 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=_positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")
-    parser.add_argument("--classes", type=_positive_int, default=21, help="number of classes incl. background")
+    parser.add_argument("--classes", type=_positive_int,
+                        help="number of classes incl. background (default: the dataset's; 21 for VOC)")
+    parser.add_argument("--from-net", type=Path,
+                        help="start from this trained FCN caffemodel (any class list: matching classes keep their "
+                             "score filters, new ones start at zero) instead of --base-weights / the previous stage")
+    parser.add_argument("--from-classes", type=Path,
+                        help="class names of --from-net, one per line (default: its sidecar .json, else by its width)")
+    parser.add_argument("--mean", type=_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
     parser.add_argument("--width", type=_positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument("--eval-every", type=_non_negative_int,

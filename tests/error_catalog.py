@@ -523,6 +523,105 @@ def _siftflow_geo(folder: Path):
     return SIFTFlowSegmentation(root, "test")[0]
 
 
+def _open_all(spec: str, split: str):
+    from fcndata import parse_dataset
+
+    dataset = parse_dataset(spec).open(split)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def _folder_dataset(folder: Path) -> Path:
+    from fcndata.synthetic import write_synthetic_folder
+
+    return write_synthetic_folder(folder / "mine", n_train=1, n_val=1, size=(16, 24))
+
+
+@entry("`--dataset` without a kind (`mydata` for `folder:mydata`)")
+def _dataset_no_kind(folder: Path):
+    from fcndata import parse_dataset
+
+    return parse_dataset("mydata")
+
+
+@entry("`--dataset` of an unknown kind")
+def _dataset_unknown_kind(folder: Path):
+    from fcndata import parse_dataset
+
+    return parse_dataset(f"cityscapes:{folder}")
+
+
+@entry("`folder:` dataset without classes.txt")
+def _folder_no_classes(folder: Path):
+    root = _folder_dataset(folder)
+    (root / "classes.txt").unlink()
+    return _open_all(f"folder:{root}", "val")
+
+
+@entry("`folder:` dataset without the split asked for")
+def _folder_no_split(folder: Path):
+    return _open_all(f"folder:{_folder_dataset(folder)}", "test")
+
+
+@entry("`folder:` label saved as a colour (RGB) PNG")
+def _folder_rgb_label(folder: Path):
+    root = _folder_dataset(folder)
+    label = root / "labels" / "val" / "val_0000.png"
+    Image.open(label).convert("RGB").save(label)
+    return _open_all(f"folder:{root}", "val")
+
+
+@entry("`folder:` label with a class index past classes.txt")
+def _folder_label_range(folder: Path):
+    root = _folder_dataset(folder)
+    label = root / "labels" / "val" / "val_0000.png"
+    Image.fromarray(np.maximum(np.asarray(Image.open(label)), 7)).save(label)
+    return _open_all(f"folder:{root}", "val")
+
+
+@entry("`ade20k:` given the folder above ADEChallengeData2016")
+def _ade20k_parent(folder: Path):
+    from fcndata.synthetic import write_synthetic_ade20k
+
+    write_synthetic_ade20k(folder / "ADEChallengeData2016", n_train=1, n_val=1, size=(16, 24))
+    return _open_all(f"ade20k:{folder}", "validation")
+
+
+@entry("`ade20k:` folder without objectInfo150.txt")
+def _ade20k_no_info(folder: Path):
+    from fcndata.synthetic import write_synthetic_ade20k
+
+    root = write_synthetic_ade20k(folder / "ADEChallengeData2016", n_train=1, n_val=1, size=(16, 24))
+    (root / "objectInfo150.txt").unlink()
+    return _open_all(f"ade20k:{root}", "validation")
+
+
+@entry("`ade20k:` annotation value above 150")
+def _ade20k_value(folder: Path):
+    from fcndata.synthetic import write_synthetic_ade20k
+
+    root = write_synthetic_ade20k(folder / "ADEChallengeData2016", n_train=1, n_val=1, size=(16, 24))
+    label = root / "annotations" / "validation" / "ADE_val_00000001.png"
+    Image.fromarray(np.maximum(np.asarray(Image.open(label)), 200)).save(label)
+    return _open_all(f"ade20k:{root}", "validation")
+
+
+# ---------------------------------------------------------------- published models
+
+
+@entry("`--model` with its caffemodel missing")
+def _model_weights_missing(folder: Path):
+    from porting import models
+
+    return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
+
+
+@entry("`--model` name unknown")
+def _model_unknown(folder: Path):
+    from porting import models
+
+    return models.get("voc-fcn4s")
+
+
 # ---------------------------------------------------------------- training stages
 
 

@@ -1,0 +1,150 @@
+"""A dataset of one's own, end to end: train 32s -> 16s -> 8s on a 4-class `folder:` dataset, fine-tune
+from a 21-class net, score with `eval.table`, segment with the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import porting
+from eval import table
+from eval.segment import main as segment
+from fcndata import parse_dataset
+from fcndata.synthetic import write_synthetic_folder
+from helpers import randomize
+from prototxt import fcn
+from reproduce import stage
+from reproduce.basenet import train_base_net
+
+WIDTH = 1 / 32
+NAMES = ("background", "aeroplane", "car", "widget")
+VOC_INDEX = {"background": 0, "aeroplane": 1, "car": 7}  # the VOC list's order (VOCdevkit)
+
+
+@pytest.fixture(scope="module")
+def mine(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mine")
+    data = write_synthetic_folder(root / "mine", n_train=6, n_val=4, size=(32, 40), class_names=NAMES)
+    train = parse_dataset(f"folder:{data}").open("train")
+    base = train_base_net([train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1,
+                          batch_size=2)
+    return {"data": data, "base": base, "root": root}
+
+
+def _stage(name: str, runs: Path, data: Path, *extra: str) -> None:
+    argv = [name, "--dataset", f"folder:{data}", "--out", str(runs), "--preset", "demo", "--width", repr(WIDTH),
+            "--max-iter", "2", "--images-per-update", "2", "--eval-every", "1", "--eval-images", "2", "--device", "cpu",
+            *extra]
+    assert stage.main(argv) == 0
+
+
+def confusion_by_hand(predictions: Path, labels: Path, num_classes: int) -> np.ndarray:
+    """Counts of (label, prediction) over every labelled pixel of the split, from the PNG files alone."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for label_file in sorted(labels.iterdir()):
+        label = np.asarray(Image.open(label_file)).astype(np.int64)
+        prediction = np.asarray(Image.open(predictions / label_file.name)).astype(np.int64)
+        keep = label != 255
+        counts += np.bincount(num_classes * label[keep] + prediction[keep], minlength=num_classes**2).reshape(
+            num_classes, num_classes)
+    return counts
+
+
+def test_four_classes_train_in_stages_and_score_as_recomputed(mine, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _stage("fcn32s", runs, mine["data"], "--classes", "4", "--base-weights", str(mine["base"]))
+    _stage("fcn16s", runs, mine["data"])
+    _stage("fcn8s", runs, mine["data"])
+    for name, skips in (("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)):
+        train = porting.read_prototxt(runs / name / "train.prototxt")
+        widths = {layer.name: layer.convolution_param.num_output for layer in train.layer
+                  if layer.type in ("Convolution", "Deconvolution") and "score" in layer.name}
+        assert set(widths.values()) == {4} and len(widths) == 2 + 2 * skips
+        assert json.loads((runs / name / "final.json").read_text())["classes"] == list(NAMES)
+        records = [json.loads(line) for line in (runs / name / "log.jsonl").read_text().splitlines()]
+        assert any("mean_iu" in record for record in records)
+    capsys.readouterr()
+    report, predictions = tmp_path / "eval.json", tmp_path / "pred"
+    assert table.main(["--dataset", f"folder:{mine['data']}", "--split", "val", "--runs", str(runs), "--json",
+                       str(report), "--predictions", str(predictions), "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing published to compare" in out and "CVPR" not in out
+    assert "fcn8s per-class IU: background" in out and "widget" in out
+    scores = json.loads(report.read_text())
+    assert list(scores) == ["fcn32s", "fcn16s", "fcn8s"]
+    for name, entry in scores.items():
+        counts = confusion_by_hand(predictions / name, mine["data"] / "labels" / "val", 4)
+        hits = np.diag(counts).astype(np.float64)
+        truth, predicted = counts.sum(1), counts.sum(0)
+        present = truth > 0
+        iu = hits[present] / (truth + predicted - hits)[present]
+        assert entry["n_images"] == 4 and len(entry["per_class_iu"]) == 4
+        assert entry["pixel_acc"] == pytest.approx(hits.sum() / counts.sum(), abs=1e-6)
+        assert entry["mean_acc"] == pytest.approx(np.mean(hits[present] / truth[present]), abs=1e-6)
+        assert entry["mean_iu"] == pytest.approx(np.mean(iu), abs=1e-6)
+        assert entry["fw_iu"] == pytest.approx(np.sum(truth[present] * iu) / truth.sum(), abs=1e-6)
+    segmented = tmp_path / "seg"
+    image = next((mine["data"] / "images" / "val").iterdir())
+    assert segment([str(image), "--runs", str(runs), "--out", str(segmented), "--quiet", "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(segmented / f"{image.stem}.png")),
+                                  np.asarray(Image.open(predictions / "fcn8s" / f"{image.stem}.png")))
+
+
+@pytest.fixture(scope="module")
+def voc_net(tmp_path_factory) -> tuple[Path, dict[str, list[np.ndarray]]]:
+    """A trained-looking 21-class FCN-32s (random weights everywhere) written without metadata."""
+    torch.manual_seed(0)
+    net = randomize(porting.CaffeNet(fcn.build("voc-fcn32s", "deploy", width=WIDTH)), seed=11, bilinear_deconv=True)
+    path = tmp_path_factory.mktemp("voc") / "voc-fcn32s.caffemodel"
+    porting.write_caffemodel(net, path)
+    return path, porting.read_caffemodel(path)
+
+
+def _fine_tune(mine, voc_net_path: Path, runs: Path, *extra: str) -> dict[str, list[np.ndarray]]:
+    argv = ["fcn32s", "--dataset", f"folder:{mine['data']}", "--out", str(runs), "--width", repr(WIDTH),
+            "--from-net", str(voc_net_path), "--max-iter", "0", "--eval-every", "0", "--device", "cpu", *extra]
+    assert stage.main(argv) == 0
+    return porting.read_caffemodel(runs / "fcn32s" / "final.caffemodel")
+
+
+def test_fine_tune_from_a_21_class_net_keeps_the_matching_classes(mine, voc_net, tmp_path, capsys):
+    path, source = voc_net
+    tuned = _fine_tune(mine, path, tmp_path / "runs")
+    assert "classes kept from the source net (3): background, aeroplane, car" in capsys.readouterr().out
+    for layer in ("conv1_1", "conv5_3", "fc6", "fc7"):
+        for ours, theirs in zip(tuned[layer], source[layer]):
+            np.testing.assert_array_equal(ours, theirs)
+    weight, bias = tuned["score_fr"]
+    for index, name in enumerate(NAMES):
+        if name in VOC_INDEX:
+            np.testing.assert_array_equal(weight[index], source["score_fr"][0][VOC_INDEX[name]])
+            assert bias[index] == source["score_fr"][1][VOC_INDEX[name]]
+        else:
+            assert not weight[index].any() and bias[index] == 0
+    upscore = tuned["upscore"][0]
+    assert upscore.shape[:2] == (4, 4)
+    np.testing.assert_array_equal(upscore[0, 1], 0)
+    np.testing.assert_allclose(upscore[2, 2], source["upscore"][0][0, 0])  # bilinear, like the source's
+
+
+def test_fine_tune_reads_the_source_names_from_a_file(mine, voc_net, tmp_path):
+    path, source = voc_net
+    names = tmp_path / "source-classes.txt"
+    names.write_text("".join(f"{name}\n" for name in ["widget", *(f"other{i}" for i in range(19)), "car"]))
+    tuned = _fine_tune(mine, path, tmp_path / "runs", "--from-classes", str(names))
+    weight = tuned["score_fr"][0]
+    np.testing.assert_array_equal(weight[3], source["score_fr"][0][0])
+    np.testing.assert_array_equal(weight[2], source["score_fr"][0][20])
+    assert not weight[0].any() and not weight[1].any()
+
+
+def test_class_count_that_contradicts_the_dataset(mine, tmp_path, capsys):
+    code = stage.main(["fcn32s", "--dataset", f"folder:{mine['data']}", "--classes", "5", "--out", str(tmp_path),
+                       "--base-weights", str(mine["base"])])
+    assert code == 2
+    assert "--classes 5 differs from the 4 classes of folder:" in capsys.readouterr().err
