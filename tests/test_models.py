@@ -97,3 +97,20 @@ def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry):
 
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "image.png")),
                                   np.asarray(Image.open(tmp_path / "b" / "image.png")))
+
+
+def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
+    import json
+
+    from eval.table import main as table
+    from fcndata.synthetic import write_synthetic
+
+    paths = write_synthetic(tmp_path / "data", n_train=3, n_val=3, size=(32, 40))
+    report = tmp_path / "scores.json"
+    argv = ["--split", "voc2011seg11valid", "--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root),
+            "--model", "voc-fcn8s", "--caffemodel", str(narrow_registry), "--json", str(report), "--no-progress",
+            "--device", "cpu"]
+    assert table(argv) == 0
+    entry = json.loads(report.read_text())["voc-fcn8s"]
+    assert entry["n_images"] == paths.seg11valid_count and len(entry["per_class_iu"]) == 21
+    assert "voc-fcn8s per-class IU: background" in capsys.readouterr().out
