@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(title, len(dataset), results, markdown=args.format == "markdown", classes=classes))
-    if measured:
+    if measured and args.dataset is None:  # architecture beside Table 1: for the papers' data only
         print()
         print(backbone_table(measured))
     if args.json:

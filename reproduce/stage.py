@@ -60,6 +60,7 @@ from porting.fully_convolutional import cast_classifier
 from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
+from fcndata import NUM_CLASSES
 from fcndata.registry import DATASETS
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
@@ -233,7 +234,7 @@ def family_definitions(options: StageOptions) -> dict[str, Definition]:
     train_split, test_split = nets.info(name).splits
     settings: dict = {"width": options.width, "normalize_loss": recipe.normalize_loss}
     if name == "voc-fcn-alexnet":
-        settings["num_classes"] = options.classes
+        settings["num_classes"] = options.classes or NUM_CLASSES
     else:
         settings["learn_skip_upsampling"] = recipe.learn_skip_upsampling
     messages: dict[str, Definition] = {
@@ -330,7 +331,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
         validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
         if validation is not None and options.eval_images is not None:
             validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
-        num_classes = options.classes
+        num_classes = options.classes or NUM_CLASSES
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)
     files = definitions(options, data)
