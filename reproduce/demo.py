@@ -2,14 +2,17 @@
 
 What a user does with the real files, at toy scale and through the same commands:
 
-1. write a synthetic PASCAL VOC 2011 + SBD in their on-disk formats (DIR/data);
+1. write a synthetic PASCAL VOC 2011 + SBD in their on-disk formats (DIR/data), or with
+   `--dataset folder|ade20k` a dataset of one's own (`folder:`) or an ADE20K release;
 2. train a small VGG16-shaped classifier on it and save it like the ILSVRC VGG16 file
    (V1 net, legacy blob dims) - the stand-in for the download FCN-32s starts from
    (DIR/base);
-3. `python -m reproduce.stage` fcn32s (from that classifier), fcn16s, fcn8s with the
-   `demo` preset (prototxt.solvers) into DIR/runs;
-4. `python -m eval.table` on the synthetic seg11valid: prints the table and writes
-   DIR/eval.json with entries fcn32s, fcn16s, fcn8s.
+3. train fcn32s (from that classifier), fcn16s, fcn8s with the `demo` preset
+   (prototxt.solvers) into DIR/runs, as `python -m reproduce.stage` does;
+4. `python -m eval.table` on the synthetic seg11valid (or the dataset's validation
+   split): prints the table and writes DIR/eval.json with entries fcn32s, fcn16s, fcn8s;
+5. `python -m eval.segment` on a few held-out images with the trained FCN-8s
+   (DIR/segment: label PNGs and overlays).
 
 `--fast` runs a tiny version (seconds) that exercises every step, for the test suite.
 """
@@ -23,14 +26,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval import segment
 from eval import table as eval_table
+from fcndata import SBDSegmentation, VOCSegmentation, parse_dataset, seg11valid_ids
+from fcndata.image import SegmentationFiles
+from fcndata.synthetic import write_synthetic, write_synthetic_ade20k, write_synthetic_folder
 from porting.errors import FcnError
 from reproduce import stage
 from reproduce.basenet import check_base_net, train_base_net
-from fcndata import SBDSegmentation, VOCSegmentation, seg11valid_ids
-from fcndata.synthetic import write_synthetic
 
 STAGES = ("fcn32s", "fcn16s", "fcn8s")
+#: the synthetic datasets the demo can write: the papers' VOC + SBD, a `folder:` dataset, an ADE20K release
+DATASETS = ("voc", "folder", "ade20k")
 
 
 @dataclass(frozen=True)
@@ -48,68 +55,108 @@ class DemoPlan:
     eval_images: int
     max_iter: int | None = None  # per stage; None: the preset's
     images_per_update: int | None = None  # None: the preset's
+    segment_images: int = 4  # held-out images the last step segments
 
 
 FULL = DemoPlan(n_train=300, n_val=96, image_size=(96, 160), width=1 / 8, base_steps=500, base_batch=16,
                 base_views=256, eval_every=20, eval_images=16)
 FAST = DemoPlan(n_train=12, n_val=6, image_size=(32, 40), width=1 / 32, base_steps=2, base_batch=4, base_views=4,
-                eval_every=1, eval_images=2, max_iter=1, images_per_update=2)
+                eval_every=1, eval_images=2, max_iter=1, images_per_update=2, segment_images=2)
 
 
-def run_demo(out: Path, plan: DemoPlan = FULL, log=print) -> dict:
-    """Run the four steps into `out`; returns the contents of out/eval.json."""
+@dataclass(frozen=True)
+class DemoData:
+    """The synthetic data of one demo run, and how the stage and the scoring name it."""
+
+    train: SegmentationFiles  # the base classifier's training images
+    held_out: SegmentationFiles  # what is scored (and the base classifier checked on)
+    num_classes: int
+    stage_data: dict[str, object]  # StageOptions fields naming the data
+    table_args: list[str]  # eval.table flags naming the data and split
+    description: str
+
+
+def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
+    """Write the synthetic `dataset` ("voc", "folder" or "ade20k") under `root` in its real layout."""
+    size = dict(n_train=plan.n_train, n_val=plan.n_val, size=plan.image_size)
+    if dataset == "voc":
+        paths = write_synthetic(root, **size)
+        held_out = VOCSegmentation(paths.voc_root, "2011", "seg11valid",
+                                   ids=seg11valid_ids(paths.voc_root, paths.sbd_root), sbd_root=paths.sbd_root)
+        roots = ["--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root)]
+        return DemoData(SBDSegmentation(paths.sbd_root, "train"), held_out, held_out.num_classes,
+                        dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root),
+                        ["--split", "voc2011seg11valid", *roots], "synthetic VOC2011 + SBD (seg11valid)")
+    if dataset == "folder":
+        spec = parse_dataset(f"folder:{write_synthetic_folder(root / 'mine', **size)}")
+    elif dataset == "ade20k":
+        spec = parse_dataset(f"ade20k:{write_synthetic_ade20k(root / 'ADEChallengeData2016', **size)}")
+    else:
+        raise FcnError(f"unknown demo dataset {dataset!r}; one of {', '.join(DATASETS)}")
+    held_out = spec.open(spec.kind.val_split)
+    return DemoData(spec.open(spec.kind.train_split), held_out, held_out.num_classes, dict(dataset=str(spec)),
+                    ["--dataset", str(spec), "--split", spec.kind.val_split],
+                    f"synthetic {spec.kind.name} dataset ({spec.kind.val_split} split)")
+
+
+def run_demo(out: Path, plan: DemoPlan = FULL, log=print, dataset: str = "voc") -> dict:
+    """Run the five steps into `out` on the synthetic `dataset`; returns the contents of out/eval.json."""
     out = Path(out)
     started = time.perf_counter()
 
     def done(what: str) -> None:
         log(f"demo: {what} ({time.perf_counter() - started:.0f} s)")
 
-    paths = write_synthetic(out / "data", n_train=plan.n_train, n_val=plan.n_val, size=plan.image_size)
-    done(f"synthetic VOC2011 + SBD written to {out / 'data'}")
+    data = write_demo_data(dataset, out / "data", plan)
+    done(f"{data.description} written to {out / 'data'}")
 
-    train_set = SBDSegmentation(paths.sbd_root, "train")
-    base = train_base_net([train_set[i] for i in range(len(train_set))], out / "base" / "vgg16-demo.caffemodel",
-                          width=plan.width, steps=plan.base_steps, batch_size=plan.base_batch)
+    base = train_base_net([data.train[i] for i in range(len(data.train))], out / "base" / "vgg16-demo.caffemodel",
+                          num_classes=data.num_classes, width=plan.width, steps=plan.base_steps,
+                          batch_size=plan.base_batch)
     done(f"base classifier trained: {base}")
-    held_out = VOCSegmentation(paths.voc_root, "2011", "seg11valid",
-                               ids=seg11valid_ids(paths.voc_root, paths.sbd_root), sbd_root=paths.sbd_root)
-    check = check_base_net(base, [held_out[i] for i in range(len(held_out))], views=plan.base_views)
-    log(f"demo: base classifier on seg11valid: {check.line()}")
+    check = check_base_net(base, [data.held_out[i] for i in range(len(data.held_out))], views=plan.base_views)
+    log(f"demo: base classifier on the held-out images: {check.line()}")
 
     runs = out / "runs"
-    data = ["--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root)]
-    common = ["--out", str(runs), *data, "--preset", "demo", "--width", repr(plan.width), "--device", "cpu",
-              "--eval-every", str(plan.eval_every), "--eval-images", str(plan.eval_images)]
-    if plan.max_iter is not None:
-        common += ["--max-iter", str(plan.max_iter)]
-    if plan.images_per_update is not None:
-        common += ["--images-per-update", str(plan.images_per_update)]
     for name in STAGES:
-        argv = [name, *common] + (["--base-weights", str(base)] if name == "fcn32s" else [])
-        log(f"demo: python -m reproduce.stage {' '.join(argv)}")
-        if stage.main(argv) != 0:
-            raise FcnError(f"demo: stage {name} failed (see the message above)")
+        options = stage.StageOptions(
+            stage=name, out=runs, preset="demo", width=plan.width, device="cpu", eval_every=plan.eval_every,
+            eval_images=plan.eval_images, max_iter=plan.max_iter, images_per_update=plan.images_per_update,
+            base_weights=base if stage.PREVIOUS[name] is None else None, **data.stage_data,  # type: ignore[arg-type]
+        )
+        stage.run_stage(options, log=log)
         done(f"{name} trained")
 
     report = out / "eval.json"
-    argv = ["--runs", str(runs), "--split", "voc2011seg11valid", *data, "--device", "cpu", "--json", str(report)]
+    argv = ["--runs", str(runs), *data.table_args, "--device", "cpu", "--json", str(report), "--no-progress"]
     log(f"demo: python -m eval.table {' '.join(argv)}")
     if eval_table.main(argv) != 0:
         raise FcnError("demo: scoring failed (see the message above)")
     done(f"scores written to {report}")
+
+    images = [str(data.held_out.image_path(image_id)) for image_id in data.held_out.ids[: plan.segment_images]]
+    argv = [*images, "--runs", str(runs), "--out", str(out / "segment"), "--device", "cpu", "--quiet"]
+    log(f"demo: python -m eval.segment {' '.join(argv)}")
+    if segment.main(argv) != 0:
+        raise FcnError("demo: segmentation failed (see the message above)")
+    done(f"{len(images)} held-out images segmented into {out / 'segment'}")
     return json.loads(report.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m reproduce.demo",
-        description="Train FCN-32s -> 16s -> 8s on built-in synthetic data and score them (CPU, ~10 minutes).",
+        description="Train FCN-32s -> 16s -> 8s on built-in synthetic data, score them and segment held-out images "
+        "(CPU, ~10 minutes).",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (data, base net, runs, eval.json)")
     parser.add_argument("--fast", action="store_true", help="tiny run (under a minute) that only checks the plumbing")
+    parser.add_argument("--dataset", choices=DATASETS, default="voc",
+                        help="synthetic data to write and train on: voc (VOC2011 + SBD, the papers'), folder (a "
+                             "dataset of one's own, folder:ROOT), ade20k (an ADE20K release, 150 classes)")
     args = parser.parse_args(argv)
     try:
-        run_demo(args.out, FAST if args.fast else FULL)
+        run_demo(args.out, FAST if args.fast else FULL, dataset=args.dataset)
     except FcnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -148,3 +148,18 @@ def test_class_count_that_contradicts_the_dataset(mine, tmp_path, capsys):
                        "--base-weights", str(mine["base"])])
     assert code == 2
     assert "--classes 5 differs from the 4 classes of folder:" in capsys.readouterr().err
+
+
+def test_demo_runs_the_whole_path_on_ade20k(tmp_path):
+    """`python -m reproduce.demo --dataset ade20k --fast`: base net, 32s -> 16s -> 8s, score, segment."""
+    from reproduce import demo
+
+    assert demo.main(["--out", str(tmp_path), "--fast", "--dataset", "ade20k"]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert list(report) == ["fcn32s", "fcn16s", "fcn8s"]
+    for entry in report.values():
+        assert entry["n_images"] == demo.FAST.n_val and len(entry["per_class_iu"]) == 150
+    assert json.loads((tmp_path / "runs" / "fcn8s" / "final.json").read_text())["classes"][0] == "synthetic 1, thing 1"
+    segmented = sorted(p.name for p in (tmp_path / "segment").iterdir())
+    assert len(segmented) == 2 * demo.FAST.segment_images and all(
+        name.endswith((".png", "_overlay.jpg")) for name in segmented)
