@@ -27,9 +27,13 @@ def fcn8s_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def by_hand(prototxt: Path, caffemodel: Path, image: Path, mean=MEAN_BGR) -> np.ndarray:
-    """Decode, flip RGB to BGR, subtract the mean, run `porting.load`'s net, argmax: written out here."""
-    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)
-    bgr = rgb[:, :, ::-1] - np.asarray(mean, dtype=np.float32)
+    """Decode, flip RGB to BGR, subtract the mean, run `porting.load`'s net, argmax: written out here.
+
+    As the authors' demo does it: a float32 BGR array minus the mean given as float64 numbers,
+    in place (numpy subtracts in float64 and rounds once to float32).
+    """
+    bgr = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)[:, :, ::-1].copy()
+    bgr -= np.array(mean)
     x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))[None]
     net = porting.load(str(prototxt), str(caffemodel))
     with torch.no_grad():
