@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import backbones, forward, metrics, port
+from porting import cli
 
 FULL = {
     "forward": dict(width=1.0, size=500, repeats=5, warmup=1, matmul_n=4096),
@@ -166,20 +167,33 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser("bench", __doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs, few repeats: a smoke run, not figures")
     parser.add_argument("--no-compile", dest="compile_module", action="store_false", help="leave out torch.compile")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="where results.md/json go")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="folder for results.md and results.json (default: the bench package)")
+    cli.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
-    results = collect(command, args.quick, args.compile_module and not args.quick)
+    return cli.run(lambda: bench(args, command))
+
+
+def bench(args: argparse.Namespace, command: str) -> None:
+    """Run the benchmarks and write their figures (the output folder is made first, so a bad --out fails fast)."""
     args.out.mkdir(parents=True, exist_ok=True)
+    results = collect(command, args.quick, args.compile_module and not args.quick)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    cli.wrote(args.out / "results.json")
     markdown = render(results)
     (args.out / "results.md").write_text(markdown)
+    cli.wrote(args.out / "results.md")
     print(markdown)
-    return 0
 
 
 if __name__ == "__main__":

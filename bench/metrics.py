@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from eval.metrics import ConfusionMatrix
-
-NUM_CLASSES = 21
+from fcndata import IGNORE_LABEL, NUM_CLASSES
 
 
 def _images(n_images: int, height: int, width: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -25,9 +24,9 @@ def _images(n_images: int, height: int, width: int, seed: int) -> list[tuple[np.
     images = []
     for _ in range(n_images):
         label = rng.integers(0, NUM_CLASSES, (height, width)).astype(np.uint8)
-        label[rng.random((height, width)) < 0.1] = 255
+        label[rng.random((height, width)) < 0.1] = IGNORE_LABEL
         pred = np.where(rng.random((height, width)) < 0.7, label, rng.integers(0, NUM_CLASSES, (height, width)))
-        images.append((np.where(pred == 255, 0, pred).astype(np.int64), label))
+        images.append((np.where(pred == IGNORE_LABEL, 0, pred).astype(np.int64), label))
     return images
 
 

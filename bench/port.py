@@ -20,6 +20,7 @@ time is the best of `repeats` fresh processes (this is a shared, noisy machine).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -29,81 +30,52 @@ import tempfile
 import time
 from pathlib import Path
 
-# (name, out channels, in channels, kernel) of ILSVRC VGG16; fc6 reads pool5's 512x7x7.
-_VGG16 = [
-    ("conv1_1", 64, 3, 3), ("conv1_2", 64, 64, 3),
-    ("conv2_1", 128, 64, 3), ("conv2_2", 128, 128, 3),
-    ("conv3_1", 256, 128, 3), ("conv3_2", 256, 256, 3), ("conv3_3", 256, 256, 3),
-    ("conv4_1", 512, 256, 3), ("conv4_2", 512, 512, 3), ("conv4_3", 512, 512, 3),
-    ("conv5_1", 512, 512, 3), ("conv5_2", 512, 512, 3), ("conv5_3", 512, 512, 3),
-    ("fc6", 4096, 512 * 7 * 7, 1), ("fc7", 4096, 4096, 1), ("fc8", 1000, 4096, 1),
-]
-VGG16_PARAMS = 138_357_544
+from porting.prototxt import to_text
+from prototxt import vgg16
+
+#: conv1_1 .. conv5_3, fc6, fc7, fc8
+LEARNED_LAYERS = sum(convs for _, convs in vgg16.VGG16_STAGES) + 3
 
 
-def vgg16_shapes(params: int = VGG16_PARAMS) -> dict[str, list[tuple[int, ...]]]:
-    """Weight and bias shapes per layer; widths scaled by sqrt(params / VGG16) for smaller runs."""
-    scale = math.sqrt(params / VGG16_PARAMS)
+@functools.cache
+def vgg16_shapes(width: float = 1.0) -> dict[str, list[tuple[int, ...]]]:
+    """Weight and bias shapes per learned layer of the ILSVRC VGG16 classifier (`prototxt.vgg16`) at a width."""
+    from porting.net import CaffeNet
 
-    def scaled(channels: int) -> int:
-        return channels if params == VGG16_PARAMS else max(1, round(channels * scale))
-
-    shapes = {}
-    for name, out, inp, kernel in _VGG16:
-        if name == "fc6":
-            inp = scaled(512) * 49
-        elif name != "conv1_1":
-            inp = scaled(inp)
-        out = out if name == "fc8" else scaled(out)
-        weight = (out, inp, kernel, kernel) if name.startswith("conv") else (out, inp)
-        shapes[name] = [weight, (out,)]
-    return shapes
+    net = CaffeNet(vgg16.classifier(width=width).to_proto(), fill=False)
+    return {step.name: shapes for step in net.steps if (shapes := step.layer.blob_shapes())}
 
 
-def build(path: Path, params: int = VGG16_PARAMS, seed: int = 0) -> int:
-    """Write the synthetic V1-layout caffemodel; return its number of weights."""
+def vgg16_params(width: float = 1.0) -> int:
+    """The classifier's number of weights (138,357,544 at full width)."""
+    return sum(math.prod(shape) for shapes in vgg16_shapes(width).values() for shape in shapes)
+
+
+def width_for(params: int | None) -> float:
+    """The width multiplier that brings VGG16 near `params` weights (None: full VGG16)."""
+    return 1.0 if params is None else math.sqrt(params / vgg16_params())
+
+
+def build(path: Path, width: float = 1.0, seed: int = 0) -> int:
+    """Write the synthetic V1-layout caffemodel of the classifier at `width`; return its number of weights."""
     import numpy as np
 
     from porting.caffemodel import write_caffemodel
-    from porting.proto import caffe_pb2
 
-    net = caffe_pb2.NetParameter(name="VGG_ILSVRC_16_layers")
+    net = vgg16.classifier(width=width).to_proto()
+    net.name = vgg16.NAME
     rng = np.random.default_rng(seed)
-    blobs = {}
-    bottom = "data"
-    for name, shapes in vgg16_shapes(params).items():
-        layer_type = "Convolution" if name.startswith("conv") else "InnerProduct"
-        layer = net.layer.add(name=name, type=layer_type, bottom=[bottom], top=[name])
-        (layer.convolution_param if layer_type == "Convolution" else layer.inner_product_param).num_output = shapes[0][0]
-        blobs[name] = [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
-        bottom = name
+    blobs = {name: [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
+             for name, shapes in vgg16_shapes(width).items()}
     write_caffemodel((net, blobs), path, layout="v1", legacy_dims=True)
     return sum(a.size for arrays in blobs.values() for a in arrays)
 
 
-def deploy_prototxt(params: int = VGG16_PARAMS) -> str:
+def deploy_prototxt(width: float = 1.0) -> str:
     """The VGG16 deploy net (224x224 input, so pool5 is 7x7 as fc6 expects) with the file's layer shapes."""
-    pools_after = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}
-    lines = [
-        'name: "VGG_ILSVRC_16_layers"',
-        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 224 dim: 224 } } }',
-    ]
-    bottom = "data"
-    for name, shapes in vgg16_shapes(params).items():
-        out = shapes[0][0]
-        if name.startswith("conv"):
-            lines.append(f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" '
-                         f"convolution_param {{ num_output: {out} kernel_size: 3 pad: 1 }} }}")
-        else:
-            lines.append(f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" '
-                         f"inner_product_param {{ num_output: {out} }} }}")
-        bottom = name
-        if name in pools_after:
-            pool = f"pool{name[4]}"
-            lines.append(f'layer {{ name: "{pool}" type: "Pooling" bottom: "{bottom}" top: "{pool}" '
-                         "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }")
-            bottom = pool
-    return "\n".join(lines) + "\n"
+    net = vgg16.classifier(width=width).to_proto()
+    net.name = vgg16.NAME
+    return to_text(net)
 
 
 def _status_mb(field: str) -> float:
@@ -130,7 +102,7 @@ def _method(name: str, path: str) -> float:
         start = time.perf_counter()
         blobs = read_caffemodel(path)
         seconds = time.perf_counter() - start
-        assert len(blobs) == len(_VGG16)
+        assert sum(1 for arrays in blobs.values() if arrays) == LEARNED_LAYERS
         return seconds
     if name == "porting_load":
         import porting
@@ -138,7 +110,7 @@ def _method(name: str, path: str) -> float:
         start = time.perf_counter()
         net = porting.load(Path(path).with_suffix(".prototxt"), path)
         seconds = time.perf_counter() - start
-        assert len(net.blobs_numpy()) == len(_VGG16)
+        assert sum(1 for arrays in net.blobs_numpy().values() if arrays) == LEARNED_LAYERS
         return seconds
     if name == "naive":
         import numpy as np
@@ -150,10 +122,10 @@ def _method(name: str, path: str) -> float:
             net = caffe_pb2.NetParameter.FromString(file.read())
         blobs = {
             layer.name: [np.array(b.data, np.float32).reshape(b.num, b.channels, b.height, b.width) for b in layer.blobs]
-            for layer in net.layers
+            for layer in net.layers if layer.blobs
         }
         seconds = time.perf_counter() - start
-        assert len(blobs) == len(_VGG16)
+        assert sum(1 for arrays in blobs.values() if arrays) == LEARNED_LAYERS
         return seconds
     raise ValueError(f"unknown method {name!r}")
 
@@ -171,13 +143,14 @@ def _measure(method: str, path: Path) -> tuple[float, float]:
     return figures["seconds"], figures["peak_rss_mb"]
 
 
-def run(workdir: Path, params: int = VGG16_PARAMS, repeats: int = 3) -> dict:
+def run(workdir: Path, params: int | None = None, repeats: int = 3) -> dict:
     """Build the file in `workdir`, time every method (best of `repeats` fresh processes), delete the file."""
     path = Path(workdir) / "vgg16_v1_synthetic.caffemodel"
     prototxt = path.with_suffix(".prototxt")
     try:
-        weights = build(path, params)
-        prototxt.write_text(deploy_prototxt(params))
+        width = width_for(params)
+        weights = build(path, width)
+        prototxt.write_text(deploy_prototxt(width))
         with open(path, "rb") as file:  # warm the page cache for every method alike
             while file.read(1 << 24):
                 pass
@@ -216,7 +189,7 @@ def _table(figures: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=int, default=VGG16_PARAMS, help="number of weights (default: VGG16's)")
+    parser.add_argument("--params", type=int, help="number of weights (default: VGG16's)")
     parser.add_argument("--workdir", type=Path, help="where the temporary file goes (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "PATH"), help=argparse.SUPPRESS)

@@ -11,18 +11,17 @@ head scored against its own label top (`Head`).
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from fcndata import blobs_of
+from fcndata import NUM_CLASSES, blobs_of
 from porting.errors import FormatError
+from porting.progress import progress_bar
 from prototxt import nets
 
 from .metrics import ConfusionMatrix
@@ -43,7 +42,7 @@ class Head:
 
     blob: str = SCORE_BLOB
     label: str = "label"
-    num_classes: int = 21
+    num_classes: int = NUM_CLASSES
     present_only: bool = False
 
 
@@ -55,32 +54,7 @@ class SegmentationDataset(Protocol):
     def read_raw(self, index: int) -> tuple: ...  # (uint8 HxWx3 RGB, uint8 HxW label)
 
 
-class Progress:
-    """One self-overwriting stderr line: done/total, a bar and images per second."""
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
-        self.total = total
-        self.label = label
-        self.stream = stream if stream is not None else sys.stderr
-        self.min_interval = min_interval
-        self.start = time.perf_counter()
-        self._last_draw = -float("inf")
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if done < self.total and now - self._last_draw < self.min_interval:
-            return
-        self._last_draw = now
-        rate = done / max(now - self.start, 1e-9)
-        filled = int(30 * done / max(self.total, 1))
-        bar = "#" * filled + "-" * (30 - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{self.total} {rate:.1f} img/s")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def family_heads(family: str, num_classes: int = 21) -> tuple[Head, ...]:
+def family_heads(family: str, num_classes: int = NUM_CLASSES) -> tuple[Head, ...]:
     """What scoring compares for a family's nets (`prototxt.nets.FAMILIES`): SIFT Flow's two heads,
     the semantic one averaged over the classes present in the test labels as the papers score
     it; else `score` against `label` (`num_classes` for VOC)."""
@@ -101,7 +75,7 @@ def net_device(net: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def predict(net: nn.Module, image: Tensor, num_classes: int = 21) -> Tensor:
+def predict(net: nn.Module, image: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
     """(3, H, W) BGR mean-subtracted image -> (H', W') int64 argmax of the `score` blob."""
     return _argmax(net(image.unsqueeze(0)), Head(num_classes=num_classes))
 
@@ -112,7 +86,7 @@ def score(
     *,
     device: torch.device | str | None = None,
     progress: bool = True,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     heads: Sequence[Head] | None = None,
     prediction_dir: str | Path | None = None,
     panels: bool = False,
@@ -139,9 +113,8 @@ def score(
         (out_dir / "panels" if panels else out_dir).mkdir(parents=True, exist_ok=True)
     confusions = [ConfusionMatrix(head.num_classes, device) for head in heads]
     label_tops = {head.label for head in heads}
-    bar = Progress(len(dataset), name) if progress else None
     with torch.inference_mode():
-        for index in range(len(dataset)):
+        for index in progress_bar(range(len(dataset)), desc=name, unit="img", enabled=progress):
             sample = dataset[index]
             tops = blobs_of(sample)
             missing = sorted(label_tops - tops.keys())
@@ -160,8 +133,6 @@ def score(
                 confusion.update(pred, label.to(device))
                 if out_dir is not None and head_index == 0:
                     _save(dataset, index, sample.id, pred, out_dir, panels)
-            if bar is not None:
-                bar.update(index + 1)
     entries = {head.blob: _entry(confusion, head, len(dataset)) for head, confusion in zip(heads, confusions)}
     return entries[heads[0].blob] if len(heads) == 1 else entries
 

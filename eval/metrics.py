@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-IGNORE_LABEL = 255
+from fcndata import IGNORE_LABEL
+
+#: The paper's four metrics, in its tables' order, as `Metrics` fields and JSON keys.
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+#: Their column headers in printed tables.
+METRIC_LABELS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import porting
 from porting import models
-from porting.errors import CheckpointError
+from porting.checkpoint import CheckpointError
 from porting.metadata import complete_metadata
 from porting.net import CaffeNet
 from prototxt.backbone import BACKBONE_RUNS
+from prototxt.stages import STAGES as VOC_STAGES
 
-STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+STAGES = tuple(VOC_STAGES)
 #: run folders `--runs` looks for: the stages, then FCN-32s from the other backbones (fcn32s-<backbone>)
 RUN_NAMES = STAGES + tuple(name for name in BACKBONE_RUNS if name not in STAGES)
 #: the stage `eval.segment --runs` takes when none is named: the finest finished one

@@ -1,7 +1,8 @@
 """The published FCN results on PASCAL VOC, as data, each with its source.
 
 Values are in percent, exactly as printed in the source; None where the source gives no
-number. `PUBLISHED[split][net]` lists every source for that net on that split. The test
+number. `PUBLISHED[split][net]` lists every source for that net on that split; nets that a
+training stage produces are keyed by the stage's name (`prototxt.stages.STAGES`). The test
 splits are scored by the PASCAL evaluation server only; they are here for reference and
 never compared with local measurements.
 """
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+from fcndata import SEG11VALID_COUNT
+from fcndata.splits import VOC2011_SEGVAL_COUNT
+from prototxt.stages import STAGES
+
+from .metrics import METRICS
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ TABLE1_ROW_OF_BACKBONE = {"vgg16": "vgg16", "alexnet": "alexnet", "caffenet": "a
 
 # Image count of the exact set each split's published numbers were measured on; a run on
 # another set (a subset via --ids, the synthetic data) is not compared with them.
-PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736, "voc2011val": 1111}
+PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": SEG11VALID_COUNT, "voc2011val": VOC2011_SEGVAL_COUNT}
 
 PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
     "voc2011seg11valid": {
@@ -121,10 +126,12 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
     },
 }
 
-NET_NAMES = (
-    "fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "fcn-alexnet", "fcn32s-alexnet", "fcn32s-caffenet",
-    "fcn32s-googlenet",
-)
+#: name a file or run may start with -> the published net it is: every published net's own
+#: name, and each stage's net directory name ("voc-fcn32s") for its stage
+_ALIASES = {
+    **{net: net for split in PUBLISHED.values() for net in split},
+    **{stage.net: stage.name for stage in STAGES.values()},
+}
 
 
 def published_name(name: str) -> str | None:
@@ -133,9 +140,9 @@ def published_name(name: str) -> str | None:
     "fcn8s-heavy-pascal" -> "fcn8s", "fcn8s-atonce-pascal" -> "fcn8s-atonce",
     "voc-fcn32s" -> "fcn32s"; None when nothing matches.
     """
-    key = name.lower().removeprefix("voc-")
-    matches = [net for net in NET_NAMES if key == net or key.startswith(net + "-")]
-    return max(matches, key=len) if matches else None
+    key = name.lower()
+    matches = [alias for alias in _ALIASES if key == alias or key.startswith(alias + "-")]
+    return _ALIASES[max(matches, key=len)] if matches else None
 
 
 def published_rows(split: str, model: str) -> list[tuple[str, dict[str, float | None]]]:

@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 
 from fcndata import VOC_CLASSES, dataset_for_split
+from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
 from fcndata.registry import DATASETS, parse_dataset
+from porting import cli
 from porting.atomic import atomic_path
-from porting.errors import FcnError
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
 from .infer import score
+from .metrics import METRIC_LABELS
 from .nets import add_net_arguments, net_sources
 from .published import (
     CVPR2015_TABLE1,
@@ -39,7 +41,6 @@ from .published import (
 )
 
 SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval")
-METRIC_HEADERS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
 
 
 def _percent(value: float | None) -> str:
@@ -114,7 +115,7 @@ def format_table(
     split: str, n_images: int, results: dict[str, dict], markdown: bool = False, classes: Sequence[str] = ()
 ) -> str:
     """The comparison as text or markdown, in percent; with `classes`, each net's per-class IU after it."""
-    header = ["net", "source", *(METRIC_HEADERS[m] for m in METRICS)]
+    header = ["net", "source", *(METRIC_LABELS[m] for m in METRICS)]
     rows, notes = table_rows(split, results)
     title = f"{split}: {n_images} images, metrics in percent"
     per_class = per_class_lines(results, classes) if classes else []
@@ -170,23 +171,23 @@ def write_json(results: dict[str, dict], path: str | Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.table",
-        description="Score FCN nets (whole image, argmax of 'score') and print them beside the published numbers.",
+    parser = cli.make_parser(
+        "eval.table",
+        "Score FCN nets (whole image, argmax of 'score') and print them beside the published numbers.",
     )
     parser.add_argument("--split", help=f"evaluation split: {', '.join(SPLITS)}; with --dataset one of its splits "
                         "(default: its validation split)")
     parser.add_argument("--dataset", help=f"KIND:ROOT, a dataset by name ({', '.join(DATASETS)}) in place of VOC/SBD")
-    parser.add_argument("--voc-root", help="folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)")
-    parser.add_argument("--sbd-root", help="SBD's dataset/ folder (train.txt, val.txt, img/, cls/)")
+    parser.add_argument("--voc-root", help=VOC_ROOT_HELP)
+    parser.add_argument("--sbd-root", help=SBD_ROOT_HELP)
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
     add_net_arguments(parser, many=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    cli.add_device(parser)
     parser.add_argument("--json", help="write {net: metrics} here (fractions in [0, 1], null = absent class)")
     parser.add_argument("--predictions", help="write <net>/<id>.png predictions in the VOC palette here")
     parser.add_argument("--panels", action="store_true", help="with --predictions: also image|label|prediction panels")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    cli.add_quiet(parser)
     return parser
 
 
@@ -195,58 +196,51 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.panels and not args.predictions:
         parser.error("--panels needs --predictions DIR")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r} is not a torch device (e.g. cpu, cuda, cuda:1)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available (use --device cpu)")
+    device = cli.resolve_device(parser, args.device)
     if args.dataset is None and args.split not in SPLITS:
         parser.error(f"--split must be one of {', '.join(SPLITS)} (or name a dataset with --dataset KIND:ROOT)")
     if args.dataset is not None and (args.voc_root or args.sbd_root or args.ids):
         parser.error("--dataset names the data; --voc-root, --sbd-root and --ids are for the VOC/SBD splits")
-    try:
-        nets = net_sources(args, parser)
-        if args.dataset is not None:
-            spec = parse_dataset(args.dataset)
-            split = args.split or spec.kind.val_split
-            dataset = spec.open(split)
-            classes, title = spec.classes, f"{spec}:{split}"
-        else:
-            dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
-            classes, title = VOC_CLASSES, args.split
-        results = {}
-        measured: dict[str, Measures] = {}
-        for source in nets:
-            net = source.load()
-            if source.name in BACKBONE_RUNS:
-                measured[source.name] = measure(net.net_param, source=source.name)
-            dataset.mean = net.metadata.mean or dataset.mean
-            results[source.name] = score(
-                net,
-                dataset,
-                num_classes=len(classes),
-                device=device,
-                progress=not args.no_progress,
-                prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
-                panels=args.panels,
-                name=source.name,
-            )
-            del net
-    except FcnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(title, len(dataset), results, markdown=args.format == "markdown", classes=classes))
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: score_table(args, parser, device))
+
+
+def score_table(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> None:
+    """Score every net, print the table (and the backbones' architecture table) on stdout, write the JSON."""
+    nets = net_sources(args, parser)
+    if args.dataset is not None:
+        spec = parse_dataset(args.dataset)
+        split = args.split or spec.kind.val_split
+        dataset = spec.open(split)
+        classes, title = spec.classes, f"{spec}:{split}"
+    else:
+        dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
+        classes, title = VOC_CLASSES, args.split
+    results = {}
+    measured: dict[str, Measures] = {}
+    for source in nets:
+        net = source.load()
+        if source.name in BACKBONE_RUNS:
+            measured[source.name] = measure(net.net_param, source=source.name)
+        dataset.mean = net.metadata.mean or dataset.mean
+        results[source.name] = score(
+            net,
+            dataset,
+            num_classes=len(classes),
+            device=device,
+            progress=not args.quiet,
+            prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
+            panels=args.panels,
+            name=source.name,
+        )
+        del net
+    print(format_table(title, len(dataset), results, markdown=args.format == "markdown", classes=classes), flush=True)
     if measured and args.dataset is None:  # architecture beside Table 1: for the papers' data only
         print()
-        print(backbone_table(measured))
+        print(backbone_table(measured), flush=True)
     if args.json:
-        try:
-            write_json(results, args.json)
-        except OSError as error:
-            print(f"error: cannot write {args.json}: {error.strerror or error}", file=sys.stderr)
-            return 2
-    return 0
+        write_json(results, args.json)
+        cli.wrote(args.json)
 
 
 if __name__ == "__main__":

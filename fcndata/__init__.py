@@ -1,15 +1,20 @@
 """Datasets in their real on-disk formats (VOC, SBD, PASCAL-Context, NYUDv2, SIFT Flow, ADE20K, a folder of
-one's own), the seg11valid split, datasets by name, class names, the synthetic sets."""
+one's own), the seg11valid split, datasets by name, class names, the synthetic sets.
+
+The VOC facts (class names, mean, ignore label, seg11valid size) are defined in
+`prototxt.voc`, which the generated nets need too, and re-exported here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from porting.errors import DatasetError
+from prototxt.voc import CLASS_NAMES, IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, SEG11VALID_COUNT
 
 from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
+from .errors import DatasetError
+from .image import Sample, load_ids, voc_palette
 from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
-from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
 from .nyud import NYUDSegmentation
 from .pascalcontext import PASCALContextSegmentation
 from .sbd import SBDSegmentation
@@ -50,6 +55,7 @@ __all__ = [
     "DatasetSpec",
     "parse_dataset",
     "register_dataset",
+    "CLASS_NAMES",
     "EVAL_SPLITS",
     "Blobs",
     "NYUDSegmentation",
@@ -57,10 +63,12 @@ __all__ = [
     "SIFTFlowSegmentation",
     "blobs_of",
     "net_feed",
+    "DatasetError",
     "IGNORE_LABEL",
     "MEAN_BGR",
     "NUM_CLASSES",
     "SBDSegmentation",
+    "SEG11VALID_COUNT",
     "Sample",
     "VOCSegmentation",
     "VOC_CLASSES",

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from porting.metadata import NetMetadata
+from prototxt.voc import CLASS_NAMES
 
 from .image import MEAN_BGR
 
 #: PASCAL VOC segmentation classes in label order (0 = background), as VOCdevkit names them.
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+VOC_CLASSES = CLASS_NAMES
 
 
 def numbered_classes(num_classes: int) -> tuple[str, ...]:

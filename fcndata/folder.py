@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from porting.errors import DatasetError, FormatError
+from porting.errors import FormatError
+
+from .errors import DatasetError
 from porting.metadata import read_class_names
 
 from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, require_dir

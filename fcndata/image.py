@@ -15,11 +15,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from porting.errors import DatasetError
+from prototxt.voc import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES
 
-MEAN_BGR: tuple[float, float, float] = (104.00699, 116.66877, 122.67892)
-IGNORE_LABEL = 255
-NUM_CLASSES = 21
+from .errors import DatasetError
 
 _ON_ERROR = ("raise", "skip")
 

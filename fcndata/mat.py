@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from porting.errors import DatasetError
+from .errors import DatasetError
 
 
 def load_label_map(path: Path, variable: str, layout: str) -> np.ndarray:

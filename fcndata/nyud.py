@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from porting.errors import DatasetError
 from prototxt.nets import NYUD_CLASSES as NUM_CLASSES
+
+from .errors import DatasetError
 
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map

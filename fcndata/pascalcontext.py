@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from porting.errors import DatasetError
+from .errors import DatasetError
 
 from .image import SegmentationFiles, load_ids, require_dir
 from .mat import load_label_map

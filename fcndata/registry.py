@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from porting.errors import DatasetError
+from .errors import DatasetError
 
 from .ade20k import ADE20K_LAYOUT, ADE20KSegmentation, ade20k_classes
 from .folder import FOLDER_LAYOUT, FolderSegmentation, folder_classes

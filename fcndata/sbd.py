@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from porting.errors import DatasetError
-
+from .downloads import SBD_DOWNLOAD
+from .errors import DatasetError
 from .image import MEAN_BGR, NUM_CLASSES, SegmentationFiles, load_ids, require_dir
 from .splits import sbd_list
 
@@ -17,8 +17,7 @@ SBD_SPLITS = ("train", "val")
 
 SBD_LAYOUT = (
     "Expected <sbd_root>/ = SBD's dataset/ folder with img/<id>.jpg, cls/<id>.mat (MATLAB struct GTcls with "
-    "field Segmentation), train.txt and val.txt. Get SBD from the Berkeley semantic contours page "
-    "(benchmark.tgz, Hariharan et al. 2011; it unpacks to benchmark_RELEASE/dataset)"
+    "field Segmentation), train.txt and val.txt. Get " + SBD_DOWNLOAD
 )
 
 

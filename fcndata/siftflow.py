@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from porting.errors import DatasetError
 from prototxt.nets import SIFTFLOW_HEADS
+
+from .errors import DatasetError
 
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map

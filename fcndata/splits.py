@@ -13,12 +13,12 @@ import random
 from pathlib import Path
 from typing import Iterator
 
-from porting.errors import DatasetError
+from prototxt.voc import SEG11VALID_COUNT
 
+from .errors import DatasetError
 from .image import load_ids
 
 VOC2011_SEGVAL_COUNT = 1111
-SEG11VALID_COUNT = 736
 
 
 def voc_segmentation_list(voc_root: str | Path, year: str, split: str) -> Path:

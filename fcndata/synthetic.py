@@ -29,7 +29,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image, ImageDraw
 
-from .image import IGNORE_LABEL, voc_palette
+from .image import IGNORE_LABEL, NUM_CLASSES, voc_palette
 
 JPEG_QUALITY = 90
 VOID_RADIUS = 1
@@ -60,7 +60,7 @@ def write_synthetic(
     n_val: int = 96,
     size: tuple[int, int] = (64, 96),
     seed: int = 0,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
 ) -> SyntheticPaths:
     """Write the dataset under `root` (VOCdevkit/ and sbd/dataset/) and return its roots.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from porting.errors import DatasetError
+from .errors import DatasetError
 
 from .image import Sample
 

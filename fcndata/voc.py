@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from porting.errors import DatasetError
-
+from .downloads import VOC_DOWNLOAD
+from .errors import DatasetError
 from .image import MEAN_BGR, NUM_CLASSES, SegmentationFiles, load_ids, load_png_label, require_dir
 from .splits import seg11valid_ids, voc_segmentation_list
 
@@ -18,8 +18,7 @@ VOC_YEARS = ("2011", "2012")
 VOC_LAYOUT = (
     "Expected <voc_root>/VOC<year>/ with JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette PNG) and "
     "ImageSets/Segmentation/{train,val,trainval}.txt, where voc_root is the folder holding VOC2011/ and "
-    "VOC2012/ (usually VOCdevkit). Get PASCAL VOC 2011 and 2012 (VOCtrainval_25-May-2011.tar, "
-    "VOCtrainval_11-May-2012.tar) from http://host.robots.ox.ac.uk/pascal/VOC/"
+    "VOC2012/ (usually VOCdevkit). Get " + VOC_DOWNLOAD
 )
 
 

@@ -6,11 +6,9 @@
 """
 
 from porting.caffemodel import iter_caffemodel, read_caffemodel, write_caffemodel
-from porting.checkpoint import load, load_checkpoint, save_checkpoint
+from porting.checkpoint import CheckpointError, load, load_checkpoint, save_checkpoint
 from porting.errors import (
     CaffemodelError,
-    CheckpointError,
-    DatasetError,
     FcnError,
     FormatError,
     PrototxtError,
@@ -26,7 +24,6 @@ __all__ = [
     "CaffeNet",
     "CaffemodelError",
     "CheckpointError",
-    "DatasetError",
     "FcnError",
     "FormatError",
     "LoadReport",

@@ -28,7 +28,7 @@ from porting import wire
 from porting.atomic import atomic_path
 from porting.errors import CaffemodelError
 from porting.proto import caffe_pb2
-from porting.upgrade import V0_TO_V1_TYPE, V1_TO_V2_TYPE, V2_TO_V1_TYPE, upgrade_net
+from porting.upgrade import V0_TO_V1_TYPE, V1_TO_V2_TYPE, downgrade_layer, upgrade_net
 from porting.wire import I32, I64, LEN, VARINT, WireReader
 
 MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
@@ -376,23 +376,8 @@ def _len_field(number: int, length: int) -> bytes:
 
 def _to_v1(layer: caffe_pb2.LayerParameter, has_blobs: bool, path: str) -> caffe_pb2.V1LayerParameter | None:
     """The V1 form of a V2 layer definition, or None for a blob-less layer V1 cannot express."""
-    if layer.type not in V2_TO_V1_TYPE:
-        if has_blobs:
-            raise CaffemodelError(path, f"layer '{layer.name}': type '{layer.type}' has no V1 form; write layout 'v2'")
-        return None
-    out = caffe_pb2.V1LayerParameter(name=layer.name, type=V2_TO_V1_TYPE[layer.type])
-    out.bottom.extend(layer.bottom)
-    out.top.extend(layer.top)
-    out.include.extend(layer.include)
-    out.exclude.extend(layer.exclude)
-    out.loss_weight.extend(layer.loss_weight)
-    for spec_field, v1_field in (("name", "param"), ("share_mode", "blob_share_mode"),
-                                 ("lr_mult", "blobs_lr"), ("decay_mult", "weight_decay")):
-        if any(spec.HasField(spec_field) for spec in layer.param):
-            getattr(out, v1_field).extend(getattr(spec, spec_field) for spec in layer.param)
-    v1_fields = caffe_pb2.V1LayerParameter.DESCRIPTOR.fields_by_name
-    for descriptor, value in layer.ListFields():
-        if descriptor.name.endswith("_param") and descriptor.name in v1_fields:
-            getattr(out, descriptor.name).CopyFrom(value)
-    return out
+    v1 = downgrade_layer(layer)
+    if v1 is None and has_blobs:
+        raise CaffemodelError(path, f"layer '{layer.name}': type '{layer.type}' has no V1 form; write layout 'v2'")
+    return v1
 

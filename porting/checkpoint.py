@@ -21,10 +21,14 @@ import torch
 
 from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
-from porting.errors import CheckpointError, FcnError
+from porting.errors import FcnError
 from porting.metadata import NetMetadata, read_sidecar
 from porting.net import CaffeNet, LoadReport
 from porting.prototxt import parse_prototxt, read_prototxt, to_text
+
+class CheckpointError(FcnError):
+    """A converted checkpoint or training snapshot that cannot be used."""
+
 
 FORMAT = "fcn-faithfully/1"
 #: the first bytes of a zip archive, which `torch.save` writes (prototxt text never starts so)

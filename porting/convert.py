@@ -9,51 +9,46 @@ the `--model` entry, else the defaults for the net's class count (`metadata.defa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
-from porting import models
+from porting import cli, models
 from porting.checkpoint import load_caffe, save_checkpoint
-from porting.errors import FcnError
 from porting.metadata import NetMetadata, complete_metadata, parse_mean, read_class_names
+from porting.progress import progress_bar
 
-BAR_WIDTH = 30
+log = logging.getLogger(__name__)
 
 
-class ProgressBar:
-    """A one-line bar on stderr: weights read so far against the caffemodel's size.
+class ReadProgress:
+    """A bar of the weights read so far against the caffemodel's size (the loader's progress callback).
 
     The size is taken when the first layer arrives, so a missing file is reported by the reader.
     """
 
-    def __init__(self, caffemodel: Path, stream=None) -> None:
+    def __init__(self, caffemodel: Path, enabled: bool = True) -> None:
         self.caffemodel = caffemodel
-        self.total = 1
-        self.stream = stream if stream is not None else sys.stderr
-        self.started = False
+        self.enabled = enabled
+        self.bar = None
 
     def __call__(self, layer: str, done: int) -> None:
-        if not self.started:
-            self.total = max(os.path.getsize(self.caffemodel), 1)
-        self.started = True
-        fraction = min(done / self.total, 1.0)
-        filled = int(fraction * BAR_WIDTH)
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        self.stream.write(f"\r[{bar}] {done / 2**20:7.1f} / {self.total / 2**20:.1f} MB  {layer[:32]:<32}")
-        self.stream.flush()
+        if self.bar is None:
+            self.bar = progress_bar(total=max(os.path.getsize(self.caffemodel), 1), desc="reading", unit="B",
+                                    unit_scale=True, enabled=self.enabled)
+        self.bar.set_postfix_str(layer[:32], refresh=False)
+        self.bar.update(done - self.bar.n)
 
-    def finish(self) -> None:
-        if self.started:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.started = False
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m porting.convert",
-        description="Convert a Caffe net (prototxt + caffemodel) into one self-contained PyTorch checkpoint "
+    parser = cli.make_parser(
+        "porting.convert",
+        "Convert a Caffe net (prototxt + caffemodel) into one self-contained PyTorch checkpoint "
         "that porting.load() reads back without the Caffe files.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -66,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (stored in the checkpoint)")
     parser.add_argument("--mean", type=_mean, help="input mean B,G,R stored in the checkpoint (default: the net's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_quiet(parser)
     return parser
 
 
@@ -80,29 +75,28 @@ def _mean(text: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    bar = None if args.quiet else ProgressBar(args.caffemodel)
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: convert(args))
+
+
+def convert(args: argparse.Namespace) -> None:
+    bar = ReadProgress(args.caffemodel, enabled=not args.quiet)
     try:
         if args.model is not None:
             net, report = models.load_model(args.model, args.caffemodel, args.phase, bar)
         else:
             net, report = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
-        if bar is not None:
-            bar.finish()
-        classes = read_class_names(args.classes_file) if args.classes_file else None
-        complete_metadata(net, NetMetadata(classes, args.mean))
-        save_checkpoint(net, args.out)
-    except (FcnError, OSError) as exc:
-        if bar is not None:
-            bar.finish()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    finally:
+        bar.close()
+    classes = read_class_names(args.classes_file) if args.classes_file else None
+    complete_metadata(net, NetMetadata(classes, args.mean))
+    save_checkpoint(net, args.out)
     if report.missing:
-        print(f"warning: no weights for {', '.join(report.missing)} (given their fillers)", file=sys.stderr)
+        log.warning("no weights for %s (given their fillers)", ", ".join(report.missing))
     if report.ignored:
-        print(f"note: ignored weights of layers the net lacks: {', '.join(report.ignored)}", file=sys.stderr)
+        log.info("ignored weights of layers the net lacks: %s", ", ".join(report.ignored))
     count = sum(p.numel() for p in net.parameters())
-    print(f"wrote {args.out}: {len(report.loaded)} layers with weights, {count:,} parameters", file=sys.stderr)
-    return 0
+    cli.wrote(args.out, f"{len(report.loaded)} layers with weights, {count:,} parameters")
 
 
 if __name__ == "__main__":

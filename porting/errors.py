@@ -1,6 +1,8 @@
 """The project's error family: every expected failure is one of these, with a location.
 
-CLIs catch `FcnError` and print its message; anything else is a bug.
+CLIs catch `FcnError` and print its message; anything else is a bug. Errors of one job
+live with the code that raises them, under `FcnError`: `porting.checkpoint.CheckpointError`,
+`fcndata.DatasetError`.
 """
 
 from __future__ import annotations
@@ -51,11 +53,3 @@ class ShapeMismatchError(FormatError):
 
 class UnsupportedLayerError(FormatError):
     """A layer type this port does not implement."""
-
-
-class CheckpointError(FcnError):
-    """A converted checkpoint or training snapshot that cannot be used."""
-
-
-class DatasetError(FcnError):
-    """Missing or corrupt dataset files; the message names the path and the expected layout."""

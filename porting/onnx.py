@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from porting.errors import FcnError
+from porting import cli
 from porting.layers.base import CaffeLayer
 from porting.layers.normalization import LRN
 from porting.net import CaffeNet, Kernel
@@ -159,10 +159,10 @@ def _load_net(args: argparse.Namespace) -> CaffeNet:
     return porting.load(args.prototxt, args.caffemodel, phase="TEST")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m porting.onnx",
-        description="Export a Caffe net (prototxt + caffemodel, or a converted checkpoint) to ONNX "
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser(
+        "porting.onnx",
+        "Export a Caffe net (prototxt + caffemodel, or a converted checkpoint) to ONNX "
         "with dynamic batch, height and width.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
     parser.add_argument("--argmax", action="store_true", help="add the argmax label map as a second output")
+    cli.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.caffemodel is not None and args.prototxt is None and args.model is None:
         parser.error("--caffemodel goes with --prototxt or --model")
@@ -180,15 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--model needs --caffemodel FILE (the published weights)")
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be >= {MIN_OPSET}")
-    try:
-        net = _load_net(args)
-        export_onnx(net, args.out, opset=args.opset, argmax=args.argmax)
-    except (FcnError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> None:
+    net = _load_net(args)
+    export_onnx(net, args.out, opset=args.opset, argmax=args.argmax)
     names = ", ".join(output_names(net, argmax=args.argmax))
-    print(f"wrote {args.out} (opset {args.opset}; inputs {', '.join(net.inputs)}; outputs {names})")
-    return 0
+    cli.wrote(args.out, f"opset {args.opset}; inputs {', '.join(net.inputs)}; outputs {names}")
 
 
 if __name__ == "__main__":

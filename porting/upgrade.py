@@ -187,6 +187,56 @@ def upgrade_solver(solver: caffe_pb2.SolverParameter, source: str = "<solver>") 
     return out
 
 
+def downgrade_layer(layer: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParameter | None:
+    """The V1 form of a V2 layer (enum type, `blobs_lr`/`weight_decay` from its ParamSpecs), or None when
+    its type has no V1 form; the inverse of Caffe's V1 -> V2 upgrade."""
+    if layer.type not in V2_TO_V1_TYPE:
+        return None
+    out = caffe_pb2.V1LayerParameter(name=layer.name, type=V2_TO_V1_TYPE[layer.type])
+    out.bottom.extend(layer.bottom)
+    out.top.extend(layer.top)
+    out.include.extend(layer.include)
+    out.exclude.extend(layer.exclude)
+    out.loss_weight.extend(layer.loss_weight)
+    for spec_field, v1_field in (("name", "param"), ("share_mode", "blob_share_mode"),
+                                 ("lr_mult", "blobs_lr"), ("decay_mult", "weight_decay")):
+        if any(spec.HasField(spec_field) for spec in layer.param):
+            getattr(out, v1_field).extend(getattr(spec, spec_field) for spec in layer.param)
+    v1_fields = caffe_pb2.V1LayerParameter.DESCRIPTOR.fields_by_name
+    for descriptor, value in layer.ListFields():
+        if descriptor.name.endswith("_param") and descriptor.name in v1_fields:
+            getattr(out, descriptor.name).CopyFrom(value)
+    return out
+
+
+def downgrade_net(net: caffe_pb2.NetParameter, source: str = "<net>") -> caffe_pb2.NetParameter:
+    """A V2 net in the V1 format of the pre-2015 files (`layers { type: CONVOLUTION }`, `input`/`input_dim`).
+
+    Args:
+        net: the V2 net; its Input layers become `input`/`input_dim` fields.
+        source: names the net in errors.
+
+    Returns:
+        The V1 net; `upgrade_net` turns it back into `net`'s layers.
+
+    Raises:
+        PrototxtError: a layer type V1 cannot express.
+    """
+    out = caffe_pb2.NetParameter(name=net.name)
+    for layer in net.layer:
+        if layer.type == "Input":
+            shapes = list(layer.input_param.shape)
+            for index, top in enumerate(layer.top):
+                out.input.append(top)
+                out.input_dim.extend(shapes[0 if len(shapes) == 1 else index].dim)
+            continue
+        v1 = downgrade_layer(layer)
+        if v1 is None:
+            raise PrototxtError(_where(source, layer.name), f"type '{layer.type}' has no V1 form")
+        out.layers.append(v1)
+    return out
+
+
 def v2_type(v1_type: int, where: str) -> str:
     """V2 type string of a V1 enum value; PrototxtError for NONE or an unknown value."""
     try:

@@ -23,6 +23,7 @@ from .fcn import (
     scaled_width,
 )
 from .netspec import NetSpec, layers
+from .voc import NUM_CLASSES
 
 #: (name, num_output, kernel, stride, pad, group, pool and normalize after) per convolution, as in CaffeNet
 CAFFENET_CONVS = (
@@ -48,7 +49,7 @@ def _width(channels: int, width: float) -> int:
 def define(
     split: str,
     *,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     width: float = 1.0,
     in_channels: int = 3,
     normalize_loss: bool = True,

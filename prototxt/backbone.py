@@ -41,6 +41,7 @@ from porting.surgery import TransplantReport, set_bilinear_upsampling, transplan
 from . import fcn
 from .coordmap import ancestors, crop_params, receptive_field
 from .netspec import Layer, NetSpec, from_proto
+from .voc import NUM_CLASSES
 
 SPLITS = fcn.SPLITS
 SCORE, UPSCORE, CROP = "score_fr", "upscore", "score"
@@ -166,7 +167,7 @@ def _head(graph_net: caffe_pb2.NetParameter, data: str, source: str, pad: int | 
 def fcn32s_nets(
     trunk: CastClassifier,
     *,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     normalize_loss: bool = True,
     data_params: Mapping[str, Mapping | None] | None = None,
     splits: Iterable[str] = SPLITS,
@@ -249,7 +250,7 @@ def fully_convolutional(
     net: caffe_pb2.NetParameter,
     blobs: Mapping[str, Sequence[np.ndarray]],
     *,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     drop: Iterable[str] = (),
     pad: int | None = 100,
     normalize_loss: bool = True,

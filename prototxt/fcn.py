@@ -16,7 +16,6 @@ voc-fcn16s files point two levels up (`../../data/...`) while their other nets u
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,17 +24,13 @@ from porting.proto import caffe_pb2
 
 from .coordmap import crop
 from .netspec import NetSpec, Top, layers
+from .vgg16 import FC_WIDTH, VGG16_STAGES, scaled_width, trunk
+from .voc import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES
 
-NETS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
 SPLITS = ("train", "val", "deploy")
 #: the data splits of the other families' files (NYUDv2, SIFT Flow)
 DATA_SPLITS = ("trainval", "test")
 
-#: (num_output, convolutions) per VGG16 stage; stage k ends in pool<k> at stride 2**k.
-VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-FC_WIDTH = 4096
-MEAN_BGR = (104.00699, 116.66877, 122.67892)
-IGNORE_LABEL = 255
 DEPLOY_SIZE = 500
 
 #: Skip layers per net, coarsest first, and the at-once net's fixed skip scalings.
@@ -45,6 +40,7 @@ SKIPS: dict[str, tuple[str, ...]] = {
     "voc-fcn8s": ("pool4", "pool3"),
     "voc-fcn8s-atonce": ("pool4", "pool3"),
 }
+NETS = tuple(SKIPS)
 SKIP_SCALES: dict[str, dict[str, float]] = {"voc-fcn8s-atonce": {"pool4": 0.01, "pool3": 0.0001}}
 
 #: Python data layer (module.Layer) and param dict per split, as in the authors' files.
@@ -59,11 +55,6 @@ _FIXED = [dict(lr_mult=0)]
 _LEARNED_UPSAMPLING = [dict(lr_mult=1)]
 _STRIDE_OF_POOL = {f"pool{k}": 2**k for k in range(1, len(VGG16_STAGES) + 1)}
 _FINAL_STRIDE = 2 ** len(VGG16_STAGES)
-
-
-def scaled_width(channels: int, width: float) -> int:
-    """Backbone channels at a width multiplier: rounded half up, at least 1."""
-    return max(1, math.floor(channels * width + 0.5))
 
 
 def _conv_relu(bottom: Top, channels: int, kernel: int = 3, pad: int = 1) -> tuple[Top, Top]:
@@ -91,7 +82,7 @@ class Head:
     """One scoring head: its classes, the label top it learns from, the suffix of its layer
     names (SIFT Flow's `_sem`, `_geo`) and its loss layer's name."""
 
-    num_classes: int = 21
+    num_classes: int = NUM_CLASSES
     label: str = "label"
     suffix: str = ""
     loss: str = "loss"
@@ -134,15 +125,7 @@ def data_layers(
 
 def _backbone(n: NetSpec, bottom: Top, split: str, width: float, suffix: str = "", first_conv: str = "conv1_1") -> Top:
     """VGG16's convolutions and fc6/fc7 as convolutions; layer names end in `suffix`."""
-    for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
-        for index in range(1, convs + 1):
-            pad = 100 if (stage, index) == (1, 1) else 1
-            conv, relu = _conv_relu(bottom, scaled_width(channels, width), pad=pad)
-            conv_name = first_conv if (stage, index) == (1, 1) else f"conv{stage}_{index}{suffix}"
-            n[conv_name], n[f"relu{stage}_{index}{suffix}"] = conv, relu
-            bottom = relu
-        n[f"pool{stage}{suffix}"] = bottom = layers.Pooling(bottom, pool="MAX", kernel_size=2, stride=2)
-
+    bottom = trunk(n, bottom, width=width, first_pad=100, suffix=suffix, first_conv=first_conv, param=_LEARNED)
     for index, kernel in ((6, 7), (7, 1)):
         conv, relu = _conv_relu(bottom, scaled_width(FC_WIDTH, width), kernel=kernel, pad=0)
         n[f"fc{index}{suffix}"], n[f"relu{index}{suffix}"] = conv, relu
@@ -195,7 +178,7 @@ def define(
     *,
     skips: Sequence[str] = (),
     skip_scales: Mapping[str, float] | None = None,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     width: float = 1.0,
     in_channels: int = 3,
     normalize_loss: bool = False,
@@ -262,7 +245,7 @@ def build(
     net: str,
     split: str,
     *,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     width: float = 1.0,
     in_channels: int = 3,
     normalize_loss: bool = False,

@@ -20,6 +20,7 @@ from porting.proto import caffe_pb2
 
 from . import alexnet, fcn
 from .netspec import NetSpec
+from .voc import SEG11VALID_COUNT
 
 SEED = 1337
 
@@ -36,7 +37,7 @@ class Family:
 
 
 FAMILIES = {
-    "voc": Family("voc", ("train", "val"), 736, dict(fcn.DATA_LAYERS)),
+    "voc": Family("voc", ("train", "val"), SEG11VALID_COUNT, dict(fcn.DATA_LAYERS)),
     "pascalcontext": Family(
         "pascalcontext", ("train", "val"), 5105, dict.fromkeys(("train", "val"), "pascalcontext_layers.PASCALContextSegDataLayer")
     ),

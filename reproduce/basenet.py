@@ -29,16 +29,18 @@ import torch
 import torch.nn.functional as F
 
 import porting
-from porting.prototxt import parse_prototxt
-from prototxt.fcn import FC_WIDTH, VGG16_STAGES, scaled_width
-from fcndata import IGNORE_LABEL, Sample
+from porting.prototxt import parse_prototxt, to_text
+from porting.upgrade import downgrade_net
+from prototxt import vgg16
+from fcndata import IGNORE_LABEL, NUM_CLASSES, Sample
 
-INPUT_SIZE = 224  # VGG16's: five 2x2 pools bring it to the 7x7 map fc6 is built for
+INPUT_SIZE = vgg16.INPUT_SIZE
 PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel
 
 
-def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_layers") -> str:
-    """The classifier as V1 net text (`layers { type: CONVOLUTION }`, `input_dim`), like VGG16's file.
+def base_net_text(num_classes: int, width: float, *, name: str = vgg16.NAME) -> str:
+    """The classifier (`prototxt.vgg16.classifier`) as V1 net text (`layers { type: CONVOLUTION }`,
+    `input_dim`), like VGG16's file.
 
     Channel widths are VGG16's times `width` with the FCN generator's rounding, so the
     transplanted blobs fit the FCN nets built with the same `width`. Weight fillers are
@@ -46,46 +48,13 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
     unit-scale inputs, so conv1_1's are shrunk by the pixel scale (0..255 minus the mean)
     to keep every activation, and the first logits, near 1.
     """
-    lines = [f'name: "{name}"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, INPUT_SIZE, INPUT_SIZE)]
-    msra = 'weight_filler { type: "msra" } bias_filler { type: "constant" value: 0 }'
-    first_std = math.sqrt(2 / (3 * 3 * 3)) / PIXEL_SCALE
-    first = f'weight_filler {{ type: "gaussian" std: {first_std:.6g} }} bias_filler {{ type: "constant" value: 0 }}'
-
-    def layer(body: str) -> None:
-        lines.append("layers {\n  " + body + "\n}")
-
-    bottom = "data"
-    for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
-        for index in range(1, convs + 1):
-            conv = f"conv{stage}_{index}"
-            filler = first if conv == "conv1_1" else msra
-            layer(
-                f'bottom: "{bottom}" top: "{conv}" name: "{conv}" type: CONVOLUTION\n'
-                f"  convolution_param {{ num_output: {scaled_width(channels, width)} pad: 1 kernel_size: 3 {filler} }}"
-            )
-            layer(f'bottom: "{conv}" top: "{conv}" name: "relu{stage}_{index}" type: RELU')
-            bottom = conv
-        pool = f"pool{stage}"
-        layer(
-            f'bottom: "{bottom}" top: "{pool}" name: "{pool}" type: POOLING\n'
-            "  pooling_param { pool: MAX kernel_size: 2 stride: 2 }"
-        )
-        bottom = pool
-    fc_outputs = (("fc6", scaled_width(FC_WIDTH, width)), ("fc7", scaled_width(FC_WIDTH, width)), ("fc8", num_classes))
-    for fc, outputs in fc_outputs:
-        layer(
-            f'bottom: "{bottom}" top: "{fc}" name: "{fc}" type: INNER_PRODUCT\n'
-            f"  inner_product_param {{ num_output: {outputs} {msra} }}"
-        )
-        if fc != "fc8":
-            index = fc[2:]
-            layer(f'bottom: "{fc}" top: "{fc}" name: "relu{index}" type: RELU')
-            layer(
-                f'bottom: "{fc}" top: "{fc}" name: "drop{index}" type: DROPOUT\n'
-                "  dropout_param { dropout_ratio: 0.5 }"
-            )
-        bottom = fc
-    return "\n".join(lines) + "\n"
+    zero = dict(type="constant", value=0)
+    msra = dict(weight_filler=dict(type="msra"), bias_filler=zero)
+    first_std = float(f"{math.sqrt(2 / (3 * 3 * 3)) / PIXEL_SCALE:.6g}")  # the demo's recorded runs used 6 digits
+    first = dict(weight_filler=dict(type="gaussian", std=first_std), bias_filler=zero)
+    net = vgg16.classifier(num_classes, width=width, fillers=msra, first_fillers=first).to_proto()
+    net.name = name
+    return to_text(downgrade_net(net))
 
 
 class CentreSampler:
@@ -134,7 +103,7 @@ def train_base_net(
     samples: Sequence[Sample],
     out: str | Path,
     *,
-    num_classes: int = 21,
+    num_classes: int = NUM_CLASSES,
     width: float = 1 / 8,
     steps: int = 500,
     batch_size: int = 16,

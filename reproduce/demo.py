@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +33,15 @@ from eval import table as eval_table
 from fcndata import SBDSegmentation, VOCSegmentation, parse_dataset, seg11valid_ids
 from fcndata.image import SegmentationFiles
 from fcndata.synthetic import write_synthetic, write_synthetic_ade20k, write_synthetic_folder
+from porting import cli
 from porting.errors import FcnError
+from prototxt.stages import STAGES, pipeline
 from reproduce import stage
 from reproduce.basenet import check_base_net, train_base_net
 
-STAGES = ("fcn32s", "fcn16s", "fcn8s")
+logger = logging.getLogger(__name__)
+#: the staged nets the demo trains and scores, in order
+DEMO_STAGES = pipeline("fcn8s")
 #: the synthetic datasets the demo can write: the papers' VOC + SBD, a `folder:` dataset, an ADE20K release
 DATASETS = ("voc", "folder", "ade20k")
 
@@ -99,8 +105,22 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
                     f"synthetic {spec.kind.name} dataset ({spec.kind.val_split} split)")
 
 
-def run_demo(out: Path, plan: DemoPlan = FULL, log=print, dataset: str = "voc") -> dict:
-    """Run the five steps into `out` on the synthetic `dataset`; returns the contents of out/eval.json."""
+def run_demo(
+    out: Path, plan: DemoPlan = FULL, log: Callable[[str], None] = logger.info, dataset: str = "voc",
+    device: str = "cpu",
+) -> dict:
+    """Run the five steps into `out` on the synthetic `dataset`.
+
+    Args:
+        out: output folder (data, base net, runs, eval.json, segmentations).
+        plan: the sizes of the run.
+        log: where progress lines go.
+        dataset: the synthetic data to write ("voc", "folder" or "ade20k").
+        device: torch device for the stages and scoring.
+
+    Returns:
+        The contents of out/eval.json.
+    """
     out = Path(out)
     started = time.perf_counter()
 
@@ -118,17 +138,17 @@ def run_demo(out: Path, plan: DemoPlan = FULL, log=print, dataset: str = "voc") 
     log(f"demo: base classifier on the held-out images: {check.line()}")
 
     runs = out / "runs"
-    for name in STAGES:
+    for name in DEMO_STAGES:
         options = stage.StageOptions(
-            stage=name, out=runs, preset="demo", width=plan.width, device="cpu", eval_every=plan.eval_every,
+            stage=name, out=runs, preset="demo", width=plan.width, device=device, eval_every=plan.eval_every,
             eval_images=plan.eval_images, max_iter=plan.max_iter, images_per_update=plan.images_per_update,
-            base_weights=base if stage.PREVIOUS[name] is None else None, **data.stage_data,  # type: ignore[arg-type]
+            base_weights=base if STAGES[name].previous is None else None, **data.stage_data,  # type: ignore[arg-type]
         )
         stage.run_stage(options, log=log)
         done(f"{name} trained")
 
     report = out / "eval.json"
-    argv = ["--runs", str(runs), *data.table_args, "--device", "cpu", "--json", str(report), "--no-progress"]
+    argv = ["--runs", str(runs), *data.table_args, "--device", device, "--json", str(report), "--quiet"]
     log(f"demo: python -m eval.table {' '.join(argv)}")
     if eval_table.main(argv) != 0:
         raise FcnError("demo: scoring failed (see the message above)")
@@ -143,10 +163,10 @@ def run_demo(out: Path, plan: DemoPlan = FULL, log=print, dataset: str = "voc") 
     return json.loads(report.read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m reproduce.demo",
-        description="Train FCN-32s -> 16s -> 8s on built-in synthetic data, score them and segment held-out images "
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser(
+        "reproduce.demo",
+        "Train FCN-32s -> 16s -> 8s on built-in synthetic data, score them and segment held-out images "
         "(CPU, ~10 minutes).",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (data, base net, runs, eval.json)")
@@ -154,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=DATASETS, default="voc",
                         help="synthetic data to write and train on: voc (VOC2011 + SBD, the papers'), folder (a "
                              "dataset of one's own, folder:ROOT), ade20k (an ADE20K release, 150 classes)")
+    cli.add_device(parser)
+    cli.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        run_demo(args.out, FAST if args.fast else FULL, dataset=args.dataset)
-    except FcnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    device = cli.resolve_device(parser, args.device)
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: run_demo(args.out, FAST if args.fast else FULL, dataset=args.dataset, device=str(device)))
 
 
 if __name__ == "__main__":

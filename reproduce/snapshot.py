@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from porting.atomic import atomic_path
-from porting.errors import CheckpointError
+from porting.checkpoint import CheckpointError
 from reproduce.solver import CaffeSGD
 
 FORMAT = "fcn-reproduce-snapshot"

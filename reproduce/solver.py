@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
-from porting.errors import CheckpointError, PrototxtError
+from porting.checkpoint import CheckpointError
+from porting.errors import PrototxtError
 from porting.proto import caffe_pb2
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")

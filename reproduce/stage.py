@@ -43,7 +43,9 @@ names and mean (porting.metadata), which `eval.segment --runs` and `eval.table` 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,9 @@ import torch
 
 import porting
 from eval.infer import Head, family_heads, score
+from eval.metrics import METRICS
+from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
+from porting import cli
 from porting.errors import FcnError
 from porting.metadata import NetMetadata, parse_mean, write_sidecar
 from porting.proto import caffe_pb2
@@ -60,6 +65,7 @@ from porting.fully_convolutional import cast_classifier
 from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
+from prototxt.stages import STAGES as VOC_STAGES
 from fcndata import NUM_CLASSES
 from fcndata.registry import DATASETS
 from reproduce import families
@@ -69,11 +75,9 @@ from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
 from reproduce.train import TrainConfig, TrainResult, Trainer
 
-VOC_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
-STAGES = VOC_STAGES + families.STAGES
-#: the stage whose final weights each stage starts from; None: the VGG16 classifier
-PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
-METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+#: what the CLI trains: the VOC recipe's stages (`prototxt.stages`), then the authors' other nets
+TRAINABLE = (*VOC_STAGES, *families.STAGES)
+logger = logging.getLogger(__name__)
 Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
 
 VGG16_HELP = (
@@ -104,7 +108,7 @@ class StageOptions:
     eval_every: int | None = None
     eval_images: int | None = None
     resume: bool = False
-    device: str | None = None
+    device: str = "auto"
     seed: int = 1337
     backbone: str = backbones.GENERATED_BACKBONE
     base_prototxt: Path | None = None
@@ -130,7 +134,7 @@ def net_name(stage: str, backbone: str = backbones.GENERATED_BACKBONE) -> str:
     """The net a stage trains: the authors' directory name (`prototxt.nets.NETS`), or a cast backbone's."""
     if stage in families.STAGES:
         return stage
-    return f"voc-{stage}" if backbone == backbones.GENERATED_BACKBONE else backbones.net_name(backbone)
+    return VOC_STAGES[stage].net if backbone == backbones.GENERATED_BACKBONE else backbones.net_name(backbone)
 
 
 def roots(options: StageOptions) -> dict[str, Path | None]:
@@ -146,7 +150,7 @@ def classifier_help(backbone: str) -> str:
 
 def initial_weights(options: StageOptions) -> Path:
     """The caffemodel a stage starts from, or a clear error saying where to get it."""
-    previous = PREVIOUS[options.stage]
+    previous = VOC_STAGES[options.stage].previous
     if options.from_net is not None:
         if options.base_weights is not None:
             raise FcnError("--from-net and --base-weights both name the initial weights; give one")
@@ -297,10 +301,12 @@ def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device
     return evaluate
 
 
-def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) -> TrainResult:
+def run_stage(
+    options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
+) -> TrainResult:
     """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
     ctx = ctx or init_distributed()
-    device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
+    device = torch.device(options.device) if options.device != "auto" and ctx.world_size == 1 else ctx.device
     recipe = solvers.PRESETS[options.recipe]
     if options.backbone != backbones.GENERATED_BACKBONE and options.stage != "fcn32s":
         raise FcnError(f"--backbone {options.backbone} trains fcn32s only (CVPR 2015 Table 1); the skip stages are VGG16's")
@@ -309,6 +315,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
         raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     recipe = recipe.for_net(name)
     eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
+    directory = options.out / options.run_name
+    directory.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any work
     family = nets.info(name).family.name if name in nets.NETS else "voc"
     if family != "voc":
         if options.dataset is not None or options.from_net is not None:
@@ -332,8 +340,6 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
         if validation is not None and options.eval_images is not None:
             validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
         num_classes = options.classes or NUM_CLASSES
-    directory = options.out / options.run_name
-    directory.mkdir(parents=True, exist_ok=True)
     files = definitions(options, data)
     if ctx.is_main:
         for kind, message in files.items():
@@ -369,26 +375,13 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     if ctx.is_main and data is not None:
         write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
         loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
-        log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
+        log(f"{options.run_name}: {result.iter} updates, loss {loss}")
+        log(f"wrote {result.caffemodel}")
     return result
 
 
 def _quiet(*_: object) -> None:
     pass
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _mean(text: str) -> tuple[float, ...]:
@@ -401,24 +394,19 @@ def _mean(text: str) -> tuple[float, ...]:
     return values
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
-    return value
-
-
-def parse_args(argv: list[str] | None = None) -> StageOptions:
-    parser = argparse.ArgumentParser(
-        prog="python -m reproduce.stage",
-        description="Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid, "
-                    "or on any dataset named by --dataset; or one of the authors' other nets (FCN-AlexNet, "
-                    "PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.make_parser(
+        "reproduce.stage",
+        "Train one FCN stage (32s -> 16s -> 8s, or 8s at once) on SBD train, validating on seg11valid, "
+        "or on any dataset named by --dataset; or one of the authors' other nets (FCN-AlexNet, "
+        "PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
     )
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=TRAINABLE, metavar="STAGE",
+                        help=f"what to train: {', '.join(TRAINABLE)}. fcn16s starts from the trained fcn32s, fcn8s "
+                             "from fcn16s, fcn32s and fcn8s-atonce from the ILSVRC classifier")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)")
-    parser.add_argument("--voc-root", type=Path, help="folder holding VOC2011/ (usually VOCdevkit)")
-    parser.add_argument("--sbd-root", type=Path, help="SBD's dataset/ folder (img/, cls/, train.txt)")
+    parser.add_argument("--voc-root", type=Path, help=VOC_ROOT_HELP)
+    parser.add_argument("--sbd-root", type=Path, help=SBD_ROOT_HELP)
     parser.add_argument("--pascalcontext-root", type=Path,
                         help="PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from "
                              "--voc-root/VOC2010")
@@ -439,10 +427,10 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--base-prototxt", type=Path,
                         help="the classifier's deploy prototxt, for --backbone alexnet, caffenet or googlenet "
                         "(the Caffe Model Zoo's bvlc_* deploy.prototxt)")
-    parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
-    parser.add_argument("--images-per-update", type=_positive_int,
+    parser.add_argument("--max-iter", type=cli.non_negative_int, help="updates to train (default: the preset's)")
+    parser.add_argument("--images-per-update", type=cli.positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")
-    parser.add_argument("--classes", type=_positive_int,
+    parser.add_argument("--classes", type=cli.positive_int,
                         help="number of classes incl. background (default: the dataset's; 21 for VOC)")
     parser.add_argument("--from-net", type=Path,
                         help="start from this trained FCN caffemodel (any class list: matching classes keep their "
@@ -450,30 +438,36 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--from-classes", type=Path,
                         help="class names of --from-net, one per line (default: its sidecar .json, else by its width)")
     parser.add_argument("--mean", type=_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
-    parser.add_argument("--width", type=_positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
+    parser.add_argument("--width", type=cli.positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
-    parser.add_argument("--eval-every", type=_non_negative_int,
+    parser.add_argument("--eval-every", type=cli.non_negative_int,
                         help="validate every N updates (0: never; default: the preset's snapshot interval)")
-    parser.add_argument("--eval-images", type=_positive_int, help="validate on the first N images only")
+    parser.add_argument("--eval-images", type=cli.positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (torchrun: per rank)")
-    parser.add_argument("--seed", type=int, default=1337, help="data order and dropout seed")
-    args = parser.parse_args(argv)
-    return StageOptions(**vars(args))
+    cli.add_device(parser)
+    parser.add_argument("--seed", type=int, default=1337, help="data order and dropout seed (default: 1337)")
+    cli.add_quiet(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[StageOptions, bool]:
+    """The CLI's arguments as `StageOptions`, and whether --quiet was given. Under torchrun, `--device auto`
+    lets each rank take its own GPU."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    quiet = args.pop("quiet")
+    if args["device"] != "auto":
+        args["device"] = str(cli.resolve_device(parser, args["device"]))
+    return StageOptions(**args), quiet
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
+    options, quiet = parse_args(argv)
+    cli.setup_logging(quiet)
     try:
-        if options.device == "cuda" and not torch.cuda.is_available():
-            raise FcnError("--device cuda: no CUDA device is available")
-        run_stage(options)
-    except FcnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.run(lambda: run_stage(options))
     finally:
         shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import porting
-from porting.errors import CheckpointError, FcnError
 from fcndata import net_feed
+from porting.checkpoint import CheckpointError
+from porting.errors import FcnError
 from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
 from reproduce.solver import CaffeSGD, SolverConfig

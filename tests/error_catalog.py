@@ -735,7 +735,7 @@ def render(outcomes: list[Outcome]) -> str:
         "error type and message are what it actually raised (temporary folders read `<tmp>`,",
         "object addresses `0x...`; terminal colour codes are dropped).",
         "Every error is a `porting.errors.FcnError`; the CLIs print the message as",
-        "`error: <message>` and exit with status 2. `tests/test_error_catalog.py` fails when",
+        "`error: <message>` and exit with status 1 (usage errors: 2). `tests/test_error_catalog.py` fails when",
         "this page is stale or when an input escapes the error family.",
         "",
         "| input | error | message |",

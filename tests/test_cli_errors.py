@@ -1,4 +1,4 @@
-"""Every CLI meets bad input with one readable line naming the file and exit status 2.
+"""Every CLI meets bad input with one readable line naming the file and exit status 1.
 
 The CLIs are called through their `main(argv)` in-process (an exception escaping `main`
 is exactly what would print a traceback), and one case per CLI also runs as
@@ -54,7 +54,7 @@ def run_main(module: str, argv: list[str], capfd) -> tuple[int, str]:
 
 def assert_one_line_naming(code: int, err: str, named: Path) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, f"exit status {code}, stderr:\n{err}"
+    assert code == 1, f"exit status {code}, stderr:\n{err}"
     assert "Traceback" not in err
     assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
     assert named.name in lines[0], f"message does not name {named.name}: {lines[0]}"
@@ -88,19 +88,19 @@ CASES = [
      lambda f, o: ["fcn32s", "--out", o, "--sbd-root", f["folder"], "--base-weights", f["missing_weights"],
                    "--eval-every", "0", "--device", "cpu"], "missing_weights"),
     ("eval.table", "missing checkpoint",
-     lambda f, o: ["--split", "voc2012val", "--voc-root", f["voc_root"], "--checkpoint", f["missing"], "--no-progress"],
+     lambda f, o: ["--split", "voc2012val", "--voc-root", f["voc_root"], "--checkpoint", f["missing"], "--quiet"],
      "missing"),
     ("eval.table", "broken prototxt",
      lambda f, o: ["--split", "voc2012val", "--voc-root", f["voc_root"], "--prototxt", f["broken"],
-                   "--caffemodel", f["caffemodel"], "--no-progress"], "broken"),
+                   "--caffemodel", f["caffemodel"], "--quiet"], "broken"),
     ("eval.table", "truncated caffemodel",
      lambda f, o: ["--split", "voc2012val", "--voc-root", f["voc_root"], "--prototxt", f["prototxt"],
-                   "--caffemodel", f["truncated"], "--no-progress"], "truncated"),
+                   "--caffemodel", f["truncated"], "--quiet"], "truncated"),
     ("eval.table", "missing dataset",
      lambda f, o: ["--split", "voc2012val", "--voc-root", f["missing_dir"], "--prototxt", f["prototxt"],
-                   "--caffemodel", f["caffemodel"], "--no-progress"], "missing_dir"),
+                   "--caffemodel", f["caffemodel"], "--quiet"], "missing_dir"),
     ("prototxt.generate", "output path is a file",
-     lambda f, o: ["--out", f["file"], "--num-classes", "5"], "file"),
+     lambda f, o: ["--out", f["file"], "--classes", "5"], "file"),
 ]
 
 
@@ -119,6 +119,6 @@ def test_cli_bad_input(files, tmp_path, capfd, module, case, argv, named):
 def test_cli_process_prints_no_traceback(files, tmp_path, module, argv, named):
     result = subprocess.run([sys.executable, "-m", module, *map(str, argv(files, tmp_path))],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert files[named].name in result.stderr.strip().splitlines()[-1]

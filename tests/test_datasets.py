@@ -14,7 +14,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from porting.errors import DatasetError
+from fcndata import DatasetError
 from fcndata import (
     MEAN_BGR,
     SBDSegmentation,

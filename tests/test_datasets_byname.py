@@ -11,7 +11,7 @@ from PIL import Image
 from fcndata import DATASETS, DatasetKind, parse_dataset, register_dataset
 from fcndata.synthetic import ADE20K_SCENE_VALUES, write_synthetic_ade20k, write_synthetic_folder
 from helpers import MEAN_BGR
-from porting.errors import DatasetError
+from fcndata import DatasetError
 
 NAMES = ("background", "aeroplane", "car", "widget")
 

@@ -17,9 +17,8 @@ import porting
 from porting.proto import caffe_pb2
 from reproduce import demo
 from reproduce.basenet import INPUT_SIZE, CentreSampler
+from eval.metrics import METRICS
 from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
-
-METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from fcndata.pascalcontext import PASCALContextSegmentation
 from fcndata.siftflow import SIFTFlowSegmentation
 from fcndata.synthetic_families import write_nyud, write_pascalcontext, write_siftflow
 from fcndata.tops import net_feed
-from porting.errors import DatasetError
+from fcndata import DatasetError
 
 EXTRA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision-extra" / "data"
 

@@ -107,7 +107,7 @@ def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
     paths = write_synthetic(tmp_path / "data", n_train=3, n_val=3, size=(32, 40))
     report = tmp_path / "scores.json"
     argv = ["--split", "voc2011seg11valid", "--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root),
-            "--model", "voc-fcn8s", "--caffemodel", str(narrow_registry), "--json", str(report), "--no-progress",
+            "--model", "voc-fcn8s", "--caffemodel", str(narrow_registry), "--json", str(report), "--quiet",
             "--device", "cpu"]
     assert table(argv) == 0
     entry = json.loads(report.read_text())["voc-fcn8s"]

@@ -10,7 +10,8 @@ import torch
 
 import porting
 from error_catalog import TINY_NET
-from porting.errors import CheckpointError, FcnError, PrototxtError
+from porting.checkpoint import CheckpointError
+from porting.errors import FcnError, PrototxtError
 
 INPUT_LAYER = 'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }'
 

@@ -127,6 +127,6 @@ def test_cli_reports_a_missing_file_in_one_line(tmp_path):
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr

@@ -71,7 +71,7 @@ def test_four_classes_train_in_stages_and_score_as_recomputed(mine, tmp_path, ca
     capsys.readouterr()
     report, predictions = tmp_path / "eval.json", tmp_path / "pred"
     assert table.main(["--dataset", f"folder:{mine['data']}", "--split", "val", "--runs", str(runs), "--json",
-                       str(report), "--predictions", str(predictions), "--device", "cpu", "--no-progress"]) == 0
+                       str(report), "--predictions", str(predictions), "--device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "nothing published to compare" in out and "CVPR" not in out
     assert "fcn8s per-class IU: background" in out and "widget" in out

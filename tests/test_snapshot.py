@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from porting.errors import CheckpointError
+from porting.checkpoint import CheckpointError
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
 from reproduce.train import Trainer, TrainConfig
 from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for

@@ -41,7 +41,7 @@ def _data(tiny: dict[str, Path]) -> list[str]:
 
 def test_no_dataset_points_to_sources_and_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path))
-    assert code == 2
+    assert code == 1
     assert err.startswith("error: no dataset given") and err.count("\n") == 1
     for hint in ("--sbd-root", "benchmark.tgz", "--voc-root", "VOC2011", "python -m reproduce.demo"):
         assert hint in err
@@ -51,23 +51,23 @@ def test_missing_dataset_folder_names_path_and_layout(tmp_path: Path, capsys: py
     missing = tmp_path / "nowhere"
     code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path), "--sbd-root", str(missing), "--voc-root",
                      str(tiny["voc"]), "--base-weights", str(tiny["base"]))
-    assert code == 2
+    assert code == 1
     assert str(missing) in err and "benchmark.tgz" in err
 
 
 def test_missing_base_weights_says_where_to_get_vgg16(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
     code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path), *_data(tiny))
-    assert code == 2
+    assert code == 1
     assert "--base-weights" in err and "VGG_ILSVRC_16_layers.caffemodel" in err and "Model Zoo" in err
     absent = tmp_path / "vgg16.caffemodel"
     code, err, _ = _run(capsys, "fcn8s-atonce", "--out", str(tmp_path), *_data(tiny), "--base-weights", str(absent))
-    assert code == 2
+    assert code == 1
     assert str(absent) in err and "not found" in err and "VGG16" in err
 
 
 def test_later_stage_needs_the_previous_one(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
     code, err, _ = _run(capsys, "fcn16s", "--out", str(tmp_path), *_data(tiny))
-    assert code == 2
+    assert code == 1
     assert str(tmp_path / "fcn32s" / "final.caffemodel") in err
     assert "python -m reproduce.stage fcn32s" in err
 
@@ -139,6 +139,6 @@ def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytes
               "--device", "cpu", "--images-per-update", "1", "--eval-every", "0",
               "--base-weights", str(tiny["base"])]
     assert _run(capsys, *common, "--max-iter", "1")[0] == 0
-    code, _, out = _run(capsys, *common, "--max-iter", "2", "--resume")
-    assert code == 0 and "fcn32s: 2 updates" in out
+    code, err, _ = _run(capsys, *common, "--max-iter", "2", "--resume")
+    assert code == 0 and "fcn32s: 2 updates" in err
     assert (tmp_path / "fcn32s" / "snapshot_iter_2.pt").is_file()

@@ -65,7 +65,7 @@ def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, backbone: str,
         assert final["fc6"][0].size == start["fc6"][0].size
 
     code = table.main(["--split", "voc2011seg11valid", "--voc-root", str(synthetic.voc_root), "--sbd-root",
-                       str(synthetic.sbd_root), "--runs", str(runs), "--no-progress", "--json",
+                       str(synthetic.sbd_root), "--runs", str(runs), "--quiet", "--json",
                        str(tmp_path / "eval.json"), "--device", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
@@ -92,7 +92,7 @@ def test_vgg16_backbone_is_the_generated_fcn32s(tmp_path: Path, synthetic, capsy
     solver = porting.read_solver(runs / "fcn32s" / "solver.prototxt")
     assert solver.base_lr == pytest.approx(solvers.PRESETS["heavy"].base_lr["voc-fcn32s"])
     assert table.main(["--split", "voc2011seg11valid", "--voc-root", str(synthetic.voc_root), "--sbd-root",
-                       str(synthetic.sbd_root), "--runs", str(runs), "--no-progress", "--device", "cpu"]) == 0
+                       str(synthetic.sbd_root), "--runs", str(runs), "--quiet", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "CVPR15 T1 (FCN-VGG16)" in out
     assert re.search(r"^fcn32s\s+measured\s+16\s+\S+M\s+404\s+32\s", out, re.MULTILINE), out
