@@ -147,3 +147,22 @@ def test_registry_takes_new_kinds(folder, monkeypatch):
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_dataset(kind)
     assert register_dataset is registry.register_dataset
+
+
+def test_bad_layouts_on_the_command_lines_give_one_error_line(folder, tmp_path, capsys):
+    """`eval.table` and `reproduce.stage` with a wrong --dataset: `error: ...` naming the layout, no traceback."""
+    from eval.table import main as table
+    from reproduce.stage import main as stage
+
+    root = _copy_folder(folder, tmp_path / "copy")
+    (root / "classes.txt").unlink()
+    weights = tmp_path / "net.caffemodel"
+    weights.write_bytes(b"")
+    for run in (
+        lambda: table(["--dataset", f"folder:{root}", "--prototxt", str(weights), "--caffemodel", str(weights)]),
+        lambda: stage(["fcn32s", "--dataset", f"folder:{root}", "--base-weights", str(weights), "--out",
+                       str(tmp_path / "runs")]),
+    ):
+        assert run() != 0
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "classes.txt: class list not found" in err and "Traceback" not in err
