@@ -43,7 +43,9 @@ names and mean (porting.metadata), which `eval.segment --runs` and `eval.table` 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,7 @@ STAGES = VOC_STAGES + families.STAGES
 PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+logger = logging.getLogger(__name__)
 
 VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
@@ -98,6 +101,8 @@ class StageOptions:
     preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
     images_per_update: int | None = None
+    display: int | None = None
+    snapshot: int | None = None
     classes: int | None = None  # None: the dataset's class count (21 for VOC)
     width: float = 1.0
     ids: Path | None = None
@@ -203,6 +208,10 @@ def definitions(options: StageOptions, data: StageData | None = None) -> dict[st
         solver.max_iter = options.max_iter
     if options.images_per_update is not None:
         solver.iter_size = options.images_per_update
+    if options.display is not None:
+        solver.display = options.display
+    if options.snapshot is not None:
+        solver.snapshot = options.snapshot
     solver.random_seed = options.seed
     messages["solver"] = solver
     return messages
@@ -297,8 +306,22 @@ def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device
     return evaluate
 
 
-def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) -> TrainResult:
-    """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
+def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
+              ) -> TrainResult:
+    """Train one stage end to end and log where its files are (rank 0).
+
+    Args:
+        options: the stage, data, preset and overrides.
+        ctx: the process group; joined from torchrun's environment when None.
+        log: where progress messages go (rank 0); the module's logger by default.
+
+    Returns:
+        The Trainer's result: updates done, smoothed loss and the paths of the log, plot,
+        last snapshot and final.caffemodel.
+
+    Raises:
+        FcnError: missing data or weights, a preset without this stage, weights that do not fit.
+    """
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
     recipe = solvers.PRESETS[options.recipe]
@@ -308,7 +331,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     if name not in recipe.base_lr:
         raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     recipe = recipe.for_net(name)
-    eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
+    snapshot_every = (recipe.snapshot or 0) if options.snapshot is None else options.snapshot
+    eval_every = snapshot_every if options.eval_every is None else options.eval_every
     family = nets.info(name).family.name if name in nets.NETS else "voc"
     if family != "voc":
         if options.dataset is not None or options.from_net is not None:
@@ -342,7 +366,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     torch.manual_seed(options.seed)
     net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
     if ctx.is_main:
-        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
+        log(f"{options.run_name}: preset {options.recipe}, initial weights from "
+            f"{', '.join(str(path) for path in weights)}")
     if data is None:
         report = families.initialize(net, name, weights)
     else:
@@ -368,9 +393,30 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main and data is not None:
         write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
-        loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
-        log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
+    if ctx.is_main:
+        for line in summary(options.run_name, options.recipe, result):
+            log(line)
     return result
+
+
+def summary(stage: str, preset: str, result: TrainResult) -> list[str]:
+    """Lines saying what a finished stage ran and where its files are.
+
+    Args:
+        stage: the stage's run name, e.g. "fcn32s".
+        preset: the training recipe it ran (`prototxt.solvers.PRESETS`).
+        result: what its Trainer returned.
+
+    Returns:
+        The header line (updates, final smoothed loss) and one line each for log, plot and weights.
+    """
+    loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
+    return [
+        f"{stage}: preset {preset}, {result.iter} updates, loss {loss}",
+        f"  log:     {result.log_jsonl} (and {result.log_csv.name})",
+        f"  plot:    {result.plot}",
+        f"  weights: {result.caffemodel}",
+    ]
 
 
 def _quiet(*_: object) -> None:
@@ -442,6 +488,10 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=_positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")
+    parser.add_argument("--display", type=_non_negative_int,
+                        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)")
+    parser.add_argument("--snapshot", type=_non_negative_int,
+                        help="snapshot every N updates (0: only at the end; default: the preset's)")
     parser.add_argument("--classes", type=_positive_int,
                         help="number of classes incl. background (default: the dataset's; 21 for VOC)")
     parser.add_argument("--from-net", type=Path,
@@ -453,7 +503,7 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--width", type=_positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument("--eval-every", type=_non_negative_int,
-                        help="validate every N updates (0: never; default: the preset's snapshot interval)")
+                        help="validate every N updates (0: never; default: the snapshot interval)")
     parser.add_argument("--eval-images", type=_positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (torchrun: per rank)")
@@ -464,6 +514,7 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if options.device == "cuda" and not torch.cuda.is_available():
             raise FcnError("--device cuda: no CUDA device is available")
