@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -142,6 +143,26 @@ class TrainLog:
                 self._reported.add(key)
                 logger.warning("%s %s failed (%s: %s); training goes on, further failures of it are not reported",
                                action, path, type(error).__name__, error)
+
+
+@contextmanager
+def messages_to_stderr(level: int = logging.INFO) -> Iterator[None]:
+    """Show the `reproduce` package's log messages on stderr as bare lines while a command runs.
+
+    Args:
+        level: the least severe message shown.
+    """
+    package = logging.getLogger("reproduce")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = package.level
+    package.addHandler(handler)
+    package.setLevel(level)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
 
 
 class Progress:

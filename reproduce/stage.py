@@ -67,6 +67,7 @@ from fcndata.registry import DATASETS
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
+from reproduce.monitor import messages_to_stderr
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
 from reproduce.train import TrainConfig, TrainResult, Trainer
@@ -514,11 +515,11 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if options.device == "cuda" and not torch.cuda.is_available():
             raise FcnError("--device cuda: no CUDA device is available")
-        run_stage(options)
+        with messages_to_stderr():
+            run_stage(options)
     except FcnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

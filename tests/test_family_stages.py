@@ -52,7 +52,7 @@ def _run(capsys: pytest.CaptureFixture, runs: Path, net: str, *argv: str) -> str
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert (runs / net / "final.caffemodel").is_file()
-    return captured.out
+    return captured.err  # the stage's messages
 
 
 def _log(runs: Path, net: str) -> list[dict]:
