@@ -16,12 +16,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bench import backbones, forward, metrics, port
+from porting.optional import MissingExtraError, require
 
-FULL = {
+#: import names of the packages the [bench] extra brings (the peers: OpenCV, ONNX Runtime, ONNX export)
+BENCH_MODULES = ("cv2", "onnxruntime", "onnx", "onnxscript")
+
+FULL: dict[str, dict[str, Any]] = {
     "forward": dict(width=1.0, size=500, repeats=5, warmup=1, matmul_n=4096),
     "train": dict(width=1.0, size=500, steps=2),
     "cuda": dict(width=1.0, size=500, repeats=10),
@@ -29,7 +33,7 @@ FULL = {
     "port": dict(),
     "metrics": dict(),
 }
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "forward": dict(width=1 / 16, size=64, repeats=2, warmup=1, matmul_n=256),
     "train": dict(width=1 / 16, size=64, steps=1),
     "cuda": dict(width=1 / 16, size=64, repeats=2),
@@ -51,6 +55,8 @@ def _cpu_name() -> str:
 
 def collect(command: str, quick: bool, compile_module: bool) -> dict:
     """Run every benchmark; the figures as results.json holds them."""
+    from bench import backbones, forward, metrics, port  # here, so that main() can first name a missing [bench] package
+
     settings = QUICK if quick else FULL
     started = time.time()
     results: dict = {
@@ -91,6 +97,8 @@ def _peer_table(block: dict) -> list[str]:
 
 def render(results: dict) -> str:
     """results.json as the markdown table the README quotes."""
+    from bench import backbones  # imports the [bench] peers, as collect() does
+
     cpu = results["fcn8s_forward_cpu"]
     fastest_peer = min(cpu["onnxruntime_ms"], cpu["opencv_ms"])
     verdict = "met" if cpu["ours_ms"] <= fastest_peer else "not met"
@@ -172,6 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", dest="compile_module", action="store_false", help="leave out torch.compile")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="where results.md/json go")
     args = parser.parse_args(argv)
+    try:
+        for module in BENCH_MODULES:
+            require(module, extra="bench", needed_by="python -m bench")
+    except MissingExtraError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     results = collect(command, args.quick, args.compile_module and not args.quick)
     args.out.mkdir(parents=True, exist_ok=True)

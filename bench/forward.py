@@ -16,7 +16,7 @@ import copy
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import cv2
@@ -85,7 +85,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(peers: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def time_interleaved(peers: Mapping[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds of every run per peer; each round runs every peer once."""
     for run in peers.values():
         for _ in range(warmup):
@@ -111,7 +111,7 @@ def _relative(ours: np.ndarray, reference: np.ndarray) -> float:
 
 def _module_peers(net: CaffeNet, x: torch.Tensor, compile_module: bool) -> dict[str, Callable[[], torch.Tensor]]:
     """Our module as eager, channels_last, InferenceNet and (optionally) compiled callables returning the score."""
-    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks memory_format
     x_last = x.contiguous(memory_format=torch.channels_last)
     fast = InferenceNet(net)
     peers = {
@@ -172,7 +172,7 @@ def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5,
         cv_net.setInput(x_numpy)
         return cv_net.forward()
 
-    peers = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
+    peers: dict[str, Callable[[], object]] = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
     peers["onnxruntime"] = lambda: session.run(["score"], {"data": x_numpy})[0]
     peers["opencv"] = opencv
     compile_s = None

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import porting
 from porting import models
@@ -44,7 +45,8 @@ def _completed(load: Callable[[], CaffeNet]) -> Callable[[], CaffeNet]:
 
 def file_net(*paths: Path) -> Callable[[], CaffeNet]:
     """Loader of a checkpoint (one path) or a prototxt + caffemodel pair."""
-    return _completed(lambda: porting.load(*(str(p) for p in paths)))
+    caffemodel = paths[1] if len(paths) > 1 else None
+    return _completed(lambda: porting.load(paths[0], caffemodel))
 
 
 def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
@@ -81,7 +83,7 @@ def stage_net(runs: Path, stage: str | None = None) -> NetSource:
 
 def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     """The net-choosing flags; with `many`, --checkpoint/--prototxt/--caffemodel/--model repeat."""
-    repeat = dict(action="append", default=[]) if many else {}
+    repeat: dict[str, Any] = dict(action="append", default=[]) if many else {}
     again = " (repeatable)" if many else ""
     parser.add_argument("--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
     parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)

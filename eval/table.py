@@ -30,8 +30,14 @@ from pathlib import Path
 
 import torch
 
-from fcndata import VOC_CLASSES, NYUDSegmentation, PASCALContextSegmentation, SIFTFlowSegmentation, dataset_for_split
-from fcndata import load_ids
+from fcndata import (
+    VOC_CLASSES,
+    NYUDSegmentation,
+    PASCALContextSegmentation,
+    SIFTFlowSegmentation,
+    dataset_for_split,
+    load_ids,
+)
 from fcndata.nyud import TOPS as NYUD_TOPS
 from fcndata.registry import DATASETS, parse_dataset
 from porting.atomic import atomic_path
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         heads = family_heads(family) if family else None
         if family is not None:
             check_roots(args.split, args)
-            classes, title = (), args.split
+            classes: tuple[str, ...] = ()
+            title = args.split
         elif args.dataset is not None:
             spec = parse_dataset(args.dataset)
             split = args.split or spec.kind.val_split

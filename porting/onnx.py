@@ -24,7 +24,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +31,7 @@ from porting.errors import FcnError
 from porting.layers.base import CaffeLayer
 from porting.layers.normalization import LRN
 from porting.net import CaffeNet, Kernel
+from porting.optional import require
 
 MIN_OPSET = 18  # the lowest opset torch's exporter writes
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -110,12 +110,17 @@ def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argm
         opset: the ONNX opset, at least `MIN_OPSET`.
         argmax: add the per-pixel label map (argmax over channels of the first output,
             int64 N x H x W) as a second output, so a runtime needs no post-processing.
+
     Raises:
         ValueError: for an opset below `MIN_OPSET`.
+        MissingExtraError: `onnx` or `onnxscript` (torch's exporter needs it) is not installed: the `[onnx]` extra.
         torch.onnx.errors.OnnxExporterError: where torch's exporter cannot express the net.
+        OSError: the file cannot be written.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    onnx = require("onnx", extra="onnx", needed_by="ONNX export")
+    require("onnxscript", extra="onnx", needed_by="ONNX export (torch's exporter)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     examples = _example_inputs(net)

@@ -48,36 +48,37 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import torch
+from torch.utils.data import Dataset
 
 import porting
 from eval.infer import Head, family_heads, score
-from porting.errors import FcnError
-from porting.metadata import NetMetadata, parse_mean, write_sidecar
-from porting.proto import caffe_pb2
-from porting.prototxt import to_text
-from porting.surgery import set_bilinear_upsampling, transplant
-from porting.fully_convolutional import cast_classifier
-from porting.prototxt import read_prototxt
-from prototxt import backbone as backbones
-from prototxt import fcn, nets, solvers
 from fcndata import NUM_CLASSES
 from fcndata.registry import DATASETS
+from porting.errors import FcnError
+from porting.fully_convolutional import cast_classifier
+from porting.metadata import NetMetadata, parse_mean, write_sidecar
+from porting.proto import caffe_pb2
+from porting.prototxt import read_prototxt, to_text
+from porting.surgery import set_bilinear_upsampling, transplant
+from prototxt import backbone as backbones
+from prototxt import fcn, nets, solvers
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
 from reproduce.monitor import messages_to_stderr
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
-from reproduce.train import TrainConfig, TrainResult, Trainer
+from reproduce.train import TrainConfig, Trainer, TrainResult
 
 VOC_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 STAGES = VOC_STAGES + families.STAGES
 #: the stage whose final weights each stage starts from; None: the VGG16 classifier
 PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
-Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+Definition: TypeAlias = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
 logger = logging.getLogger(__name__)
 
 VGG16_HELP = (
@@ -264,7 +265,7 @@ def family_definitions(options: StageOptions) -> dict[str, Definition]:
 
 def stage_data(options: StageOptions, evaluating: bool) -> StageData:
     """The stage's data: `--dataset`, or VOC + SBD from their roots."""
-    common = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
+    common: dict[str, Any] = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
                   eval_images=options.eval_images)
     if options.dataset is None:
         return voc_data(options.voc_root, options.sbd_root, ids=options.ids, **common)
@@ -347,15 +348,18 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
     else:
         weights = [initial_weights(options)]
     data = None
+    dataset: Dataset
+    validation: Dataset | None
     if family == "voc":
         data = stage_data(options, evaluating=eval_every > 0)
         dataset, validation, num_classes = data.train, data.validation, len(data.classes)
     else:
         train_split, test_split = nets.info(name).splits
         dataset = families.dataset(name, train_split, roots(options))
-        validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
-        if validation is not None and options.eval_images is not None:
-            validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
+        test = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
+        if test is not None and options.eval_images is not None:
+            test = families.dataset(name, test_split, roots(options), ids=test.ids[: options.eval_images])
+        validation = test
         num_classes = options.classes or NUM_CLASSES
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import porting
-from porting.errors import CheckpointError, FcnError
 from fcndata import net_feed
+from porting.errors import CheckpointError, FcnError
 from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
 from reproduce.monitor import Progress, TrainLog
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
@@ -54,7 +54,7 @@ class TrainConfig:
     @classmethod
     def from_solver(cls, solver: SolverConfig, out_dir: Path, **overrides: Any) -> TrainConfig:
         """Loop settings as a Caffe solver file gives them (batch 1, so images per update = iter_size)."""
-        fields = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
+        fields: dict[str, Any] = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
                       average_loss=solver.average_loss, snapshot_every=solver.snapshot, out_dir=Path(out_dir))
         if solver.random_seed >= 0:
             fields["seed"] = solver.random_seed
@@ -130,7 +130,7 @@ class Trainer:
         if solver.config.iter_size != config.images_per_update:
             raise FcnError(f"solver iter_size {solver.config.iter_size} differs from images_per_update "
                            f"{config.images_per_update}; with batch 1 they must agree")
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:
             raise FcnError("the training dataset is empty")
         self.net = net
         self.solver = solver
@@ -143,7 +143,7 @@ class Trainer:
         if config.images_per_update % self.ctx.world_size:
             raise FcnError(f"images_per_update {config.images_per_update} is not divisible by "
                            f"{self.ctx.world_size} processes")
-        self.loss_weights = dict(net.loss_weights)
+        self.loss_weights: dict[str, float] = dict(cast(Mapping[str, float], net.loss_weights))
         #: the net's input blobs, fed with an example's tops in order (data and label for VOC)
         self.inputs = list(getattr(net, "inputs", ("data", "label")))
         if not self.loss_weights:
@@ -189,10 +189,11 @@ class Trainer:
     def _reduce_and_scale(self, loss_sum: torch.Tensor) -> float:
         """Sum gradients and loss over processes, then scale once, as Caffe's Normalize does."""
         parameters = self.solver.parameters
+        grads = []
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-        grads = [parameter.grad for parameter in parameters]
+            grads.append(parameter.grad)
         all_reduce_sum([*grads, loss_sum.reshape(1)])
         scale = 1.0 / self.config.images_per_update
         for grad in grads:
@@ -211,7 +212,7 @@ class Trainer:
         if self.ctx.is_main:
             self.log.restart(self.solver.iter)
         start = self.solver.iter
-        sampler = _RankSampler(ImageOrder(config.seed, len(self.dataset)), start, max(start, config.max_iter),
+        sampler = _RankSampler(ImageOrder(config.seed, len(cast(Sized, self.dataset))), start, max(start, config.max_iter),
                                config.images_per_update, self.ctx)
         loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=config.num_workers,
                             pin_memory=self.ctx.device.type == "cuda")

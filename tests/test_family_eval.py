@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from helpers import randomize
 
 import porting
 from eval import table
@@ -20,7 +21,6 @@ from eval.published import PUBLISHED
 from fcndata.image import load_ids
 from fcndata.siftflow import SUBFOLDER
 from fcndata.synthetic_families import write_nyud, write_pascalcontext, write_siftflow
-from helpers import randomize
 from prototxt import nets
 
 WIDTH = 1 / 16

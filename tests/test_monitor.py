@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
 
 from reproduce import monitor
 from reproduce.monitor import PLOT_DPI, PLOT_SIZE_INCHES, plot_curves
-from reproduce.train import Trainer, TrainConfig
-from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
+from reproduce.train import TrainConfig, Trainer
 
 PLOT_PIXELS = (round(PLOT_SIZE_INCHES[0] * PLOT_DPI), round(PLOT_SIZE_INCHES[1] * PLOT_DPI))
 LOSS_RGB = (31, 119, 180)  # matplotlib's tab:blue

@@ -60,12 +60,12 @@ def check_parity(net: CaffeNet, path: Path, provider: str, sizes, seed: int = 0)
 
 
 @pytest.fixture(scope="module")
-def reduced(tmp_path_factory) -> dict[str, tuple[CaffeNet, Path]]:
+def reduced(tmp_path_factory, reference) -> dict[str, tuple[CaffeNet, Path]]:
     """Every VOC net at 1/16 width, exported once with the argmax output."""
     directory = tmp_path_factory.mktemp("onnx")
     exported = {}
     for seed, name in enumerate(VOC_NETS):
-        net = randomize(CaffeNet(deploy_net(name, width_divisor=16)), seed=seed)
+        net = randomize(CaffeNet(deploy_net(reference, name, width_divisor=16)), seed=seed)
         path = directory / f"{name}.onnx"
         export_onnx(net, path, argmax=True)
         exported[name] = net, path
@@ -93,8 +93,8 @@ def test_graph_is_valid_with_dynamic_batch_height_width(reduced):
     assert {"Shape", "Slice"} <= {node.op_type for node in model.graph.node}, "Crop must follow the input size"
 
 
-def test_full_width_fcn8s_matches_pytorch(tmp_path):
-    net = randomize(CaffeNet(deploy_net("voc-fcn8s")), seed=7)
+def test_full_width_fcn8s_matches_pytorch(tmp_path, reference):
+    net = randomize(CaffeNet(deploy_net(reference, "voc-fcn8s")), seed=7)
     path = tmp_path / "fcn8s.onnx"
     export_onnx(net, path)
     for provider in providers():

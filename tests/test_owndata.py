@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomize
 from PIL import Image
 
 import porting
@@ -16,7 +17,6 @@ from eval import table
 from eval.segment import main as segment
 from fcndata import parse_dataset
 from fcndata.synthetic import write_synthetic_folder
-from helpers import randomize
 from prototxt import fcn
 from reproduce import stage
 from reproduce.basenet import train_base_net

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import porting
+from fcndata import SBDSegmentation
+from fcndata.synthetic import write_synthetic
 from porting.surgery import bilinear_kernel
 from reproduce import stage
 from reproduce.basenet import train_base_net
-from fcndata import SBDSegmentation
-from fcndata.synthetic import write_synthetic
 
 WIDTH = 1 / 32
 

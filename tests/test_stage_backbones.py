@@ -10,16 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import randomize
+from test_fully_convolutional import CAFFE_MODELS, CLASSIFIERS
 
 import porting
 from eval import table
 from fcndata.synthetic import write_synthetic
-from helpers import randomize
-from porting import CaffeNet, read_prototxt, to_text, write_caffemodel
+from porting import CaffeNet, read_prototxt, write_caffemodel
 from prototxt import solvers
 from prototxt.backbone import BACKBONES, narrow
 from reproduce import stage
-from test_fully_convolutional import CAFFE_MODELS, CLASSIFIERS
 
 WIDTH = {"alexnet": 1 / 16, "caffenet": 1 / 16, "googlenet": 1 / 8}
 

@@ -24,7 +24,7 @@ import porting
 from fcndata.image import Sample
 from reproduce.distributed import DistContext
 from reproduce.solver import CaffeSGD, SolverConfig
-from reproduce.train import ImageOrder, Trainer, TrainConfig, _RankSampler
+from reproduce.train import ImageOrder, TrainConfig, Trainer, _RankSampler
 
 ParamInfo = namedtuple("ParamInfo", "layer index parameter lr_mult decay_mult")
 

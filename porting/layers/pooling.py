@@ -73,10 +73,8 @@ class Pooling(CaffeLayer):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.global_pooling:
             return 1, 1
-        return tuple(
-            caffe_pooled_size(n, k, s, p, self.ceil_mode)
-            for n, k, s, p in zip((height, width), self.kernel, self.stride, self.pad)
-        )
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        return caffe_pooled_size(height, kh, sh, ph, self.ceil_mode), caffe_pooled_size(width, kw, sw, pw, self.ceil_mode)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4:
