@@ -67,13 +67,13 @@ def narrow_registry(tmp_path, monkeypatch) -> Path:
     return caffemodel
 
 
-def test_missing_weights_name_the_url_and_the_file(tmp_path, narrow_registry, capsys):
+def test_missing_weights_name_the_url_and_the_file(tmp_path, narrow_registry, reference_dir, capsys):
     from porting.convert import main as convert
 
     missing = tmp_path / "absent.caffemodel"
     assert convert(["--model", "voc-fcn8s", "--caffemodel", str(missing), "--out", str(tmp_path / "m.pt")]) != 0
     err = capsys.readouterr().err
-    assert str(missing) in err and authors_url("voc-fcn8s") in err and "fcn8s-heavy-pascal.caffemodel" in err
+    assert str(missing) in err and authors_url(reference_dir, "voc-fcn8s") in err and "fcn8s-heavy-pascal.caffemodel" in err
 
 
 def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry, reference):
