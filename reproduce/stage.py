@@ -79,7 +79,7 @@ STAGES = VOC_STAGES + families.STAGES
 PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 Definition: TypeAlias = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("reproduce.stage")  # not __name__: that is "__main__" under python -m
 
 VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
