@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fcndata import IGNORE_LABEL
-
 #: The paper's four metrics, in its tables' order, as `Metrics` fields and JSON keys.
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 #: Their column headers in printed tables.

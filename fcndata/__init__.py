@@ -14,9 +14,9 @@ from prototxt.voc import CLASS_NAMES, IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, SEG11
 from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
 from .errors import DatasetError
 from .image import Sample, load_ids, voc_palette
-from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
 from .nyud import NYUDSegmentation
 from .pascalcontext import PASCALContextSegmentation
+from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
 from .sbd import SBDSegmentation
 from .siftflow import SIFTFlowSegmentation
 from .splits import sample_order, seg11valid_ids

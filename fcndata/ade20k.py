@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-
 from .folder import image_ids, load_index_png
 from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, require_dir
 

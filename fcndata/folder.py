@@ -17,10 +17,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from porting.errors import FormatError
-
-from .errors import DatasetError
 from porting.metadata import read_class_names
 
+from .errors import DatasetError
 from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, require_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from prototxt.voc import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES
+from prototxt.voc import IGNORE_LABEL, MEAN_BGR
 
 from .errors import DatasetError
 

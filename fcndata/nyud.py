@@ -24,7 +24,6 @@ from PIL import Image, UnidentifiedImageError
 from prototxt.nets import NYUD_CLASSES as NUM_CLASSES
 
 from .errors import DatasetError
-
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
 from .tops import TopsDataset, bgr_minus_mean, check_values

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
-
 from .image import SegmentationFiles, load_ids, require_dir
 from .mat import load_label_map
 from .tops import bgr_minus_mean

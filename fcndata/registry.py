@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatasetError
-
 from .ade20k import ADE20K_LAYOUT, ADE20KSegmentation, ade20k_classes
+from .errors import DatasetError
 from .folder import FOLDER_LAYOUT, FolderSegmentation, folder_classes
 from .image import MEAN_BGR, SegmentationFiles
 

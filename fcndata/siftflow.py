@@ -21,7 +21,6 @@ import numpy as np
 from prototxt.nets import SIFTFLOW_HEADS
 
 from .errors import DatasetError
-
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
 from .tops import TopsDataset, bgr_minus_mean, check_values

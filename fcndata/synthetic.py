@@ -29,7 +29,9 @@ import scipy.io
 import scipy.sparse
 from PIL import Image, ImageDraw
 
-from .image import IGNORE_LABEL, NUM_CLASSES, voc_palette
+from prototxt.voc import NUM_CLASSES
+
+from .image import IGNORE_LABEL, voc_palette
 
 JPEG_QUALITY = 90
 VOID_RADIUS = 1

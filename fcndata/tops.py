@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
-
 from .image import Sample
 
 

@@ -14,9 +14,12 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from porting import cli, models
 from porting.checkpoint import load_caffe, save_checkpoint
 from porting.metadata import NetMetadata, complete_metadata, parse_mean, read_class_names
+from porting.net import LoadReport
 from porting.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -31,14 +34,15 @@ class ReadProgress:
     def __init__(self, caffemodel: Path, enabled: bool = True) -> None:
         self.caffemodel = caffemodel
         self.enabled = enabled
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def __call__(self, layer: str, done: int) -> None:
         if self.bar is None:
             self.bar = progress_bar(total=max(os.path.getsize(self.caffemodel), 1), desc="reading", unit="B",
                                     unit_scale=True, enabled=self.enabled)
-        self.bar.set_postfix_str(layer[:32], refresh=False)
-        self.bar.update(done - self.bar.n)
+        bar = self.bar
+        bar.set_postfix_str(layer[:32], refresh=False)
+        bar.update(done - bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -72,7 +76,6 @@ def _mean(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def convert(args: argparse.Namespace) -> None:
     bar = ReadProgress(args.caffemodel, enabled=not args.quiet)
+    report: LoadReport | None
     try:
         if args.model is not None:
             net, report = models.load_model(args.model, args.caffemodel, args.phase, bar)
@@ -91,6 +95,7 @@ def convert(args: argparse.Namespace) -> None:
     classes = read_class_names(args.classes_file) if args.classes_file else None
     complete_metadata(net, NetMetadata(classes, args.mean))
     save_checkpoint(net, args.out)
+    assert report is not None  # load_caffe reports whenever a caffemodel is given
     if report.missing:
         log.warning("no weights for %s (given their fillers)", ", ".join(report.missing))
     if report.ignored:

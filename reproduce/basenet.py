@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 import porting
+from fcndata import IGNORE_LABEL, NUM_CLASSES, Sample
 from porting.prototxt import parse_prototxt, to_text
 from porting.upgrade import downgrade_net
 from prototxt import vgg16
-from fcndata import IGNORE_LABEL, NUM_CLASSES, Sample
 
 INPUT_SIZE = vgg16.INPUT_SIZE
 PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel

@@ -48,37 +48,38 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import torch
+from torch.utils.data import Dataset
 
 import porting
 from eval.infer import Head, family_heads, score
 from eval.metrics import METRICS
+from fcndata import NUM_CLASSES
 from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
+from fcndata.registry import DATASETS
 from porting import cli
 from porting.errors import FcnError
+from porting.fully_convolutional import cast_classifier
 from porting.metadata import NetMetadata, parse_mean, write_sidecar
 from porting.proto import caffe_pb2
-from porting.prototxt import to_text
+from porting.prototxt import read_prototxt, to_text
 from porting.surgery import set_bilinear_upsampling, transplant
-from porting.fully_convolutional import cast_classifier
-from porting.prototxt import read_prototxt
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
 from prototxt.stages import STAGES as VOC_STAGES
-from fcndata import NUM_CLASSES
-from fcndata.registry import DATASETS
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
-from reproduce.train import TrainConfig, TrainResult, Trainer
+from reproduce.train import TrainConfig, Trainer, TrainResult
 
 #: what the CLI trains: the VOC recipe's stages (`prototxt.stages`), then the authors' other nets
 TRAINABLE = (*VOC_STAGES, *families.STAGES)
-logger = logging.getLogger(__name__)
-Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+Definition: TypeAlias = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+logger = logging.getLogger("reproduce.stage")  # not __name__: that is "__main__" under python -m
 
 VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
@@ -102,6 +103,8 @@ class StageOptions:
     preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
     images_per_update: int | None = None
+    display: int | None = None
+    snapshot: int | None = None
     classes: int | None = None  # None: the dataset's class count (21 for VOC)
     width: float = 1.0
     ids: Path | None = None
@@ -207,6 +210,10 @@ def definitions(options: StageOptions, data: StageData | None = None) -> dict[st
         solver.max_iter = options.max_iter
     if options.images_per_update is not None:
         solver.iter_size = options.images_per_update
+    if options.display is not None:
+        solver.display = options.display
+    if options.snapshot is not None:
+        solver.snapshot = options.snapshot
     solver.random_seed = options.seed
     messages["solver"] = solver
     return messages
@@ -258,7 +265,7 @@ def family_definitions(options: StageOptions) -> dict[str, Definition]:
 
 def stage_data(options: StageOptions, evaluating: bool) -> StageData:
     """The stage's data: `--dataset`, or VOC + SBD from their roots."""
-    common = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
+    common: dict[str, Any] = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
                   eval_images=options.eval_images)
     if options.dataset is None:
         return voc_data(options.voc_root, options.sbd_root, ids=options.ids, **common)
@@ -301,10 +308,22 @@ def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device
     return evaluate
 
 
-def run_stage(
-    options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
-) -> TrainResult:
-    """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
+def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
+              ) -> TrainResult:
+    """Train one stage end to end and log where its files are (rank 0).
+
+    Args:
+        options: the stage, data, preset and overrides.
+        ctx: the process group; joined from torchrun's environment when None.
+        log: where progress messages go (rank 0); the module's logger by default.
+
+    Returns:
+        The Trainer's result: updates done, smoothed loss and the paths of the log, plot,
+        last snapshot and final.caffemodel.
+
+    Raises:
+        FcnError: missing data or weights, a preset without this stage, weights that do not fit.
+    """
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device != "auto" and ctx.world_size == 1 else ctx.device
     recipe = solvers.PRESETS[options.recipe]
@@ -314,7 +333,8 @@ def run_stage(
     if name not in recipe.base_lr:
         raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     recipe = recipe.for_net(name)
-    eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
+    snapshot_every = (recipe.snapshot or 0) if options.snapshot is None else options.snapshot
+    eval_every = snapshot_every if options.eval_every is None else options.eval_every
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before any work
     family = nets.info(name).family.name if name in nets.NETS else "voc"
@@ -330,15 +350,18 @@ def run_stage(
     else:
         weights = [initial_weights(options)]
     data = None
+    dataset: Dataset
+    validation: Dataset | None
     if family == "voc":
         data = stage_data(options, evaluating=eval_every > 0)
         dataset, validation, num_classes = data.train, data.validation, len(data.classes)
     else:
         train_split, test_split = nets.info(name).splits
         dataset = families.dataset(name, train_split, roots(options))
-        validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
-        if validation is not None and options.eval_images is not None:
-            validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
+        test = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
+        if test is not None and options.eval_images is not None:
+            test = families.dataset(name, test_split, roots(options), ids=test.ids[: options.eval_images])
+        validation = test
         num_classes = options.classes or NUM_CLASSES
     files = definitions(options, data)
     if ctx.is_main:
@@ -348,7 +371,8 @@ def run_stage(
     torch.manual_seed(options.seed)
     net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
     if ctx.is_main:
-        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
+        log(f"{options.run_name}: preset {options.recipe}, initial weights from "
+            f"{', '.join(str(path) for path in weights)}")
     if data is None:
         report = families.initialize(net, name, weights)
     else:
@@ -374,10 +398,30 @@ def run_stage(
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main and data is not None:
         write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
-        loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
-        log(f"{options.run_name}: {result.iter} updates, loss {loss}")
-        log(f"wrote {result.caffemodel}")
+    if ctx.is_main:
+        for line in summary(options.run_name, options.recipe, result):
+            log(line)
     return result
+
+
+def summary(stage: str, preset: str, result: TrainResult) -> list[str]:
+    """Lines saying what a finished stage ran and where its files are.
+
+    Args:
+        stage: the stage's run name, e.g. "fcn32s".
+        preset: the training recipe it ran (`prototxt.solvers.PRESETS`).
+        result: what its Trainer returned.
+
+    Returns:
+        The header line (updates, final smoothed loss) and one line each for log, plot and weights.
+    """
+    loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
+    return [
+        f"{stage}: preset {preset}, {result.iter} updates, loss {loss}",
+        f"  log:     {result.log_jsonl} (and {result.log_csv.name})",
+        f"  plot:    {result.plot}",
+        f"  weights: {result.caffemodel}",
+    ]
 
 
 def _quiet(*_: object) -> None:
@@ -430,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-iter", type=cli.non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=cli.positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")
+    parser.add_argument("--display", type=cli.non_negative_int,
+                        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)")
+    parser.add_argument("--snapshot", type=cli.non_negative_int,
+                        help="snapshot every N updates (0: only at the end; default: the preset's)")
     parser.add_argument("--classes", type=cli.positive_int,
                         help="number of classes incl. background (default: the dataset's; 21 for VOC)")
     parser.add_argument("--from-net", type=Path,
@@ -441,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=cli.positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument("--eval-every", type=cli.non_negative_int,
-                        help="validate every N updates (0: never; default: the preset's snapshot interval)")
+                        help="validate every N updates (0: never; default: the snapshot interval)")
     parser.add_argument("--eval-images", type=cli.positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
     cli.add_device(parser)

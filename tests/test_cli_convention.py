@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from error_catalog import jpeg, tiny_files, voc_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import porting
+from eval.metrics import METRICS
+from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
 from porting.proto import caffe_pb2
 from reproduce import demo
 from reproduce.basenet import INPUT_SIZE, CentreSampler
-from eval.metrics import METRICS
-from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from error_catalog import TINY_NET
 
 import porting
-from error_catalog import TINY_NET
 from porting.checkpoint import CheckpointError
 from porting.errors import FcnError, PrototxtError
 

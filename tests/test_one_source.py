@@ -91,7 +91,7 @@ def test_class_names_follow_the_authors_list(reference):
     """classes.txt: one name per line, the line's index is the label value; a blank line ends the list."""
     lines = (reference / "data" / "pascal" / "classes.txt").read_text().splitlines()
     names = tuple(lines[: lines.index("")] if "" in lines else lines)
-    assert CLASS_NAMES == tuple(name.strip() for name in names)
+    assert tuple(name.strip() for name in names) == CLASS_NAMES
     assert NUM_CLASSES == len(CLASS_NAMES) == 21
 
 

@@ -42,9 +42,9 @@ def test_v1_text_upgrades_back_to_the_definition():
     v1 = downgrade_net(net)
     assert not v1.layer and len(v1.layers) == len(net.layer) - 1 and list(v1.input_dim) == [1, 3, 224, 224]
     back = upgrade_net(v1)
-    assert [(l.name, l.type, list(l.bottom), list(l.top)) for l in back.layer[1:]] == \
-        [(l.name, l.type, list(l.bottom), list(l.top)) for l in net.layer[1:]]
-    assert [l.convolution_param for l in back.layer[1:]] == [l.convolution_param for l in net.layer[1:]]
+    assert [(layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in back.layer[1:]] == \
+        [(layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in net.layer[1:]]
+    assert [layer.convolution_param for layer in back.layer[1:]] == [layer.convolution_param for layer in net.layer[1:]]
 
 
 def test_demo_base_net_is_the_v1_classifier():

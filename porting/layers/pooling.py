@@ -57,17 +57,14 @@ class Pooling(CaffeLayer):
         window = read_window(param, self.location)
         self.pad, self.stride = window.pad, window.stride
         self.kernel = window.kernel or (0, 0)
-        if not self.global_pooling:
-            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
-                raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
+        if not self.global_pooling and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
+            raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.global_pooling:
             return 1, 1
-        return tuple(
-            caffe_pooled_size(n, k, s, p, self.ceil_mode)
-            for n, k, s, p in zip((height, width), self.kernel, self.stride, self.pad)
-        )
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        return caffe_pooled_size(height, kh, sh, ph, self.ceil_mode), caffe_pooled_size(width, kw, sw, pw, self.ceil_mode)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4:
