@@ -15,22 +15,26 @@ Unreadable images are reported and skipped; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from fcndata.image import MEAN_BGR, load_rgb, to_input
+from porting import cli
 from porting.errors import FcnError, FormatError
 from porting.metadata import SCORE_BLOB, NetMetadata, complete_metadata, parse_mean, read_class_names
 from porting.net import CaffeNet
+from porting.progress import progress_bar
 
 from .infer import net_device
-from .nets import STAGES, add_net_arguments, single_net
+from .nets import STAGES, NetSource, add_net_arguments, single_net
 from .visualize import overlay, save_label_png
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 PRECISIONS = ("fp32",)
@@ -91,20 +95,10 @@ def write_outputs(
         np.savez_compressed(out / f"{stem}.npz", probabilities=probabilities, classes=np.array(classes))
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; anything else as torch spells it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FcnError(f"--device {name}: no CUDA device is available (use --device cpu or auto)")
-    return device
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m eval.segment",
-        description="Segment images with a trained FCN: label PNGs (class indices), overlays with a legend, "
+    parser = cli.make_parser(
+        "eval.segment",
+        "Segment images with a trained FCN: label PNGs (class indices), overlays with a legend, "
         "optionally softmax scores.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
@@ -115,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (default: the net's)")
     parser.add_argument("--mean", help="input mean B,G,R (default: the net's, else the VGG16 mean)")
     parser.add_argument("--scores", action="store_true", help="also write <stem>.npz with the softmax probabilities")
-    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
+    cli.add_device(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="arithmetic of the forward pass")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_quiet(parser)
     return parser
 
 
@@ -128,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         mean = parse_mean(args.mean) if args.mean is not None else None
     except ValueError as error:
         parser.error(f"--mean: {error}")
+    device = cli.resolve_device(parser, args.device)
     source = single_net(args, parser, args.stage)
     images = expand_inputs(args.inputs)
     stems = [path.stem for path in images]
@@ -136,32 +131,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"two inputs share the name {clash[0]!r}; their outputs would overwrite each other")
     if not images:
         parser.error("no image found in the given folders (suffixes: " + ", ".join(IMAGE_SUFFIXES) + ")")
-    try:
-        device = resolve_device(args.device)
-        classes = read_class_names(args.classes_file) if args.classes_file else None
-        net = source.load()
-        names = complete_metadata(net, NetMetadata(classes, mean)).classes or ()
-        net.to(device)
-        args.out.mkdir(parents=True, exist_ok=True)
-    except (FcnError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: segment_images(args, source, images, mean, device))
+
+
+def segment_images(args: argparse.Namespace, source: NetSource, images: list[Path], mean: tuple[float, ...] | None,
+            device: torch.device) -> int:
+    """Segment every image into `args.out`; an image that cannot be read is skipped. Returns the exit status."""
+    classes = read_class_names(args.classes_file) if args.classes_file else None
+    net = source.load()
+    names = complete_metadata(net, NetMetadata(classes, mean)).classes or ()
+    net.to(device)
+    args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for path in tqdm(images, desc="segment", unit="img", disable=args.quiet):
+    for path in progress_bar(images, desc="segment", unit="img", enabled=not args.quiet):
         try:
             image = load_rgb(path)
             scores = score_map(net, image)
             write_outputs(args.out, path.stem, image, scores, names, args.scores)
         except FcnError as error:
             failed += 1
-            tqdm.write(f"skipped: {error}", file=sys.stderr)
-        except OSError as error:
-            print(f"error: cannot write under {args.out}: {error.strerror or error}", file=sys.stderr)
-            return 1
+            logger.warning("skipped: %s", error)
     done = len(images) - failed
-    print(f"wrote {done} segmentation(s) to {args.out}" + (f"; {failed} image(s) skipped" if failed else ""),
-          file=sys.stderr)
-    return 1 if failed else 0
+    cli.wrote(args.out, f"{done} segmentation(s)" + (f"; {failed} image(s) skipped" if failed else ""))
+    return cli.EXIT_ERROR if failed else cli.EXIT_OK
 
 
 if __name__ == "__main__":

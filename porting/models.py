@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from porting import cli
 from porting.checkpoint import Progress, load_caffe
 from porting.errors import FcnError
 from porting.metadata import NetMetadata
@@ -165,20 +166,21 @@ def describe(model: PublishedModel) -> str:
     ])  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m porting.models",
-        description="List the authors' published FCN models: deploy net, weights URL, input, classes, scores.",
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of `python -m porting.models`."""
+    parser = cli.make_parser(
+        "porting.models", "List the authors' published FCN models: deploy net, weights URL, input, classes, scores."
     )
     parser.add_argument("name", nargs="*", help="models to describe (default: all)")
-    args = parser.parse_args(argv)
-    try:
-        models = [get(name) for name in args.name] or list(MODELS.values())
-        print("\n\n".join(describe(model) for model in models))
-    except FcnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    cli.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: print("\n\n".join(describe(model) for model in [get(name) for name in args.name]
+                                                or MODELS.values())))
 
 
 if __name__ == "__main__":

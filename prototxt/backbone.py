@@ -19,6 +19,7 @@ learned parameters, receptive field and stride of the score layer.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from porting import cli
 from porting.atomic import atomic_path
 from porting.caffemodel import read_caffemodel, write_caffemodel
-from porting.errors import FcnError, FormatError, PrototxtError
+from porting.errors import FormatError, PrototxtError
 from porting.fully_convolutional import CastClassifier, cast_classifier
 from porting.net import CaffeNet
 from porting.proto import caffe_pb2
@@ -42,6 +44,8 @@ from . import fcn
 from .coordmap import ancestors, crop_params, receptive_field
 from .netspec import Layer, NetSpec, from_proto
 from .voc import NUM_CLASSES
+
+logger = logging.getLogger(__name__)
 
 SPLITS = fcn.SPLITS
 SCORE, UPSCORE, CROP = "score_fr", "upscore", "score"
@@ -344,62 +348,52 @@ def write(result: FullyConvolutional, out: Path, prototxt: Path) -> list[Path]:
     return written + [caffemodel]
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m porting.fully_convolutional`: a classifier's deploy file and weights into FCN-32s files."""
-    parser = argparse.ArgumentParser(
-        prog="python -m porting.fully_convolutional",
-        description="Cast an ILSVRC classifier (Caffe deploy prototxt + caffemodel) into FCN-32s: "
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of `python -m porting.fully_convolutional`."""
+    parser = cli.make_parser(
+        "porting.fully_convolutional",
+        "Cast an ILSVRC classifier (Caffe deploy prototxt + caffemodel) into FCN-32s: "
         "DIR/{deploy,train,val}.prototxt and DIR/init.caffemodel.",
     )
     parser.add_argument("--prototxt", type=Path, required=True, help="the classifier's deploy prototxt (V1 or V2)")
     parser.add_argument("--caffemodel", type=Path, required=True, help="the classifier's weights")
-    parser.add_argument("--classes", type=_positive, default=21, help="score layer outputs incl. background (default 21)")
+    cli.add_classes(parser, default=NUM_CLASSES, what="score layer outputs")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the nets and init.caffemodel into")
     parser.add_argument("--drop", action="append", default=[], metavar="LAYER",
                         help="remove this layer too (repeatable); GoogLeNet: --drop pool5/7x7_s1, its final average "
                         "pooling, as the paper does")
-    parser.add_argument("--pad", type=_non_negative, default=100,
+    parser.add_argument("--pad", type=cli.non_negative_int, default=100,
                         help="the first convolution's pad (default 100, as the authors' nets); too small a pad "
                         "leaves the score unable to cover the input and is refused")
     parser.add_argument("--normalize-loss", action=argparse.BooleanOptionalAction, default=True,
                         help="per-pixel normalized loss (default, the authors' FCN-AlexNet and the CVPR recipe); "
                         "--no-normalize-loss as the authors' heavy VGG16 nets")
-    args = parser.parse_args(argv)
-    try:
-        net = read_prototxt(args.prototxt)
-        blobs = read_caffemodel(args.caffemodel)
-        result = fully_convolutional(
-            net, blobs, num_classes=args.classes, drop=args.drop, pad=args.pad,
-            normalize_loss=args.normalize_loss, source=str(args.prototxt),
-        )
-        paths = write(result, args.out, args.prototxt)
-    except FcnError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: cannot write under {args.out}: {error.strerror or error}", file=sys.stderr)
-        return 1
+    cli.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m porting.fully_convolutional`: a classifier's deploy file and weights into FCN-32s files."""
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    return cli.run(lambda: cast_to_fcn(args))
+
+
+def cast_to_fcn(args: argparse.Namespace) -> None:
+    """Read the classifier, cast it, write the FCN-32s files and report them on stderr."""
+    net = read_prototxt(args.prototxt)
+    blobs = read_caffemodel(args.caffemodel)
+    result = fully_convolutional(
+        net, blobs, num_classes=args.classes, drop=args.drop, pad=args.pad,
+        normalize_loss=args.normalize_loss, source=str(args.prototxt),
+    )
+    paths = write(result, args.out, args.prototxt)
     cast = ", ".join(f"{name} {h}x{w}" for name, (h, w) in result.trunk.cast.items()) or "none"
-    print(f"cast to convolutions: {cast}; removed: {', '.join(result.trunk.removed)}", file=sys.stderr)
-    print(f"score: stride {result.head.stride}, upsampling kernel {result.head.kernel}, crop offset "
-          f"{result.head.offset}", file=sys.stderr)
+    logger.info("cast to convolutions: %s; removed: %s", cast, ", ".join(result.trunk.removed))
+    logger.info("score: stride %s, upsampling kernel %s, crop offset %s", result.head.stride, result.head.kernel,
+                result.head.offset)
     for path in paths:
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+        cli.wrote(path)
 
 
 if __name__ == "__main__":

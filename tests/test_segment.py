@@ -51,7 +51,7 @@ def test_demo_image_gives_the_three_outputs_equal_to_the_net_run_by_hand(fcn8s_f
     argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out),
             "--scores", "--quiet", "--device", "cpu"]
     assert main(argv) == 0
-    assert "wrote 1 segmentation" in capsys.readouterr().err
+    assert f"wrote {out}: 1 segmentation(s)" in capsys.readouterr().err
     expected = by_hand(prototxt, caffemodel, demo_image)
     assert len(np.unique(expected)) > 1, "random weights should give more than one class"
     with Image.open(out / "image.png") as png:
