@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import backbones, forward, metrics, port
+from porting.numerics import TF32_HELP, set_fp32_precision
 
 FULL = {
     "forward": dict(width=1.0, size=500, repeats=5, warmup=1, matmul_n=4096),
@@ -171,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny inputs, few repeats: a smoke run, not figures")
     parser.add_argument("--no-compile", dest="compile_module", action="store_false", help="leave out torch.compile")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="where results.md/json go")
+    parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     args = parser.parse_args(argv)
+    set_fp32_precision(args.tf32)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     results = collect(command, args.quick, args.compile_module and not args.quick)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from porting import CaffeNet, to_text, write_caffemodel
 from porting.inference import InferenceNet, retain_freed_memory
+from porting.numerics import TF32, fp32_precision, onnxruntime_provider
 from porting.onnx import export_onnx
 from porting.surgery import set_bilinear_upsampling
 from prototxt import fcn
@@ -243,7 +244,8 @@ def run_cuda(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int
         model = Path(workdir) / "fcn8s_cuda.onnx"
         export_onnx(net.cpu(), model)
         net.to(cuda)
-        session = ort.InferenceSession(str(model), providers=["CUDAExecutionProvider"])
+        provider = onnxruntime_provider("CUDAExecutionProvider", tf32=fp32_precision()["conv"] == TF32)
+        session = ort.InferenceSession(str(model), providers=[provider])
         if session.get_providers()[0] == "CUDAExecutionProvider":
             x_numpy = x.cpu().numpy()
             peers["onnxruntime cuda"] = lambda: session.run(["score"], {"data": x_numpy})[0]

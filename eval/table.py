@@ -24,6 +24,7 @@ from fcndata import VOC_CLASSES, dataset_for_split
 from fcndata.registry import DATASETS, parse_dataset
 from porting.atomic import atomic_path
 from porting.errors import FcnError
+from porting.numerics import TF32_HELP, set_fp32_precision
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
 from .infer import score
@@ -187,12 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--panels", action="store_true", help="with --predictions: also image|label|prediction panels")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_fp32_precision(args.tf32)
     if args.panels and not args.predictions:
         parser.error("--panels needs --predictions DIR")
     try:
