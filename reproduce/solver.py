@@ -6,7 +6,9 @@ follows the same trajectory as under `caffe train` with the same solver file:
 1. `clip_gradients` (when >= 0) rescales all gradients by one global L2 norm. Caffe clips
    the *accumulated* diff (the sum over `iter_size` passes), before dividing by
    `iter_size`; we receive the averaged gradient, so the norm compared is
-   `iter_size * ||mean gradient||`.
+   `iter_size * ||mean gradient||`. With P GPUs Caffe first averages the P solvers'
+   diffs (P2PSync / NCCL scale the sum by 1 / solver_count), so the norm compared is
+   `iter_size / P * ||mean||` (`solver_count`; `iter_size` here counts all P solvers' passes).
 
 `accumulation` is no caffe.proto field: it says how the `iter_size` passes combine.
 "mean" is Caffe since May 2015 (55585f5, then `Normalize` in 0e7a078: the accumulated
@@ -176,8 +178,9 @@ class CaffeSGD:
     in place), so gradients must be zeroed before the next accumulation.
     """
 
-    def __init__(self, param_specs: Iterable[ParamSpecLike], config: SolverConfig) -> None:
+    def __init__(self, param_specs: Iterable[ParamSpecLike], config: SolverConfig, *, solver_count: int = 1) -> None:
         self.config = config
+        self.solver_count = solver_count
         self.iter = 0
         self._slots: list[_Slot] = []
         seen: set[int] = set()
@@ -228,7 +231,8 @@ class CaffeSGD:
         if self.config.clip_gradients < 0 or not grads:
             return
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
-        summed_norm = self.config.iter_size * norm if self.config.accumulation == "mean" else norm
+        summed = self.config.iter_size * norm if self.config.accumulation == "mean" else norm
+        summed_norm = summed / self.solver_count
         if summed_norm > self.config.clip_gradients:
             scale = self.config.clip_gradients / summed_norm
             for grad in grads:
