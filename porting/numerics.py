@@ -7,6 +7,11 @@ benchmarks) asks for fp32 here unless the user passes `--tf32`. The settings are
 process-wide: cuDNN convolutions and CUDA matmuls, and oneDNN's on the CPU (IEEE there by
 default, but a process may have asked for TF32 / BF16). ONNX Runtime's CUDA provider
 has its own switch (`use_tf32`, on by default), which `onnxruntime_provider` sets alike.
+
+The CUDA switches are set through `allow_tf32`, not torch 2.13's `fp32_precision`: once
+the newer API has set cuDNN's convolution flag, reading `torch.backends.cudnn.allow_tf32`
+raises (it sees a "mix of the legacy and new APIs"), and `torch.export`, hence ONNX
+export, reads it.
 """
 
 from __future__ import annotations
@@ -25,16 +30,17 @@ def set_fp32_precision(tf32: bool = False) -> None:
     Args:
         tf32: allow TensorFloat-32 for both instead of fp32.
     """
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     precision = TF32 if tf32 else IEEE
-    torch.backends.cudnn.conv.fp32_precision = precision
-    torch.backends.cuda.matmul.fp32_precision = precision
     torch.backends.mkldnn.conv.fp32_precision = precision
     torch.backends.mkldnn.matmul.fp32_precision = precision
 
 
 def fp32_precision() -> dict[str, str]:
-    """The CUDA settings, {"conv": ..., "matmul": ...} ("ieee", "tf32" or "none": torch's default)."""
-    return {"conv": torch.backends.cudnn.conv.fp32_precision, "matmul": torch.backends.cuda.matmul.fp32_precision}
+    """The CUDA settings, {"conv": ..., "matmul": ...}, each `IEEE` or `TF32`."""
+    return {"conv": TF32 if torch.backends.cudnn.allow_tf32 else IEEE,
+            "matmul": TF32 if torch.backends.cuda.matmul.allow_tf32 else IEEE}
 
 
 def onnxruntime_provider(name: str, tf32: bool = False) -> tuple[str, dict[str, str]]:

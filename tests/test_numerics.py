@@ -18,11 +18,11 @@ TF32 = {"conv": "tf32", "matmul": "tf32"}
 
 @pytest.fixture(autouse=True)
 def restore_precision():
-    saved = fp32_precision(), torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
     yield
-    torch.backends.cudnn.conv.fp32_precision = saved[0]["conv"]
-    torch.backends.cuda.matmul.fp32_precision = saved[0]["matmul"]
-    torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = saved[1:]
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
+    torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = saved[2:]
 
 
 def test_helper_sets_cuda_and_onednn_flags():
@@ -31,6 +31,9 @@ def test_helper_sets_cuda_and_onednn_flags():
     set_fp32_precision()
     assert fp32_precision() == IEEE
     assert (torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == ("ieee", "ieee")
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    ep = torch.export.export(torch.nn.Conv2d(1, 1, 3), (torch.zeros(1, 1, 5, 5),))  # reads the flags: must not raise
+    assert ep is not None
 
 
 @pytest.mark.parametrize("extra, expected", [([], IEEE), (["--tf32"], TF32)])

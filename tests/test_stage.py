@@ -151,10 +151,9 @@ def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytes
 
 @pytest.fixture
 def restore_precision():
-    saved = fp32_precision()
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     yield
-    torch.backends.cudnn.conv.fp32_precision = saved["conv"]
-    torch.backends.cuda.matmul.fp32_precision = saved["matmul"]
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_heavy_stage_takes_the_authors_images_in_fp32(tmp_path: Path, capsys: pytest.CaptureFixture, tiny,
