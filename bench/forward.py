@@ -4,10 +4,12 @@ Every peer runs the same FCN-8s (our generator's deploy net, seeded random weigh
 written by our caffemodel writer) on the same 1x3x500x500 input, fp32, batch 1, in one
 process: our module eager, in channels_last, as `porting.inference.InferenceNet` (oneDNN
 with prepacked weights and fused ReLU) and under `torch.compile`; ONNX Runtime on
-our ONNX export; OpenCV's Caffe importer on the prototxt + caffemodel. Timed runs are
+our ONNX export; OpenCV's Caffe importer on the prepared prototxt + caffemodel. Timed runs are
 interleaved round-robin, so background load falls on every peer alike, and the median
 is reported. Achieved GFLOP/s divide the net's multiply-add count (torch's flop counter,
-2 per MAC) by the median time; the ceiling is a large fp32 matmul on the same machine.
+2 per MAC) by the median time and are reported as a fraction of the machine's fp32 peak
+(`bench.peak`). `InferenceNet(net, dtype=torch.bfloat16)` runs in the same rounds; it is
+reported beside the table (not an exact peer) with its argmax agreement with fp32.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import copy
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import cv2
@@ -26,14 +28,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from porting import CaffeNet, to_text, write_caffemodel
-from porting.inference import InferenceNet, retain_freed_memory
-from porting.numerics import TF32, fp32_precision, onnxruntime_provider
+from porting.inference import InferenceNet, native_bf16_available, retain_freed_memory
 from porting.onnx import export_onnx
 from porting.surgery import set_bilinear_upsampling
 from prototxt import fcn
 
 NET = "voc-fcn8s"
 CUDA_ABSENT = "not available on this machine"
+BF16 = "ours InferenceNet bf16"
 
 
 def random_weights(net: CaffeNet, seed: int = 0) -> CaffeNet:
@@ -86,7 +88,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(peers: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def time_interleaved(peers: Mapping[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds of every run per peer; each round runs every peer once."""
     for run in peers.values():
         for _ in range(warmup):
@@ -112,7 +114,7 @@ def _relative(ours: np.ndarray, reference: np.ndarray) -> float:
 
 def _module_peers(net: CaffeNet, x: torch.Tensor, compile_module: bool) -> dict[str, Callable[[], torch.Tensor]]:
     """Our module as eager, channels_last, InferenceNet and (optionally) compiled callables returning the score."""
-    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks memory_format
     x_last = x.contiguous(memory_format=torch.channels_last)
     fast = InferenceNet(net)
     peers = {
@@ -144,16 +146,33 @@ def _summarize(times: dict[str, list[float]], outputs: dict[str, np.ndarray], gf
             "min_ms": min(times[name]) * 1e3,
             "ratio_to_fastest": medians[name] / fastest,
             "gflop_s": gflop / medians[name],
-            "fraction_of_matmul_peak": gflop / medians[name] / peak,
+            "fraction_of_peak": gflop / medians[name] / peak,
             "max_rel_diff_vs_ours_eager": _relative(outputs[name], reference),
         }
         for name in times
     }
 
 
-def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 1,
-        compile_module: bool = True, matmul_n: int = 4096) -> dict:
-    """The CPU table: per-peer figures plus the DESIGN keys ours_ms / onnxruntime_ms / opencv_ms."""
+def argmax_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """Fraction of pixels whose argmax over channels (axis 1) is the same in both score maps."""
+    return float((reference.argmax(1) == other.argmax(1)).double().mean())
+
+
+def _bf16_agreement(net: CaffeNet, fast_bf16: InferenceNet, size: int, inputs: int = 2) -> float:
+    """Argmax agreement of the bf16 InferenceNet with the fp32 net on random size x size inputs."""
+    rng = np.random.default_rng(11)
+    agreements = []
+    for _ in range(inputs):
+        x = torch.from_numpy(rng.standard_normal((1, 3, size, size), dtype=np.float32) * np.float32(50))
+        with torch.inference_mode():
+            agreements.append(argmax_agreement(net(x)["score"], fast_bf16(x)["score"]))
+    return statistics.mean(agreements)
+
+
+def run(workdir: Path, *, peak_gflop_s: float, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 1,
+        compile_module: bool = True) -> dict:
+    """The CPU table: per-peer figures plus the DESIGN keys ours_ms / onnxruntime_ms / opencv_ms,
+    and the bf16 InferenceNet's time and argmax agreement."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     malloc_retains = retain_freed_memory()  # for every peer alike: ORT and OpenCV keep arenas anyway
@@ -173,19 +192,20 @@ def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5,
         cv_net.setInput(x_numpy)
         return cv_net.forward()
 
-    peers = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
+    peers: dict[str, Callable[[], object]] = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
     peers["onnxruntime"] = lambda: session.run(["score"], {"data": x_numpy})[0]
     peers["opencv"] = opencv
+    fast_bf16 = InferenceNet(net, dtype=torch.bfloat16)
     compile_s = None
     if "ours torch.compile" in peers:
         start = time.perf_counter()
         peers["ours torch.compile"]()
         compile_s = time.perf_counter() - start
     outputs = {name: _as_numpy(fn()) for name, fn in peers.items()}
-    times = time_interleaved(peers, repeats, warmup, cpu)
+    times = time_interleaved({**peers, BF16: _inference(lambda: fast_bf16(x)["score"])}, repeats, warmup, cpu)
+    bf16_s = statistics.median(times.pop(BF16))
     gflop = forward_gflop(net, x)
-    peak = matmul_peak_gflops(matmul_n, 5, cpu)
-    table = _summarize(times, outputs, gflop, peak)
+    table = _summarize(times, outputs, gflop, peak_gflop_s)
     ours = min((name for name in table if name.startswith("ours")), key=lambda n: table[n]["median_ms"])
     return {
         "ours_ms": table[ours]["median_ms"],
@@ -193,9 +213,12 @@ def run(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 5,
         "onnxruntime_ms": table["onnxruntime"]["median_ms"],
         "opencv_ms": table["opencv"]["median_ms"],
         "peers": table,
+        "bf16_ms": bf16_s * 1e3,
+        "bf16_speedup": table["ours InferenceNet"]["median_ms"] / (bf16_s * 1e3),
+        "bf16_argmax_agreement": _bf16_agreement(net, fast_bf16, size),
+        "bf16_native": native_bf16_available(),
         "gflop": gflop,
-        "matmul_peak_gflop_s": peak,
-        "matmul_n": matmul_n,
+        "peak_gflop_s": peak_gflop_s,
         "compile_s": compile_s,
         "input": f"1x3x{size}x{size} fp32",
         "width": width,
@@ -221,44 +244,3 @@ def train_images_per_second(device: torch.device, *, width: float = 1.0, size: i
 
     times = time_interleaved({"train": step}, steps, 1, device)["train"]
     return 1.0 / statistics.median(times)
-
-
-def cuda_provider_usable() -> bool:
-    return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def run_cuda(workdir: Path, *, width: float = 1.0, size: int = 500, repeats: int = 10, compile_module: bool = True) -> dict:
-    """The same forward on the GPU (fp32 and half precision), and training images/s."""
-    cuda = torch.device("cuda")
-    net = fcn8s(width, size).eval().to(cuda)
-    x = (torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32)) * 50).to(cuda)
-    half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    def autocast() -> torch.Tensor:
-        with torch.autocast("cuda", dtype=half):
-            return net(x)["score"]
-
-    peers = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
-    peers[f"ours eager {str(half).removeprefix('torch.')} autocast"] = _inference(autocast)
-    if cuda_provider_usable():
-        model = Path(workdir) / "fcn8s_cuda.onnx"
-        export_onnx(net.cpu(), model)
-        net.to(cuda)
-        provider = onnxruntime_provider("CUDAExecutionProvider", tf32=fp32_precision()["conv"] == TF32)
-        session = ort.InferenceSession(str(model), providers=[provider])
-        if session.get_providers()[0] == "CUDAExecutionProvider":
-            x_numpy = x.cpu().numpy()
-            peers["onnxruntime cuda"] = lambda: session.run(["score"], {"data": x_numpy})[0]
-    outputs = {name: _as_numpy(fn()) for name, fn in peers.items()}
-    times = time_interleaved(peers, repeats, 2, cuda)
-    gflop = forward_gflop(net, x)
-    peak = matmul_peak_gflops(8192, 5, cuda)
-    table = _summarize(times, outputs, gflop, peak)
-    return {
-        "device": torch.cuda.get_device_name(cuda),
-        "peers": table,
-        "gflop": gflop,
-        "matmul_peak_gflop_s": peak,
-        "opencv": "the pip OpenCV build has no CUDA backend",
-        "train_images_s": train_images_per_second(cuda, width=width, size=size, steps=repeats),
-    }

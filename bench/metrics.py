@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def _ours(images: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device)
     return confusion.hist.cpu()
 
 
-def _best_seconds(fn, repeats: int, sync=lambda: None) -> tuple[float, object]:
+def _best_seconds(fn, repeats: int, sync=lambda: None) -> tuple[float, Any]:
     best, result = float("inf"), None
     for _ in range(repeats):
         sync()
@@ -68,7 +69,7 @@ def run(n_images: int = 30, height: int = 375, width: int = 500, repeats: int = 
     megapixels = n_images * height * width / 1e6
     numpy_s, numpy_hist = _best_seconds(lambda: _numpy_method(images), repeats)
     cpu = torch.device("cpu")
-    tensors = [(torch.from_numpy(p), torch.from_numpy(l)) for p, l in images]
+    tensors = [(torch.from_numpy(p), torch.from_numpy(label)) for p, label in images]
     ours_s, ours_hist = _best_seconds(lambda: _ours(tensors, cpu), repeats)
     if not np.array_equal(ours_hist.numpy(), numpy_hist):
         raise AssertionError("eval.metrics and the numpy method disagree on the confusion matrix")
@@ -89,7 +90,7 @@ def run(n_images: int = 30, height: int = 375, width: int = 500, repeats: int = 
     }
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
-        on_gpu = [(p.to(gpu), l.to(gpu)) for p, l in tensors]
+        on_gpu = [(p.to(gpu), label.to(gpu)) for p, label in tensors]
         cuda_s, cuda_hist = _best_seconds(lambda: _ours(on_gpu, gpu), repeats, torch.cuda.synchronize)
         if not np.array_equal(cuda_hist.numpy(), numpy_hist):
             raise AssertionError("eval.metrics on CUDA and the numpy method disagree on the confusion matrix")

@@ -48,7 +48,7 @@ def vgg16_shapes(params: int = VGG16_PARAMS) -> dict[str, list[tuple[int, ...]]]
     def scaled(channels: int) -> int:
         return channels if params == VGG16_PARAMS else max(1, round(channels * scale))
 
-    shapes = {}
+    shapes: dict[str, list[tuple[int, ...]]] = {}
     for name, out, inp, kernel in _VGG16:
         if name == "fc6":
             inp = scaled(512) * 49

@@ -118,16 +118,30 @@ def score(
     panels: bool = False,
     name: str = "scoring",
 ) -> dict:
-    """Score `net` on every image of `dataset`; the `eval.table --json` entry for one net.
+    """Score `net` on every image of `dataset`, whole images one at a time, as the authors' `score.py`.
 
-    Returns pixel_acc, mean_acc, mean_iu, fw_iu, per_class_iu, per_class_acc (fractions,
-    NaN where a class is absent, see eval.metrics) and n_images. With several `heads`
-    (default: `score` against `label`, `num_classes` classes) it returns one such entry per
-    head blob; a `present_only` head adds `mean_iu_all_classes` and the convention used.
-    The example's tops that no head reads as a label are the net's inputs, in order. With
-    `prediction_dir`, writes `<id>.png` predictions in the VOC palette (of the first head),
-    and with `panels` also `panels/<id>.png` (image | ground truth | prediction). `name`
-    labels the progress line.
+    Args:
+        net: a segmentation net whose score blobs are N x classes x H x W at the input size.
+        dataset: samples whose tops are the net's inputs and the heads' labels (`fcndata.VOCSegmentation`,
+            `SBDSegmentation`: image, label, id).
+        device: where to run (the net is moved there); None: where the net's parameters are.
+        progress: show a progress line.
+        num_classes: classes counted by the default head (labels >= it, e.g. 255, are ignored).
+        heads: the score blobs to evaluate (default: `score` against `label`, `num_classes` classes);
+            the example's tops that no head reads as a label are the net's inputs, in order.
+        prediction_dir: if given, write `<id>.png` predictions there in the VOC palette (of the first head).
+        panels: with `prediction_dir`, also write `panels/<id>.png` (image | ground truth | prediction).
+        name: labels the progress line.
+
+    Returns:
+        The `eval.table --json` entry for one net: pixel_acc, mean_acc, mean_iu, fw_iu,
+        per_class_iu, per_class_acc (fractions, NaN where a class is absent, see eval.metrics)
+        and n_images; with several heads, one such entry per head blob. A `present_only` head
+        adds `mean_iu_all_classes` and the convention used.
+
+    Raises:
+        FormatError: a prediction is not its label's size (the net must crop to its input).
+        DatasetError: an image or label of `dataset` is missing or invalid.
     """
     heads = tuple(heads or (Head(num_classes=num_classes),))
     if device is not None:

@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import porting
 from porting import models
@@ -44,7 +45,8 @@ def _completed(load: Callable[[], CaffeNet]) -> Callable[[], CaffeNet]:
 
 def file_net(*paths: Path) -> Callable[[], CaffeNet]:
     """Loader of a checkpoint (one path) or a prototxt + caffemodel pair."""
-    return _completed(lambda: porting.load(*(str(p) for p in paths)))
+    caffemodel = paths[1] if len(paths) > 1 else None
+    return _completed(lambda: porting.load(paths[0], caffemodel))
 
 
 def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
@@ -52,19 +54,19 @@ def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
     return _completed(lambda: models.load_model(name, caffemodel)[0])
 
 
-def finished_stages(runs: Path) -> dict[str, NetSource]:
-    """The finished stages of a `reproduce.stage` output folder: stage -> its net."""
+def finished_stages(runs: Path, names: tuple[str, ...] = RUN_NAMES) -> dict[str, NetSource]:
+    """The finished stages of a `reproduce.stage` output folder among `names`: stage -> its net."""
     if not runs.is_dir():
         raise CheckpointError(f"{runs}: runs folder not found")
     nets = {}
-    for stage in RUN_NAMES:
+    for stage in names:
         prototxt, weights = runs / stage / "deploy.prototxt", runs / stage / "final.caffemodel"
         if prototxt.is_file() and weights.is_file():
             nets[stage] = NetSource(stage, file_net(prototxt, weights))
     if not nets:
         raise CheckpointError(
             f"{runs}: no finished stage (expected <stage>/deploy.prototxt and <stage>/final.caffemodel "
-            f"for one of {', '.join(RUN_NAMES)})"
+            f"for one of {', '.join(names)})"
         )
     return nets
 
@@ -81,7 +83,7 @@ def stage_net(runs: Path, stage: str | None = None) -> NetSource:
 
 def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     """The net-choosing flags; with `many`, --checkpoint/--prototxt/--caffemodel/--model repeat."""
-    repeat = dict(action="append", default=[]) if many else {}
+    repeat: dict[str, Any] = dict(action="append", default=[]) if many else {}
     again = " (repeatable)" if many else ""
     parser.add_argument("--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
     parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
@@ -95,8 +97,11 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     )  # fmt: skip
 
 
-def net_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[NetSource]:
-    """The nets the flags of `add_net_arguments(many=True)` name, in order: stages, checkpoints, pairs, models."""
+def net_sources(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, stages: tuple[str, ...] = RUN_NAMES
+) -> list[NetSource]:
+    """The nets the flags of `add_net_arguments(many=True)` name, in order: stages (among `stages`),
+    checkpoints, pairs, models."""
     if len(args.caffemodel) != len(args.prototxt) + len(args.model):
         parser.error(
             f"each --prototxt and --model needs one --caffemodel: got {len(args.prototxt)} + {len(args.model)} "
@@ -104,7 +109,7 @@ def net_sources(args: argparse.Namespace, parser: argparse.ArgumentParser) -> li
         )
     pairs = args.caffemodel[: len(args.prototxt)]
     model_weights = args.caffemodel[len(args.prototxt) :]
-    nets = list(finished_stages(args.runs).values()) if args.runs else []
+    nets = list(finished_stages(args.runs, stages).values()) if args.runs else []
     nets += [NetSource(p.stem, file_net(p)) for p in args.checkpoint]
     nets += [NetSource(w.stem, file_net(p, w)) for p, w in zip(args.prototxt, pairs)]
     nets += [NetSource(name, model_net(name, w)) for name, w in zip(args.model, model_weights)]

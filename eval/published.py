@@ -1,4 +1,4 @@
-"""The published FCN results on PASCAL VOC, as data, each with its source.
+"""The published FCN results (PASCAL VOC, NYUDv2, SIFT Flow, PASCAL-Context), as data, each with its source.
 
 Values are in percent, exactly as printed in the source; None where the source gives no
 number. `PUBLISHED[split][net]` lists every source for that net on that split. The test
@@ -80,9 +80,31 @@ TABLE1: dict[str, BackboneRow] = {
 #: the Table 1 row of each backbone's FCN-32s run (`prototxt.backbone.BACKBONE_RUNS` names them)
 TABLE1_ROW_OF_BACKBONE = {"vgg16": "vgg16", "alexnet": "alexnet", "caffenet": "alexnet", "googlenet": "googlenet"}
 
+CVPR2015_TABLE4 = Source(
+    "CVPR15 T4",
+    "Long, Shelhamer, Darrell, CVPR 2015, Table 4 (NYUDv2 test, 654 images, 40 classes; RGBD = color-d early "
+    "fusion, RGB-HHA = color-hha late fusion)",
+)
+CVPR2015_TABLE5 = Source(
+    "CVPR15 T5",
+    "Long, Shelhamer, Darrell, CVPR 2015, Table 5 (SIFT Flow test, 200 images; the two-headed FCN-16s: semantic "
+    "metrics, and geometric pixel accuracy; semantic means leave out the classes absent from the test set)",
+)
+ARXIV2015_CONTEXT = Source(
+    "arXiv 1411.4038v2",
+    "Long, Shelhamer, Darrell, Fully Convolutional Networks for Semantic Segmentation, arXiv 1411.4038v2, "
+    "PASCAL-Context results (59-class task, VOC2010 val)",
+)
+
 # Image count of the exact set each split's published numbers were measured on; a run on
 # another set (a subset via --ids, the synthetic data) is not compared with them.
-PUBLISHED_SET_SIZE: dict[str, int] = {"voc2011seg11valid": 736, "voc2011val": 1111}
+PUBLISHED_SET_SIZE: dict[str, int] = {
+    "voc2011seg11valid": 736,
+    "voc2011val": 1111,
+    "pascalcontext-val": 5105,
+    "nyud-test": 654,
+    "siftflow-test": 200,
+}
 
 PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
     "voc2011seg11valid": {
@@ -115,6 +137,22 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
         "fcn32s-caffenet": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["alexnet"].mean_iu),),
         "fcn32s-googlenet": (Published(CVPR2015_TABLE1, mean_iu=TABLE1["googlenet"].mean_iu),),
     },
+    "pascalcontext-val": {
+        "pascalcontext-fcn32s": (Published(ARXIV2015_CONTEXT, mean_iu=31.8),),
+        "pascalcontext-fcn16s": (Published(ARXIV2015_CONTEXT, mean_iu=34.8),),
+        "pascalcontext-fcn8s": (Published(ARXIV2015_CONTEXT, 65.9, 46.5, 35.1, 51.0),),
+    },
+    "nyud-test": {
+        "nyud-fcn32s-color": (Published(CVPR2015_TABLE4, 60.0, 42.2, 29.2, 43.9),),
+        "nyud-fcn32s-color-d": (Published(CVPR2015_TABLE4, 61.5, 42.4, 30.5, 45.5),),
+        "nyud-fcn32s-hha": (Published(CVPR2015_TABLE4, 57.1, 35.2, 24.2, 40.4),),
+        "nyud-fcn32s-color-hha": (Published(CVPR2015_TABLE4, 64.3, 44.9, 32.8, 48.0),),
+        "nyud-fcn16s-color-hha": (Published(CVPR2015_TABLE4, 65.4, 46.1, 34.0, 49.5),),
+    },
+    "siftflow-test": {
+        "siftflow-fcn16s sem": (Published(CVPR2015_TABLE5, 85.2, 51.7, 39.5, 76.1),),
+        "siftflow-fcn16s geo": (Published(CVPR2015_TABLE5, pixel_acc=94.3),),
+    },
     "voc2011test": {"fcn8s": (Published(CVPR2015_TABLE3, mean_iu=62.7),)},
     "voc2012test": {
         "fcn8s": (Published(CVPR2015_TABLE3, mean_iu=62.2), Published(REFERENCE_README, mean_iu=67.2)),
@@ -124,6 +162,9 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
 NET_NAMES = (
     "fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "fcn32s-fixed", "fcn-alexnet", "fcn32s-alexnet", "fcn32s-caffenet",
     "fcn32s-googlenet",
+    # the other families' nets, as the authors name them
+    *(net for split in ("pascalcontext-val", "nyud-test") for net in PUBLISHED[split]),
+    "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
 )
 
 

@@ -7,6 +7,16 @@ scored set is the exact set they were measured on (e.g. all 736 images of seg11v
 never on a subset or the synthetic data. `--dataset KIND:ROOT --split S` scores a split
 of any dataset (fcndata.registry) with its own classes; nothing published applies there.
 Each net's input is prepared with the mean it carries (`net.metadata`).
+
+The other families' splits: PASCAL-Context val (`--voc-root` holding VOC2010/ and
+`--pascalcontext-root`), NYUDv2 test (`--nyud-root`), SIFT Flow test (`--siftflow-root`),
+each prepared as its authors' data layer does. A NYUDv2 net reads the tops of its authors'
+namesake (nyud-fcn32s-hha reads HHA into its `data` input): a net is recognized by its
+name (stage folder or file stem, e.g. nyud-fcn32s-hha-heavy), else by input names among
+color, depth and hha. SIFT Flow nets are scored per head, each on its own labels: JSON
+`{net: {"score_sem": {...}, "score_geo": {...}}}`; the semantic means leave out the
+classes absent from the test labels, as the papers do (`mean_iu_all_classes` keeps the
+authors' released scoring, which counts an absent class predicted somewhere as IU 0).
 """
 
 from __future__ import annotations
@@ -20,15 +30,24 @@ from pathlib import Path
 
 import torch
 
-from fcndata import VOC_CLASSES, dataset_for_split
+from fcndata import (
+    VOC_CLASSES,
+    NYUDSegmentation,
+    PASCALContextSegmentation,
+    SIFTFlowSegmentation,
+    dataset_for_split,
+    load_ids,
+)
+from fcndata.nyud import TOPS as NYUD_TOPS
 from fcndata.registry import DATASETS, parse_dataset
 from porting.atomic import atomic_path
 from porting.errors import FcnError
 from porting.numerics import TF32_HELP, set_fp32_precision
+from prototxt import nets as published_nets
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
-from .infer import score
-from .nets import add_net_arguments, net_sources
+from .infer import family_heads, score
+from .nets import RUN_NAMES, add_net_arguments, net_sources
 from .published import (
     CVPR2015_TABLE1,
     METRICS,
@@ -39,12 +58,71 @@ from .published import (
     published_name,
 )
 
-SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval")
+#: the other families' scoring splits -> family
+FAMILY_SPLITS = {"pascalcontext-val": "pascalcontext", "nyud-test": "nyud", "siftflow-test": "siftflow"}
+SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval", *FAMILY_SPLITS)
 METRIC_HEADERS = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iu": "mean IU", "fw_iu": "f.w. IU"}
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def split_stages(split: str) -> tuple[str, ...]:
+    """The run folders whose nets a split scores: the VOC stages and backbones, or the family's nets."""
+    family = FAMILY_SPLITS.get(split)
+    if family is None:
+        return (*RUN_NAMES, "voc-fcn-alexnet")
+    return tuple(net for net, entry in published_nets.NETS.items() if entry.family.name == family)
+
+
+def nyud_tops(name: str, net) -> list[str]:
+    """The NYUDv2 tops a net reads: its authors' namesake's (by name), else its inputs' names."""
+    known = [candidate for candidate in published_nets.NETS if candidate.startswith("nyud-")
+             and (name == candidate or name.startswith(candidate + "-"))]
+    if known:
+        return published_nets.nyud_tops(max(known, key=len))
+    inputs = list(getattr(net, "inputs", []))
+    if inputs and all(top in NYUD_TOPS for top in inputs):
+        return [*inputs, "label"]
+    raise FcnError(
+        f"{name}: cannot tell which NYUDv2 inputs the net reads (its inputs: {', '.join(inputs) or 'unknown'}); "
+        "name the file or stage folder after the authors' net (nyud-fcn32s-color, -hha, -color-d, -color-hha) "
+        "or name its inputs color, depth, hha"
+    )
+
+
+def check_roots(split: str, args: argparse.Namespace) -> None:
+    """A clear error, before any net loads, when a family split's data folder flag is missing."""
+    family = FAMILY_SPLITS[split]
+    root = {"pascalcontext": "pascalcontext_root", "nyud": "nyud_root", "siftflow": "siftflow_root"}[family]
+    for key in [root] + (["voc_root"] if family == "pascalcontext" else []):
+        if getattr(args, key) is None:
+            raise FcnError(f"split {split!r} needs --{key.replace('_', '-')}")
+
+
+def family_dataset(split: str, args: argparse.Namespace, name: str, net):
+    """The dataset a net of another family is scored on (for NYUDv2, with the tops that net reads)."""
+    family = FAMILY_SPLITS[split]
+    ids = load_ids(args.ids) if args.ids else None
+    if family == "pascalcontext":
+        return PASCALContextSegmentation(args.voc_root, args.pascalcontext_root, "val", ids=ids)
+    if family == "nyud":
+        return NYUDSegmentation(args.nyud_root, "test", tops=nyud_tops(name, net), ids=ids)
+    return SIFTFlowSegmentation(args.siftflow_root, "test", ids=ids)
+
+
+def _display_entries(results: dict[str, dict]) -> dict[str, tuple[dict, str | None]]:
+    """Table row name -> (metrics, published key): one row per net, or per head of a two-headed net."""
+    rows = {}
+    for name, entry in results.items():
+        key = published_name(name)
+        if "score_sem" in entry:
+            for head in ("sem", "geo"):
+                rows[f"{name} {head}"] = (entry[f"score_{head}"], None if key is None else f"{key} {head}")
+        else:
+            rows[name] = (entry, key)
+    return rows
 
 
 def table_rows(split: str, results: dict[str, dict]) -> tuple[list[list[str]], list[str]]:
@@ -55,9 +133,10 @@ def table_rows(split: str, results: dict[str, dict]) -> tuple[list[list[str]], l
     published_split = PUBLISHED.get(split, {})
     if not published_split:
         notes.append(f"nothing published to compare for {split}")
-    for name, entry in results.items():
+    for name, (entry, key) in _display_entries(results).items():
         rows.append([name, "measured", *(_percent(entry[m]) for m in METRICS)])
-        key = published_name(name)
+        if "convention" in entry:
+            notes.append(f"{name}: {entry['convention']}: {_percent(entry['mean_iu_all_classes'])}")
         if key is None or key not in published_split:
             if published_split:
                 notes.append(f"{name}: no published {split} numbers for a net of this name")
@@ -180,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help=f"KIND:ROOT, a dataset by name ({', '.join(DATASETS)}) in place of VOC/SBD")
     parser.add_argument("--voc-root", help="folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)")
     parser.add_argument("--sbd-root", help="SBD's dataset/ folder (train.txt, val.txt, img/, cls/)")
+    parser.add_argument("--pascalcontext-root", help="PASCAL-Context annotations (trainval/, labels.txt, 59_labels.txt)")
+    parser.add_argument("--nyud-root", help="NYUDv2 folder of the authors' nyud.tar.gz")
+    parser.add_argument("--siftflow-root", help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, test.txt)")
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
     add_net_arguments(parser, many=True)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
@@ -209,8 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset is not None and (args.voc_root or args.sbd_root or args.ids):
         parser.error("--dataset names the data; --voc-root, --sbd-root and --ids are for the VOC/SBD splits")
     try:
-        nets = net_sources(args, parser)
-        if args.dataset is not None:
+        nets = net_sources(args, parser, split_stages(args.split or ""))
+        family = FAMILY_SPLITS.get(args.split) if args.dataset is None else None
+        heads = family_heads(family) if family else None
+        if family is not None:
+            check_roots(args.split, args)
+            classes: tuple[str, ...] = ()
+            title = args.split
+        elif args.dataset is not None:
             spec = parse_dataset(args.dataset)
             split = args.split or spec.kind.val_split
             dataset = spec.open(split)
@@ -218,17 +306,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
             classes, title = VOC_CLASSES, args.split
-        results = {}
+        results, sizes = {}, set()
         measured: dict[str, Measures] = {}
         for source in nets:
             net = source.load()
             if source.name in BACKBONE_RUNS:
                 measured[source.name] = measure(net.net_param, source=source.name)
-            dataset.mean = net.metadata.mean or dataset.mean
+            if family is not None:  # prepared as the family's data layer does
+                dataset = family_dataset(args.split, args, source.name, net)
+            else:
+                dataset.mean = net.metadata.mean or dataset.mean
+            sizes.add(len(dataset))
             results[source.name] = score(
                 net,
                 dataset,
                 num_classes=len(classes),
+                heads=heads,
                 device=device,
                 progress=not args.no_progress,
                 prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
@@ -239,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except FcnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(title, len(dataset), results, markdown=args.format == "markdown", classes=classes))
+    print(format_table(title, max(sizes), results, markdown=args.format == "markdown", classes=classes))
     if measured and args.dataset is None:  # architecture beside Table 1: for the papers' data only
         print()
         print(backbone_table(measured))

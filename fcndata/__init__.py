@@ -8,10 +8,10 @@ from pathlib import Path
 from porting.errors import DatasetError
 
 from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
-from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
 from .image import IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, Sample, load_ids, voc_palette
 from .nyud import NYUDSegmentation
 from .pascalcontext import PASCALContextSegmentation
+from .registry import DATASETS, DatasetKind, DatasetSpec, parse_dataset, register_dataset
 from .sbd import SBDSegmentation
 from .siftflow import SIFTFlowSegmentation
 from .splits import sample_order, seg11valid_ids

@@ -45,7 +45,19 @@ def load_sbd_label(path: Path) -> np.ndarray:
 
 
 class SBDSegmentation(SegmentationFiles):
-    """SBD img/<id>.jpg with cls/<id>.mat labels; `ids` overrides the split's list."""
+    """SBD img/<id>.jpg with cls/<id>.mat labels; items are `Sample`s as `VOCSegmentation`'s.
+
+    Args:
+        sbd_root: SBD's dataset/ folder (with img/, cls/, train.txt, val.txt).
+        split: "train" or "val".
+        ids: image ids to use instead of the split's list.
+        on_error: "raise" on a missing or invalid file, or "skip" such pairs (recorded in `skipped`).
+        num_classes: labels must lie below it (or be 255).
+
+    Raises:
+        DatasetError: a bad split, a folder missing from the expected layout (the message says
+            where to get the data), or with on_error="raise" a missing file of the list.
+    """
 
     def __init__(
         self,

@@ -10,8 +10,8 @@ check the count; `ids_file` (the CLIs' `--ids FILE`) overrides it.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from porting.errors import DatasetError
 

@@ -27,7 +27,21 @@ class VOCSegmentation(SegmentationFiles):
     """VOC<year> segmentation images and SegmentationClass labels (palette indices = classes, 255 = void).
 
     split "seg11valid" (VOC2011 only) is VOC2011 seg val minus SBD train (needs sbd_root)
-    unless `ids` is given; `ids` always overrides the split's list.
+    unless `ids` is given; `ids` always overrides the split's list. Items are `Sample`s:
+    image BGR float32 mean-subtracted CHW, label int64 HW, id.
+
+    Args:
+        voc_root: the folder holding VOC2011/ and VOC2012/ (usually VOCdevkit).
+        year: "2011" or "2012".
+        split: "train", "val", "trainval" or "seg11valid".
+        ids: image ids to use instead of the split's list.
+        sbd_root: SBD's dataset/ folder, for "seg11valid" (which removes SBD train).
+        on_error: "raise" on a missing or invalid file, or "skip" such pairs (recorded in `skipped`).
+        num_classes: labels must lie below it (or be 255).
+
+    Raises:
+        DatasetError: a bad year or split, a folder missing from the expected layout (the message
+            says where to get the data), or with on_error="raise" a missing file of the list.
     """
 
     def __init__(

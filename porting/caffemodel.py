@@ -63,7 +63,19 @@ _LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 
 
 def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
-    """Layer name -> float32 arrays in Caffe shapes (a repeated name keeps its last layer, as Caffe copies)."""
+    """Every layer's learnable blobs, read straight from the protobuf wire format.
+
+    Args:
+        path: a caffemodel in the V2 (`layer`), V1 (`layers`) or V0 layout.
+
+    Returns:
+        Layer name -> its blobs as float32 arrays in Caffe shapes (legacy 4-D dims kept as
+        stored), in file order; a repeated name keeps its last layer, as Caffe's copy does.
+
+    Raises:
+        CaffemodelError: the file cannot be opened, or is not a well-formed caffemodel
+            (names the file, the byte offset and the layer).
+    """
     return {layer.name: layer.blobs for layer in iter_caffemodel(path)}
 
 
@@ -71,7 +83,7 @@ def iter_caffemodel(path: str | os.PathLike) -> Iterator[LayerBlobs]:
     """Yield the layers one at a time, so a net can load a large file layer by layer."""
     where = str(path)
     try:
-        file = open(path, "rb")
+        file = open(path, "rb")  # noqa: SIM115 (closed by the `with` below; open errors get their own message)
     except OSError as error:
         raise CaffemodelError(where, f"cannot open: {error.strerror or error}") from None
     with file:
@@ -133,7 +145,7 @@ def _scan_layer(reader: WireReader, start: int, stop: int, schema: _Schema, enum
 def _read_layer(reader: WireReader, start: int, stop: int, is_v2: bool) -> LayerBlobs | None:
     if is_v2:
         scan = _scan_layer(reader, start, stop, _V2, enum_type=False)
-        layer_type = scan.type or ""
+        layer_type = str(scan.type or "")
     else:
         scan = _scan_layer(reader, start, stop, _V1, enum_type=True)
         if scan.nested is not None:  # V0: Caffe takes everything from the wrapped layer
@@ -214,7 +226,7 @@ class _Payload:
         for packed, offset, count in self.parts:
             reader.seek(offset)
             if packed:
-                reader.readinto(memoryview(out[index : index + count]).cast("B"), stop)
+                reader.readinto(out[index : index + count].data.cast("B"), stop)
                 index += count
                 continue
             for first in range(0, count, _RUN_CHUNK_RECORDS):
@@ -311,11 +323,21 @@ def write_caffemodel(
 ) -> None:
     """Write a caffemodel that Caffe and OpenCV's Caffe importer read.
 
-    `source` is a net with `.net_param` and `.blobs_numpy()` (a `CaffeNet`) or a tuple
-    `(net_param, {layer name: [arrays]})`; blobs embedded in `net_param` are not written.
-    `layout="v1"` writes V1 `layers` with enum types (layers without a V1 type and without
-    blobs, such as Input, are left out); `legacy_dims` writes num/channels/height/width
-    (left-padded with 1s) instead of `shape`. The file appears atomically (temp + rename).
+    The file appears atomically (temp + fsync + rename): readers see no file or the whole one.
+
+    Args:
+        source: a net with `.net_param` and `.blobs_numpy()` (a `CaffeNet`) or a tuple
+            `(net_param, {layer name: [arrays]})`; blobs embedded in `net_param` are not written.
+        path: the file to write.
+        layout: "v2" writes `layer` messages; "v1" writes V1 `layers` with enum types (layers
+            without a V1 type and without blobs, such as Input, are left out).
+        legacy_dims: write num/channels/height/width (left-padded with 1s) instead of `shape`.
+
+    Raises:
+        ValueError: `layout` is neither "v1" nor "v2".
+        CaffemodelError: blobs are given for layers the net lacks, or a layer has no V1 type
+            in the "v1" layout.
+        OSError: the file cannot be written.
     """
     if layout not in ("v1", "v2"):
         raise ValueError(f"layout must be 'v1' or 'v2', got {layout!r}")
@@ -353,7 +375,7 @@ def _write_layer(file, layer: caffe_pb2.LayerParameter, arrays: Sequence[np.ndar
     file.write(_len_field(layer_field, size) + head)
     for blob_head, blob_size, array in zip(blob_heads, blob_sizes, arrays):
         file.write(_len_field(blob_field, blob_size) + blob_head)
-        file.write(memoryview(array.reshape(-1)).cast("B"))
+        file.write(array.reshape(-1).data.cast("B"))
 
 
 def _blob_head(array: np.ndarray, legacy_dims: bool, where: str, path: str) -> bytes:

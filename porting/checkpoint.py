@@ -75,6 +75,23 @@ def load(
     layers they cover are never filled first, so peak memory stays about the size of the
     weights. Source layers the net lacks are ignored and net layers the weights lack get
     their fillers, as in Caffe's CopyTrainedLayersFrom.
+
+    Args:
+        prototxt: a net definition (V0, V1 or V2 text), or a checkpoint written by
+            `save_checkpoint` / `python -m porting.convert` (recognized by its content).
+        caffemodel: Caffe weights (V1 or V2 layout) for `prototxt`; None keeps the fillers' values.
+        phase: "TEST" or "TRAIN": which layers Caffe's include/exclude rules keep.
+        progress: called as `progress(layer name, bytes read so far)` while the weights stream in.
+
+    Returns:
+        The net, a `torch.nn.Module` on the CPU in eval-ready float32 (call `.eval()` for inference).
+
+    Raises:
+        PrototxtError: the definition cannot be read, parsed or validated (names file and line).
+        UnsupportedLayerError: the definition uses a layer type this port does not implement.
+        CaffemodelError: the weights file cannot be read or is not a valid caffemodel.
+        ShapeMismatchError: a weight blob's shape differs from the one the definition implies.
+        CheckpointError: a converted checkpoint is damaged, or was given together with a caffemodel.
     """
     if is_checkpoint(prototxt):
         if caffemodel is not None:

@@ -17,6 +17,7 @@ from porting import models
 from porting.checkpoint import load_caffe, save_checkpoint
 from porting.errors import FcnError
 from porting.metadata import NetMetadata, complete_metadata, parse_mean, read_class_names
+from porting.net import LoadReport
 
 BAR_WIDTH = 30
 
@@ -81,6 +82,7 @@ def _mean(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     bar = None if args.quiet else ProgressBar(args.caffemodel)
+    report: LoadReport | None
     try:
         if args.model is not None:
             net, report = models.load_model(args.model, args.caffemodel, args.phase, bar)
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.finish()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    assert report is not None  # load_caffe reports whenever a caffemodel is given
     if report.missing:
         print(f"warning: no weights for {', '.join(report.missing)} (given their fillers)", file=sys.stderr)
     if report.ignored:

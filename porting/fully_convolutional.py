@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from porting.errors import FormatError, PrototxtError
+from porting.errors import PrototxtError
 from porting.net import CaffeNet
 from porting.netstate import filter_phase
 from porting.proto import caffe_pb2
@@ -132,7 +132,7 @@ def _drop(net: caffe_pb2.NetParameter, names: list[str], source: str) -> caffe_p
         raise PrototxtError(source, f"--drop {unknown[0]}: no such layer (layers: {', '.join(index)})")
     out = caffe_pb2.NetParameter()
     out.CopyFrom(net)
-    for name in sorted(set(names), key=index.get, reverse=True):
+    for name in sorted(set(names), key=index.__getitem__, reverse=True):
         position = [layer.name for layer in out.layer].index(name)
         layer = out.layer[position]
         if len(layer.bottom) != 1 or len(layer.top) != 1:

@@ -28,6 +28,7 @@ import copy
 import ctypes
 import ctypes.util
 import logging
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,7 @@ class PackedConvolution:
     def _pack(self, input_shape: Shape) -> Tensor:
         """oneDNN picks the weight layout for an input size; any other size still runs."""
         weight = self.layer.blob(0).detach().to_mkldnn()
-        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *self.args, list(input_shape))
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight, *self.args, list(input_shape))  # type: ignore[call-arg]  # stub lacks input_size
 
     def __call__(self, *bottoms: Tensor) -> list[Tensor]:
         tops = []
@@ -215,7 +216,7 @@ class InferenceNet(nn.Module):
                     kernels[step.name] = DiagonalDeconvolution(step.layer, diagonal)
                 continue
             relu = _fusable_relu(steps, index)
-            kernels[step.name] = convolution(step.layer, relu is not None)
+            kernels[step.name] = convolution(cast(Convolution, step.layer), relu is not None)
             if relu is not None:
                 kernels[relu.name] = None
         return kernels

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n\n".join(describe(model) for model in models))
     except FcnError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

@@ -24,6 +24,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -105,6 +106,19 @@ class CaffeNet(nn.Module):
 
     `source` (the definition's file) prefixes every error about the definition. With
     `fill=False` the parameters stay unallocated (meta) until `load_blobs` gives them values.
+
+    Args:
+        net_param: the definition (V0/V1 forms are upgraded first, as Caffe does).
+        phase: "TEST" or "TRAIN": which layers Caffe's include/exclude rules keep.
+        input_shapes: blob name -> NCHW shape for inputs whose shape the definition does not
+            give (data layers default to 1x3x500x500 data and 1x1x500x500 label).
+        source: the definition's file, named in every error about it.
+        fill: initialize the learnable blobs with their Caffe fillers now.
+
+    Raises:
+        ValueError: `phase` is neither "TRAIN" nor "TEST".
+        PrototxtError: the definition is invalid (unknown bottoms, bad fields, shapes that do not fit).
+        UnsupportedLayerError: a layer type this port does not implement.
     """
 
     def __init__(
@@ -269,7 +283,7 @@ class CaffeNet(nn.Module):
     @property
     def loss_weights(self) -> dict[str, float]:
         """Top blob -> weight in the total loss (Caffe: `loss_weight`, default 1 for a loss layer's first top)."""
-        weights = {}
+        weights: dict[str, float] = {}
         for param in self.net_param.layer:
             given = list(param.loss_weight)
             if not given and param.type in LOSS_TYPES:
@@ -311,7 +325,7 @@ class CaffeNet(nn.Module):
                 continue
             bottoms = [blobs[b] for b in step.bottoms]
             if overwrite and run is step.layer and self._may_overwrite(step, index, blobs, callers):
-                run = step.layer.run_in_place
+                run = cast(Kernel, step.layer.run_in_place)
             try:
                 tops = run(*bottoms)
             except FcnError:
@@ -342,7 +356,19 @@ class CaffeNet(nn.Module):
         )
 
     def forward(self, *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
-        """Run the net; returns {output blob: tensor} for every net output that was computed."""
+        """Run the net as Caffe's Forward does.
+
+        Args:
+            *args: the input blobs in `inputs` order (float32 NCHW; BGR, mean-subtracted for the FCN nets).
+            **kwargs: or the input blobs by name (`data=x, label=y`).
+
+        Returns:
+            Output blob name -> tensor, for every net output (blob produced and never consumed) computed.
+
+        Raises:
+            TypeError: an input is missing, unknown, or not a tensor.
+            FormatError: an input does not fit a layer (rank, channels, size), naming the layer.
+        """
         return self.forward_with({}, *args, **kwargs)
 
     def forward_with(self, kernels: Mapping[str, Kernel | None], *args: Tensor, **kwargs: Tensor) -> dict[str, Tensor]:
@@ -353,17 +379,31 @@ class CaffeNet(nn.Module):
 
     @torch.no_grad()
     def trace(self, *args: Tensor, **kwargs: Tensor) -> OrderedDict[str, Tensor]:
-        """Layer name -> the first top that layer computed, in execution order.
+        """Every layer's output, for layer-by-layer comparison with another implementation.
 
         Nothing is overwritten while tracing, so a value here is what the layer produced even
         when a later in-place layer (ReLU) rebinds the blob name: `conv1_1` is pre-ReLU.
+
+        Args:
+            *args, **kwargs: the inputs, as for `forward`.
+
+        Returns:
+            Layer name -> the first top that layer computed (detached), in execution order.
+
+        Raises:
+            TypeError, FormatError: as `forward`.
         """
         record: OrderedDict[str, Tensor] = OrderedDict()
         self._run(self._bind(args, kwargs), record)
         return record
 
     def param_specs(self) -> list[ParamInfo]:
-        """Every learnable blob with its lr_mult / decay_mult, in layer and blob order."""
+        """The learnable blobs as a solver needs them.
+
+        Returns:
+            One `ParamInfo` per learnable blob (layer, blob index, parameter, lr_mult,
+            decay_mult from the layer's `param { }`, default 1 / 1), in layer and blob order.
+        """
         infos = []
         for param in self.net_param.layer:
             layer = self._layers[param.name]
@@ -388,6 +428,20 @@ class CaffeNet(nn.Module):
         A blob still unallocated (`fill=False`) takes a writable float32 array as its memory,
         without a copy (so pass arrays nobody else keeps, such as `iter_caffemodel`'s); blobs
         the source does not give get their fillers at the end.
+
+        Args:
+            blobs: layer name -> arrays in Caffe shapes, or (name, arrays) pairs (`read_caffemodel`,
+                `iter_caffemodel`).
+            source: where the blobs come from, named in errors.
+            strict: require the blobs to cover exactly the net's learnable layers.
+
+        Returns:
+            A `LoadReport`: the layers loaded, the net layers without weights (`missing`) and the
+            source layers the net lacks (`ignored`).
+
+        Raises:
+            ShapeMismatchError: a blob's shape differs from the layer's (legacy 4-D dims accepted).
+            FormatError: a layer gets a different number of blobs, or `strict` and the cover is not exact.
         """
         report = LoadReport()
         items = blobs.items() if isinstance(blobs, Mapping) else blobs
@@ -431,7 +485,12 @@ class CaffeNet(nn.Module):
                     target.copy_(torch.tensor(values))
 
     def blobs_numpy(self) -> dict[str, list[np.ndarray]]:
-        """Layer name -> its learnable blobs as read-only float32 arrays in Caffe shapes (CPU views)."""
+        """The learnable blobs as `write_caffemodel` takes them.
+
+        Returns:
+            Layer name -> its learnable blobs as read-only float32 arrays in Caffe shapes (CPU
+            views, copies for blobs on another device), for layers that have any.
+        """
         out = {}
         for name, layer in self._layers.items():
             arrays = []

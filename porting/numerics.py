@@ -33,8 +33,8 @@ def set_fp32_precision(tf32: bool = False) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
     precision = TF32 if tf32 else IEEE
-    torch.backends.mkldnn.conv.fp32_precision = precision
-    torch.backends.mkldnn.matmul.fp32_precision = precision
+    torch.backends.mkldnn.conv.fp32_precision = precision  # type: ignore[attr-defined]
+    torch.backends.mkldnn.matmul.fp32_precision = precision  # type: ignore[attr-defined]
 
 
 def fp32_precision() -> dict[str, str]:

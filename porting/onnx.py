@@ -6,7 +6,8 @@ The net goes through torch's maintained exporter (`torch.onnx.export(..., dynamo
 which needs the `onnxscript` package): `torch.export` traces it with the batch, height
 and width of every 4-D input as the named dynamic dimensions `batch`, `height` and
 `width`, so sizes that follow from the input (Crop windows, the upsampled score map) are
-exported as `Shape` arithmetic rather than constants. A net whose layers fix the image
+exported as `Shape` arithmetic rather than constants; the first axis of every other input
+(labels) is the batch too. A net whose layers fix the image
 size (an InnerProduct over a feature map, as in the ILSVRC classifiers) cannot have
 dynamic height and width; it is exported with the traced height and width and a dynamic
 batch. Layers whose plain PyTorch form has no exact ONNX translation are exported as
@@ -24,7 +25,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import torch
 from torch import Tensor, nn
 
@@ -32,11 +32,14 @@ from porting.errors import FcnError
 from porting.layers.base import CaffeLayer
 from porting.layers.normalization import LRN
 from porting.net import CaffeNet, Kernel
+from porting.optional import require
 
 MIN_OPSET = 18  # the lowest opset torch's exporter writes
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 #: the batch size traced (0 and 1 would be specialized by torch.export)
 TRACED_BATCH = 2
+#: layer types whose weights fix their bottom's height and width (an InnerProduct over a map)
+FIXES_IMAGE_SIZE = frozenset({"InnerProduct"})
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +85,17 @@ class _Positional(nn.Module):
 
 def _example_inputs(net: CaffeNet) -> tuple[Tensor, ...]:
     """Tensors in the shapes the net was built for (its Input layers or data-layer defaults),
-    4-D ones with batch `TRACED_BATCH`."""
+    with batch `TRACED_BATCH`."""
     generator = torch.Generator().manual_seed(0)
     shapes = [net.input_shapes[name] for name in net.inputs]
-    shapes = [(TRACED_BATCH, *shape[1:]) if len(shape) == 4 else shape for shape in shapes]
-    return tuple(torch.randn(shape, generator=generator) for shape in shapes)
+    return tuple(torch.randn((TRACED_BATCH, *shape[1:]) if shape else shape, generator=generator) for shape in shapes)
 
 
 def _dynamic_shapes(examples: tuple[Tensor, ...], axes: dict[int, str]) -> dict[str, tuple]:
-    """The named dynamic `axes` of every 4-D input. torch's exporter traces each name as
-    `torch.export.Dim.DYNAMIC` and writes the names into the ONNX graph."""
-    return {"inputs": tuple(dict(axes) if x.dim() == 4 else None for x in examples)}
+    """The named dynamic `axes` of every 4-D input and the batch of every other one. torch's
+    exporter traces each name as `torch.export.Dim.DYNAMIC` and writes the names into the graph."""
+    batch = {axis: name for axis, name in axes.items() if axis == 0}
+    return {"inputs": tuple(dict(axes) if x.dim() == 4 else dict(batch) if x.dim() else None for x in examples)}
 
 
 def output_names(net: CaffeNet, *, argmax: bool = False) -> list[str]:
@@ -110,24 +113,32 @@ def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argm
         opset: the ONNX opset, at least `MIN_OPSET`.
         argmax: add the per-pixel label map (argmax over channels of the first output,
             int64 N x H x W) as a second output, so a runtime needs no post-processing.
+
     Raises:
         ValueError: for an opset below `MIN_OPSET`.
+        MissingExtraError: `onnx` or `onnxscript` (torch's exporter needs it) is not installed: the `[onnx]` extra.
         torch.onnx.errors.OnnxExporterError: where torch's exporter cannot express the net.
+        OSError: the file cannot be written.
+
+    Size-dependent choices inside the layers (which pooling kernel reproduces Caffe's
+    window count) are traced at the net's built input size.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is below the supported minimum {MIN_OPSET}")
+    onnx = require("onnx", extra="onnx", needed_by="ONNX export")
+    require("onnxscript", extra="onnx", needed_by="ONNX export (torch's exporter)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     examples = _example_inputs(net)
     was_training = net.training
     net.eval()
+    fixing = [name for name, layer in net.layers.items() if layer.layer_type in FIXES_IMAGE_SIZE]
+    axes = DYNAMIC_AXES
+    if fixing:
+        axes = {0: DYNAMIC_AXES[0]}
+        log.info("%s: %s fix the image size; height and width are exported as built", path, ", ".join(fixing))
     try:
-        try:
-            _export(net, path, examples, DYNAMIC_AXES, opset, argmax)
-        except torch.onnx.errors.OnnxExporterError:
-            batch_only = {0: DYNAMIC_AXES[0]}
-            log.info("%s: height and width are fixed by the net's layers; exporting them as traced", path)
-            _export(net, path, examples, batch_only, opset, argmax)
+        _export(net, path, examples, axes, opset, argmax)
     finally:
         net.train(was_training)
     onnx.checker.check_model(str(path), full_check=True)

@@ -8,8 +8,8 @@ interpolation. These are the authors' `surgery.transplant` and `surgery.interp` 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def _squeeze_legacy(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def transplant(net, blobs: dict[str, list[np.ndarray]]) -> TransplantReport:
+def transplant(net, blobs: Mapping[str, Sequence[np.ndarray]]) -> TransplantReport:
     """Copy `blobs` into `net` by layer name, reshaping where only the shape differs.
 
     A blob with the same number of elements is copied in its memory order, which turns

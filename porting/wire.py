@@ -8,8 +8,8 @@ anything is read or allocated; every malformation is a `CaffemodelError` with a 
 
 from __future__ import annotations
 
+import io
 import os
-from typing import BinaryIO
 
 from porting.errors import CaffemodelError
 
@@ -48,7 +48,7 @@ def varint_bytes(value: int) -> bytes:
 class WireReader:
     """Cursor over `file`; every read takes `end`, the end offset of the enclosing message."""
 
-    def __init__(self, file: BinaryIO, path: str) -> None:
+    def __init__(self, file: io.BufferedIOBase, path: str) -> None:
         self.file = file
         self.path = path
         self.size = os.fstat(file.fileno()).st_size

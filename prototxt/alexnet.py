@@ -90,13 +90,13 @@ def define(
             n[f"pool{index}"] = layers.Pooling(bottom, **_POOL)
             n[f"norm{index}"] = bottom = layers.LRN(n[f"pool{index}"], **LRN)
     n.pool5 = bottom = layers.Pooling(bottom, **_POOL)
-    for index, kernel in ((6, FC6_KERNEL), (7, 1)):
-        n[f"fc{index}"] = layers.Convolution(
+    for fc, kernel in ((6, FC6_KERNEL), (7, 1)):
+        n[f"fc{fc}"] = layers.Convolution(
             bottom, num_output=_width(FC_WIDTH, width), pad=0, kernel_size=kernel, group=1, stride=1
         )
-        n[f"relu{index}"] = bottom = layers.ReLU(n[f"fc{index}"], in_place=True)
+        n[f"relu{fc}"] = bottom = layers.ReLU(n[f"fc{fc}"], in_place=True)
         if split != "deploy":
-            n[f"drop{index}"] = bottom = layers.Dropout(bottom, dropout_ratio=0.5, in_place=True)
+            n[f"drop{fc}"] = bottom = layers.Dropout(bottom, dropout_ratio=0.5, in_place=True)
     n.score_fr = layers.Convolution(bottom, num_output=num_classes, pad=0, kernel_size=1, param=_LEARNED)
     n.upscore = layers.Deconvolution(
         n.score_fr, num_output=num_classes, bias_term=False, kernel_size=63, stride=32, param=[dict(lr_mult=0)]

@@ -144,10 +144,10 @@ def _head(graph_net: caffe_pb2.NetParameter, data: str, source: str, pad: int | 
     if maps is None:
         raise PrototxtError(source, f"the score layer does not follow '{data}' through layers with coordinate maps")
     scales = {m.scale for m in maps}
-    stride = next(iter(scales))
-    if len(scales) != 1 or stride.denominator != 1 or stride < 1:
+    scale = next(iter(scales))
+    if len(scales) != 1 or scale.denominator != 1 or scale < 1:
         raise PrototxtError(source, f"the trunk's stride must be one whole number on both axes, found {sorted(scales)}")
-    stride = int(stride)
+    stride = int(scale)
     centre = maps[0].offset
     kernel = 2 * stride if (Fraction(2 * stride - 1, 2) - centre).denominator == 1 else 2 * stride - 1
     offset = Fraction(kernel - 1, 2) - centre

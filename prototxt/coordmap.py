@@ -234,7 +234,7 @@ def receptive_field(top: Top, source: Top) -> tuple[Footprint, ...]:
         step = layer_map(layer.param)
         through = layer.bottoms if layer.param.type in _ALL_BOTTOMS_ALIGNED else layer.bottoms[:1]
         found = [fp for fp in (visit(bottom) for bottom in through) if fp is not None] if step else []
-        if not found:
+        if not found or step is None:
             return None
         widest = tuple(max((fp[i] for fp in found), key=lambda f: f.extent) for i in range(len(SPATIAL_AXES)))
         result = []

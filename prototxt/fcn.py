@@ -224,8 +224,8 @@ def define(
     """
     if split not in SPLITS and split not in DATA_SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS + DATA_SPLITS)}, got {split!r}")
-    strides = [_STRIDE_OF_POOL.get(skip) for skip in skips]
-    if None in strides or sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
+    strides = [_STRIDE_OF_POOL.get(skip, 0) for skip in skips]
+    if 0 in strides or sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
         raise ValueError(f"skips must be distinct pooling layers of {list(_STRIDE_OF_POOL)}, coarsest first; got {skips}")
     inputs = dict(inputs or {"data": in_channels})
     heads = tuple(heads or (Head(num_classes),))
@@ -238,7 +238,7 @@ def define(
     n = NetSpec()
     labels = list(dict.fromkeys(head.label for head in heads))
     data_layers(n, split, in_channels, data_layer, data_params, inputs=inputs, labels=labels)
-    options = dict(split=split, skips=skips, skip_scales=skip_scales, normalize_loss=normalize_loss,
+    options: dict[str, Any] = dict(split=split, skips=skips, skip_scales=skip_scales, normalize_loss=normalize_loss,
                    learn_skip_upsampling=learn_skip_upsampling)
     if fusion == "late" and len(inputs) > 1:
         scores = []

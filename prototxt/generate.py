@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -42,7 +43,7 @@ def render(
     With the defaults: all the authors' nets (`prototxt.nets.NETS`). A variant (another
     class count, width, input channels or mean) covers the VOC FCN-VGG16 nets.
     """
-    options = dict(num_classes=num_classes, width=width, in_channels=in_channels)
+    options: dict[str, Any] = dict(num_classes=num_classes, width=width, in_channels=in_channels)
     data = {split: None if mean is None else {**fcn.DATA_PARAMS[split], "mean": tuple(mean)} for split in fcn.DATA_PARAMS}
     variant = (num_classes, width, in_channels, mean) != (21, 1.0, 3, None)
     files: dict[str, str] = {}

@@ -177,13 +177,16 @@ class NetSpec:
     built at run time. Assigning a top-less `Layer` names the layer.
     """
 
+    _tops: dict[str, Top | Layer]
+
     def __init__(self) -> None:
         object.__setattr__(self, "_tops", {})
 
-    def __setattr__(self, name: str, value: Top | Layer) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:  # checked by __setitem__
         self[name] = value
 
-    def __getattr__(self, name: str) -> Top | Layer:
+    # Lookups return Any: a Top, or a top-less Layer, chained by callers as with pycaffe's NetSpec.
+    def __getattr__(self, name: str) -> Any:
         try:
             return self._tops[name]
         except KeyError:
@@ -201,7 +204,7 @@ class NetSpec:
             value.name = name
         self._tops[name] = value
 
-    def __getitem__(self, name: str) -> Top | Layer:
+    def __getitem__(self, name: str) -> Any:
         try:
             return self._tops[name]
         except KeyError:

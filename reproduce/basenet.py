@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 import porting
+from fcndata import IGNORE_LABEL, Sample
 from porting.prototxt import parse_prototxt
 from prototxt.fcn import FC_WIDTH, VGG16_STAGES, scaled_width
-from fcndata import IGNORE_LABEL, Sample
 
 INPUT_SIZE = 224  # VGG16's: five 2x2 pools bring it to the 7x7 map fc6 is built for
 PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel
@@ -78,10 +78,10 @@ def base_net_text(num_classes: int, width: float, *, name: str = "VGG_ILSVRC_16_
             f"  inner_product_param {{ num_output: {outputs} {msra} }}"
         )
         if fc != "fc8":
-            index = fc[2:]
-            layer(f'bottom: "{fc}" top: "{fc}" name: "relu{index}" type: RELU')
+            fc_index = fc[2:]
+            layer(f'bottom: "{fc}" top: "{fc}" name: "relu{fc_index}" type: RELU')
             layer(
-                f'bottom: "{fc}" top: "{fc}" name: "drop{index}" type: DROPOUT\n'
+                f'bottom: "{fc}" top: "{fc}" name: "drop{fc_index}" type: DROPOUT\n'
                 "  dropout_param { dropout_ratio: 0.5 }"
             )
         bottom = fc

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eval import segment
 from eval import table as eval_table
@@ -78,10 +79,10 @@ class DemoData:
 
 def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
     """Write the synthetic `dataset` ("voc", "folder" or "ade20k") under `root` in its real layout."""
-    size = dict(n_train=plan.n_train, n_val=plan.n_val, size=plan.image_size)
+    size: dict[str, Any] = dict(n_train=plan.n_train, n_val=plan.n_val, size=plan.image_size)
     if dataset == "voc":
         paths = write_synthetic(root, **size)
-        held_out = VOCSegmentation(paths.voc_root, "2011", "seg11valid",
+        held_out: SegmentationFiles = VOCSegmentation(paths.voc_root, "2011", "seg11valid",
                                    ids=seg11valid_ids(paths.voc_root, paths.sbd_root), sbd_root=paths.sbd_root)
         roots = ["--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root)]
         return DemoData(SBDSegmentation(paths.sbd_root, "train"), held_out, held_out.num_classes,

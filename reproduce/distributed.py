@@ -37,13 +37,14 @@ def init_distributed(backend: str | None = None) -> DistContext:
     """Join the process group `torchrun` describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
 
     Without WORLD_SIZE (plain `python -m ...`) this is a single process and no group is
-    created. The backend is NCCL when CUDA is available, gloo otherwise.
+    created. The backend is NCCL when CUDA is available, gloo otherwise; `backend="gloo"` with
+    more local ranks than GPUs runs several ranks on one GPU (NCCL refuses that).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())  # ranks share GPUs when fewer
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 import porting
 from fcndata import NYUDSegmentation, PASCALContextSegmentation, SIFTFlowSegmentation
@@ -106,15 +105,19 @@ def data_params(net: str, split: str, roots: Mapping[str, Path | None], seed: in
     return {**params, "seed": seed}
 
 
-def dataset(net: str, split: str, roots: Mapping[str, Path | None], ids: list[str] | None = None) -> Dataset:
+def dataset(
+    net: str, split: str, roots: Mapping[str, Path | None], ids: list[str] | None = None
+) -> PASCALContextSegmentation | NYUDSegmentation | SIFTFlowSegmentation:
     """A non-VOC family's dataset for one of the net's splits (PASCAL-Context, NYUDv2, SIFT Flow)."""
     kind = family(net)
+    check_roots(net, roots)
+    given = {key: Path(root) for key, root in roots.items() if root is not None}
     if kind == "pascalcontext":
-        return PASCALContextSegmentation(roots["voc_root"], roots["pascalcontext_root"], split, ids=ids)
+        return PASCALContextSegmentation(given["voc_root"], given["pascalcontext_root"], split, ids=ids)
     if kind == "nyud":
-        return NYUDSegmentation(roots["nyud_root"], split, tops=nets.nyud_tops(net), ids=ids)
+        return NYUDSegmentation(given["nyud_root"], split, tops=nets.nyud_tops(net), ids=ids)
     if kind == "siftflow":
-        return SIFTFlowSegmentation(roots["siftflow_root"], split, ids=ids)
+        return SIFTFlowSegmentation(given["siftflow_root"], split, ids=ids)
     raise ValueError(f"{net}: the VOC datasets are built by reproduce.stage")
 
 

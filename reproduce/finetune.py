@@ -58,7 +58,8 @@ def source_class_names(caffemodel: Path, blobs: dict[str, list[np.ndarray]], cla
 
 def class_layers(net: CaffeNet, num_classes: int) -> tuple[list[str], list[str]]:
     """(Convolutions, Deconvolutions) of `net` with one output per class."""
-    convs, deconvs = [], []
+    convs: list[str] = []
+    deconvs: list[str] = []
     for layer in net.net_param.layer:
         if layer.type in ("Convolution", "Deconvolution") and layer.convolution_param.num_output == num_classes:
             (convs if layer.type == "Convolution" else deconvs).append(layer.name)

@@ -44,13 +44,18 @@ ACCUMULATIONS = ("mean", "sum")
 
 
 class ParamSpecLike(Protocol):
-    """What the solver needs from `CaffeNet.param_specs()` entries."""
+    """What the solver needs from `CaffeNet.param_specs()` entries (read-only, as `ParamInfo` is frozen)."""
 
-    layer: str
-    index: int
-    parameter: torch.nn.Parameter
-    lr_mult: float
-    decay_mult: float
+    @property
+    def layer(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def parameter(self) -> torch.nn.Parameter: ...
+    @property
+    def lr_mult(self) -> float: ...
+    @property
+    def decay_mult(self) -> float: ...
 
 
 @dataclass(frozen=True)

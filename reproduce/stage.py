@@ -51,39 +51,44 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import torch
+from torch.utils.data import Dataset
 
 import porting
 from eval.infer import Head, family_heads, score
-from porting.errors import FcnError
-from porting.numerics import TF32_HELP, set_fp32_precision
-from porting.metadata import NetMetadata, parse_mean, write_sidecar
-from porting.proto import caffe_pb2
-from porting.prototxt import to_text
-from porting.surgery import set_bilinear_upsampling, transplant
-from porting.fully_convolutional import cast_classifier
-from porting.prototxt import read_prototxt
-from prototxt import backbone as backbones
-from prototxt import fcn, nets, solvers
 from fcndata import NUM_CLASSES
 from fcndata.registry import DATASETS
+from porting.errors import FcnError
+from porting.fully_convolutional import cast_classifier
+from porting.metadata import NetMetadata, parse_mean, write_sidecar
+from porting.numerics import TF32_HELP, set_fp32_precision
+from porting.proto import caffe_pb2
+from porting.prototxt import read_prototxt, to_text
+from porting.surgery import set_bilinear_upsampling, transplant
+from prototxt import backbone as backbones
+from prototxt import fcn, nets, solvers
 from reproduce import families
 from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
+from reproduce.monitor import messages_to_stderr
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
-from reproduce.train import ORDERS, TrainConfig, TrainResult, Trainer
+from reproduce.train import ORDERS, TrainConfig, Trainer, TrainResult
 
 VOC_STAGES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 STAGES = VOC_STAGES + families.STAGES
 #: the stage whose final weights each stage starts from; None: the VGG16 classifier
 PREVIOUS = {"fcn32s": None, "fcn16s": "fcn32s", "fcn8s": "fcn16s", "fcn8s-atonce": None}
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
-Definition = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+Definition: TypeAlias = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
+logger = logging.getLogger("reproduce.stage")  # not __name__: that is "__main__" under python -m
 
 VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
@@ -107,6 +112,8 @@ class StageOptions:
     preset: str | None = None  # None: heavy for VGG16, cvpr (Table 1's recipe) for the other backbones
     max_iter: int | None = None
     images_per_update: int | None = None
+    display: int | None = None
+    snapshot: int | None = None
     classes: int | None = None  # None: the dataset's class count (21 for VOC)
     width: float = 1.0
     ids: Path | None = None
@@ -219,6 +226,10 @@ def stage_solver(options: StageOptions, solver: caffe_pb2.SolverParameter, ranks
     `iter_size` per GPU (images per update / `ranks`)."""
     if options.max_iter is not None:
         solver.max_iter = options.max_iter
+    if options.display is not None:
+        solver.display = options.display
+    if options.snapshot is not None:
+        solver.snapshot = options.snapshot
     images = options.images_per_update or solver.iter_size
     if images % ranks:
         raise FcnError(f"{images} images per update cannot be split over {ranks} processes; pick a divisor")
@@ -267,7 +278,7 @@ def family_definitions(options: StageOptions, ranks: int = 1) -> dict[str, Defin
 
 def stage_data(options: StageOptions, evaluating: bool) -> StageData:
     """The stage's data: `--dataset`, or VOC + SBD from their roots."""
-    common = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
+    common: dict[str, Any] = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
                   eval_images=options.eval_images)
     if options.dataset is None:
         return voc_data(options.voc_root, options.sbd_root, ids=options.ids, **common)
@@ -310,8 +321,22 @@ def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device
     return evaluate
 
 
-def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) -> TrainResult:
-    """Train one stage end to end; returns the Trainer's result (final.caffemodel among it)."""
+def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
+              ) -> TrainResult:
+    """Train one stage end to end and log where its files are (rank 0).
+
+    Args:
+        options: the stage, data, preset and overrides.
+        ctx: the process group; joined from torchrun's environment when None.
+        log: where progress messages go (rank 0); the module's logger by default.
+
+    Returns:
+        The Trainer's result: updates done, smoothed loss and the paths of the log, plot,
+        last snapshot and final.caffemodel.
+
+    Raises:
+        FcnError: missing data or weights, a preset without this stage, weights that do not fit.
+    """
     set_fp32_precision(options.tf32)
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device and ctx.world_size == 1 else ctx.device
@@ -322,7 +347,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     if name not in recipe.base_lr:
         raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
     recipe = recipe.for_net(name)
-    eval_every = (recipe.snapshot or 0) if options.eval_every is None else options.eval_every
+    snapshot_every = (recipe.snapshot or 0) if options.snapshot is None else options.snapshot
+    eval_every = snapshot_every if options.eval_every is None else options.eval_every
     family = nets.info(name).family.name if name in nets.NETS else "voc"
     if family != "voc":
         if options.dataset is not None or options.from_net is not None:
@@ -336,15 +362,18 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     else:
         weights = [initial_weights(options)]
     data = None
+    dataset: Dataset
+    validation: Dataset | None
     if family == "voc":
         data = stage_data(options, evaluating=eval_every > 0)
         dataset, validation, num_classes = data.train, data.validation, len(data.classes)
     else:
         train_split, test_split = nets.info(name).splits
         dataset = families.dataset(name, train_split, roots(options))
-        validation = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
-        if validation is not None and options.eval_images is not None:
-            validation = families.dataset(name, test_split, roots(options), ids=validation.ids[: options.eval_images])
+        test = families.dataset(name, test_split, roots(options)) if eval_every > 0 else None
+        if test is not None and options.eval_images is not None:
+            test = families.dataset(name, test_split, roots(options), ids=test.ids[: options.eval_images])
+        validation = test
         num_classes = options.classes or NUM_CLASSES
     directory = options.out / options.run_name
     directory.mkdir(parents=True, exist_ok=True)
@@ -357,7 +386,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     torch.manual_seed(options.seed)
     net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
     if ctx.is_main:
-        log(f"{options.run_name}: initial weights from {', '.join(str(path) for path in weights)}")
+        log(f"{options.run_name}: preset {options.recipe}, initial weights from "
+            f"{', '.join(str(path) for path in weights)}")
     if data is None:
         report = families.initialize(net, name, weights)
     else:
@@ -386,9 +416,30 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log=print) 
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main and data is not None:
         write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
-        loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
-        log(f"{options.run_name}: {result.iter} updates, loss {loss}; weights {result.caffemodel}")
+    if ctx.is_main:
+        for line in summary(options.run_name, options.recipe, result):
+            log(line)
     return result
+
+
+def summary(stage: str, preset: str, result: TrainResult) -> list[str]:
+    """Lines saying what a finished stage ran and where its files are.
+
+    Args:
+        stage: the stage's run name, e.g. "fcn32s".
+        preset: the training recipe it ran (`prototxt.solvers.PRESETS`).
+        result: what its Trainer returned.
+
+    Returns:
+        The header line (updates, final smoothed loss) and one line each for log, plot and weights.
+    """
+    loss = "n/a" if result.loss is None else f"{result.loss:.6g}"
+    return [
+        f"{stage}: preset {preset}, {result.iter} updates, loss {loss}",
+        f"  log:     {result.log_jsonl} (and {result.log_csv.name})",
+        f"  plot:    {result.plot}",
+        f"  weights: {result.caffemodel}",
+    ]
 
 
 def _quiet(*_: object) -> None:
@@ -461,6 +512,10 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--max-iter", type=_non_negative_int, help="updates to train (default: the preset's)")
     parser.add_argument("--images-per-update", type=_positive_int,
                         help="images per update, accumulated (Caffe iter_size; default: the preset's)")
+    parser.add_argument("--display", type=_non_negative_int,
+                        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)")
+    parser.add_argument("--snapshot", type=_non_negative_int,
+                        help="snapshot every N updates (0: only at the end; default: the preset's)")
     parser.add_argument("--classes", type=_positive_int,
                         help="number of classes incl. background (default: the dataset's; 21 for VOC)")
     parser.add_argument("--from-net", type=Path,
@@ -472,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> StageOptions:
     parser.add_argument("--width", type=_positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument("--eval-every", type=_non_negative_int,
-                        help="validate every N updates (0: never; default: the preset's snapshot interval)")
+                        help="validate every N updates (0: never; default: the snapshot interval)")
     parser.add_argument("--eval-images", type=_positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available (torchrun: per rank)")
@@ -490,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.device == "cuda" and not torch.cuda.is_available():
             raise FcnError("--device cuda: no CUDA device is available")
-        run_stage(options)
+        with messages_to_stderr():
+            run_stage(options)
     except FcnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -97,9 +97,11 @@ def voc_data(
     check_voc_roots(voc_root, sbd_root, evaluating)
     num_classes = classes if classes is not None else NUM_CLASSES
     mean = tuple(mean) if mean is not None else MEAN_BGR
+    assert sbd_root is not None  # check_voc_roots raised otherwise
     train = SBDSegmentation(sbd_root, "train", num_classes=num_classes, mean=mean)
     validation = None
     if evaluating:
+        assert voc_root is not None  # check_voc_roots raised otherwise
         val_ids = seg11valid_ids(voc_root, sbd_root, ids)
         validation = VOCSegmentation(voc_root, "2011", "seg11valid", ids=val_ids[:eval_images] if eval_images else val_ids,
                                      sbd_root=sbd_root, num_classes=num_classes, mean=mean)

@@ -22,35 +22,29 @@ can be checked and a bad image found.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import json
-import math
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import porting
+from fcndata import net_feed
 from fcndata.splits import sample_order
 from porting.errors import CheckpointError, FcnError
-from fcndata import net_feed
 from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
+from reproduce.monitor import Progress, TrainLog
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
 from reproduce.solver import CaffeSGD, SolverConfig
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
-LOG_COLUMNS = ("iter", "loss", "lr", "images_per_s", "mean_iu")
 #: training image orders (`TrainConfig.order`), see the module docstring
 ORDERS = ("authors", "permutation")
 
@@ -77,7 +71,7 @@ class TrainConfig:
     @classmethod
     def from_solver(cls, solver: SolverConfig, out_dir: Path, **overrides: Any) -> TrainConfig:
         """Loop settings as a Caffe solver file gives them (batch 1, so images per update = iter_size)."""
-        fields = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
+        fields: dict[str, Any] = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
                       average_loss=solver.average_loss, snapshot_every=solver.snapshot, out_dir=Path(out_dir))
         if solver.random_seed >= 0:
             fields["seed"] = solver.random_seed
@@ -167,118 +161,6 @@ class _RankSampler:
         return (self.stop - self.start) * self.per_rank
 
 
-class TrainLog:
-    """The run's records as JSON lines (all keys) and CSV (fixed columns), plus a plot."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.jsonl = out_dir / "log.jsonl"
-        self.csv = out_dir / "log.csv"
-        self.plot = out_dir / "loss.png"
-        self.records: list[dict[str, Any]] = []
-
-    def restart(self, resumed_iter: int) -> None:
-        """Keep what happened before the resumed iteration; later records are about to be redone.
-
-        A loss record at iteration k is measured before update k+1, an evaluation record at
-        k after update k, so at iteration s the loss is recomputed but the evaluation stays."""
-        if self.jsonl.exists():
-            kept = []
-            for line in self.jsonl.read_text().splitlines():
-                record = json.loads(line)
-                redone = "loss" in record or "ids" in record
-                if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and not redone):
-                    kept.append(record)
-            self.records = kept
-        self._rewrite()
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        with open(self.jsonl, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        with open(self.csv, "a", newline="") as handle:
-            csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore").writerow(record)
-        draw_plot(self.records, self.plot)
-
-    def append_ids(self, iteration: int, ids: list[str]) -> None:
-        """The image ids of the update made at `iteration`: a log.jsonl line of their own."""
-        record = {"iter": iteration, "ids": ids}
-        self.records.append(record)
-        with open(self.jsonl, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _rewrite(self) -> None:
-        self.jsonl.write_text("".join(json.dumps(record) + "\n" for record in self.records))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(record for record in self.records if "ids" not in record)
-        self.csv.write_text(text.getvalue())
-        draw_plot(self.records, self.plot)
-
-
-def draw_plot(records: list[dict[str, Any]], path: Path, size: tuple[int, int] = (800, 450)) -> None:
-    """Loss (left axis, blue) and mean IU (right axis, orange) against iteration, with Pillow."""
-    width, height = size
-    left, right, top, bottom = 70, 70, 20, 40
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    series = {key: [(r["iter"], r[key]) for r in records if isinstance(r.get(key), (int, float))
-                    and math.isfinite(r[key])] for key in ("loss", "mean_iu")}
-    iters = [i for points in series.values() for i, _ in points] or [0]
-    x_low, x_high = min(iters), max(max(iters), min(iters) + 1)
-    draw.rectangle((left, top, width - right, height - bottom), outline="black")
-
-    def x_of(iteration: float) -> float:
-        return left + (iteration - x_low) / (x_high - x_low) * (width - left - right)
-
-    for fraction in (0.0, 0.5, 1.0):
-        iteration = x_low + fraction * (x_high - x_low)
-        draw.text((x_of(iteration) - 10, height - bottom + 5), f"{iteration:g}", fill="black", font=font)
-    draw.text((width // 2 - 15, height - 18), "iter", fill="black", font=font)
-    for key, colour, label_x in (("loss", (31, 119, 180), 5), ("mean_iu", (255, 127, 14), width - right + 5)):
-        points = series[key]
-        if not points:
-            continue
-        values = [v for _, v in points]
-        y_low, y_high = min(values), max(max(values), min(values) + 1e-12)
-
-        def y_of(value: float) -> float:
-            return height - bottom - (value - y_low) / (y_high - y_low) * (height - top - bottom)
-
-        for value in (y_low, y_high):
-            draw.text((label_x, y_of(value) - 6), f"{value:.4g}", fill=colour, font=font)
-        draw.text((label_x, height // 2), key, fill=colour, font=font)
-        coordinates = [(x_of(i), y_of(v)) for i, v in points]
-        if len(coordinates) > 1:
-            draw.line(coordinates, fill=colour, width=2)
-        for x, y in coordinates[-1:]:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-    image.save(path)
-
-
-class Progress:
-    """A one-line progress bar on stderr (rank 0); a plain line per display when not a terminal."""
-
-    def __init__(self, total: int, stream: Any = None) -> None:
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
-
-    def update(self, iteration: int, loss: float, images_per_s: float, force: bool = False) -> None:
-        if not (self.live or force):
-            return
-        filled = int(30 * iteration / max(self.total, 1))
-        line = f"[{'#' * filled}{'.' * (30 - filled)}] {iteration}/{self.total} loss {loss:.6g} {images_per_s:.1f} img/s"
-        self.stream.write(("\r" + line) if self.live else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 class Trainer:
     """Caffe-style training of a TRAIN-phase `CaffeNet` on a dataset of `Sample`s.
 
@@ -291,7 +173,7 @@ class Trainer:
         if solver.config.iter_size != config.images_per_update:
             raise FcnError(f"solver iter_size {solver.config.iter_size} differs from images_per_update "
                            f"{config.images_per_update}; with batch 1 they must agree")
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:
             raise FcnError("the training dataset is empty")
         self.net = net
         self.solver = solver
@@ -304,7 +186,7 @@ class Trainer:
         if config.images_per_update % self.ctx.world_size:
             raise FcnError(f"images_per_update {config.images_per_update} is not divisible by "
                            f"{self.ctx.world_size} processes")
-        self.loss_weights = dict(net.loss_weights)
+        self.loss_weights: dict[str, float] = dict(cast(Mapping[str, float], net.loss_weights))
         #: the net's input blobs, fed with an example's tops in order (data and label for VOC)
         self.inputs = list(getattr(net, "inputs", ("data", "label")))
         if not self.loss_weights:
@@ -352,10 +234,11 @@ class Trainer:
         Normalize does (not at all under the solver's "sum" accumulation, the CVPR-era
         Caffe's); returns the mean loss per image, which Caffe displays in both eras."""
         parameters = self.solver.parameters
+        grads = []
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-        grads = [parameter.grad for parameter in parameters]
+            grads.append(parameter.grad)
         all_reduce_sum([*grads, loss_sum.reshape(1)])
         scale = 1.0 / self.config.images_per_update
         if self.solver.config.accumulation == "mean":
@@ -375,18 +258,29 @@ class Trainer:
         if self.ctx.is_main:
             self.log.restart(self.solver.iter)
         start = self.solver.iter
-        sampler = _RankSampler(image_order(config.order, config.seed, len(self.dataset)), start,
+        sampler = _RankSampler(image_order(config.order, config.seed, len(cast(Sized, self.dataset))), start,
                                max(start, config.max_iter), config.images_per_update, self.ctx)
-        logged_order = image_order(config.order, config.seed, len(self.dataset))
-        id_of = image_ids(self.dataset)
         loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=config.num_workers,
                             pin_memory=self.ctx.device.type == "cuda")
-        progress = Progress(config.max_iter)
+        with Progress(config.max_iter, initial=start, enabled=self.ctx.is_main) as progress, \
+                progress.redirect_logging():
+            last_snapshot = self._loop(sampler, iter(loader), progress)
+        caffemodel = self.out_dir / "final.caffemodel"
+        if self.ctx.is_main:
+            porting.write_caffemodel(self.net, caffemodel)  # atomic itself (temp + rename)
+        smoothed = sum(self.losses) / len(self.losses) if self.losses else None
+        return TrainResult(self.solver.iter, smoothed, last_snapshot or latest_snapshot(self.out_dir), caffemodel,
+                           self.log.csv, self.log.jsonl, self.log.plot)
+
+    def _loop(self, sampler: _RankSampler, samples: Iterator[Any], progress: Progress) -> Path | None:
+        """Updates until max_iter with display, validation and snapshots; returns the last snapshot."""
+        config = self.config
         positions = sampler.positions()
-        samples = iter(loader)
+        logged_order = image_order(config.order, config.seed, len(cast(Sized, self.dataset)))
+        id_of = image_ids(self.dataset)
         last_snapshot: Path | None = None
-        snapshot_iter = start
-        window_start, window_iter = time.perf_counter(), start
+        snapshot_iter = self.solver.iter
+        window_start, window_iter = time.perf_counter(), self.solver.iter
         self.net.train()
         while self.solver.iter < config.max_iter:
             iteration = self.solver.iter
@@ -397,30 +291,24 @@ class Trainer:
             self.losses.append(self._reduce_and_scale(loss_sum))
             rate = self.solver.step()
             smoothed = sum(self.losses) / len(self.losses)
-            elapsed = time.perf_counter() - window_start
-            images_per_s = (self.solver.iter - window_iter) * config.images_per_update / max(elapsed, 1e-9)
+            progress.step(self.solver.iter, smoothed)
             if self.ctx.is_main:
                 first = iteration * config.images_per_update
-                self.log.append_ids(iteration, [id_of(logged_order[n]) for n in range(first, first + config.images_per_update)])
-                display = bool(config.display) and iteration % config.display == 0
-                progress.update(self.solver.iter, smoothed, images_per_s, force=display)
-                if display:
-                    self.log.append({"iter": iteration, "loss": smoothed, "lr": rate, "images_per_s": images_per_s})
-                    window_start, window_iter = time.perf_counter(), self.solver.iter
+                ids = [id_of(logged_order[n]) for n in range(first, first + config.images_per_update)]
+                self.log.append_ids(iteration, ids)
+            if self.ctx.is_main and config.display and iteration % config.display == 0:
+                elapsed = time.perf_counter() - window_start
+                images_per_s = (self.solver.iter - window_iter) * config.images_per_update / max(elapsed, 1e-9)
+                progress.display(iteration, smoothed, rate, images_per_s)
+                self.log.append({"iter": iteration, "loss": smoothed, "lr": rate, "images_per_s": images_per_s})
+                window_start, window_iter = time.perf_counter(), self.solver.iter
             if config.eval_every and self.solver.iter % config.eval_every == 0:
                 self._evaluate()
             if config.snapshot_every and self.solver.iter % config.snapshot_every == 0:
                 last_snapshot, snapshot_iter = self._snapshot(), self.solver.iter
-        if self.ctx.is_main:
-            progress.close()
         if snapshot_iter != self.solver.iter:
             last_snapshot = self._snapshot()
-        caffemodel = self.out_dir / "final.caffemodel"
-        if self.ctx.is_main:
-            porting.write_caffemodel(self.net, caffemodel)  # atomic itself (temp + rename)
-        smoothed = sum(self.losses) / len(self.losses) if self.losses else None
-        return TrainResult(self.solver.iter, smoothed, last_snapshot or latest_snapshot(self.out_dir), caffemodel,
-                           self.log.csv, self.log.jsonl, self.log.plot)
+        return last_snapshot
 
     def _evaluate(self) -> None:
         if self.evaluate is None or not self.ctx.is_main:

@@ -1,7 +1,13 @@
-"""Shared fixtures; helper functions live in tests/helpers.py (importable as `helpers`)."""
+"""Shared fixtures; helper functions live in tests/helpers.py (importable as `helpers`).
+
+The authors' reference files are found by one fixture, `reference_dir`: `$FCN_REFERENCE_DIR`,
+else `../shared/reference` beside the repository, else the cache `python -m tests.fetch_reference`
+fills. Without any of them the tests that need the files skip (fail under `FCN_REQUIRE_REFERENCE=1`).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,11 +15,50 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import REFERENCE  # noqa: E402
+import fetch_reference  # noqa: E402
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+BESIDE_REPOSITORY = REPOSITORY.parent / "shared" / "reference"
+MISSING = (
+    "the authors' reference files are not here: run `python -m tests.fetch_reference` "
+    "(or set FCN_REFERENCE_DIR to a copy)"
+)
+
+
+def find_reference_dir() -> Path | None:
+    """Where the reference files are: $FCN_REFERENCE_DIR, ../shared/reference, the fetch cache; None if nowhere.
+
+    Raises:
+        pytest.UsageError: FCN_REFERENCE_DIR names a directory that does not exist.
+    """
+    given = os.environ.get("FCN_REFERENCE_DIR")
+    if given:
+        if not Path(given).is_dir():
+            raise pytest.UsageError(f"FCN_REFERENCE_DIR={given} is not a directory")
+        return Path(given)
+    if BESIDE_REPOSITORY.is_dir():
+        return BESIDE_REPOSITORY
+    if fetch_reference.is_complete(fetch_reference.CACHE_DIR):
+        return fetch_reference.CACHE_DIR
+    return None
+
+
+def reference_required() -> bool:
+    return os.environ.get("FCN_REQUIRE_REFERENCE", "") not in ("", "0")
 
 
 @pytest.fixture(scope="session")
-def reference() -> Path:
-    """The authors' fcn-berkeleyvision files (never copied into the project)."""
-    assert REFERENCE.is_dir(), f"reference files missing at {REFERENCE}"
-    return REFERENCE
+def reference_dir() -> Path:
+    """The reference root (`fcn-berkeleyvision/`, `fcn-berkeleyvision-extra/`, `caffe-models/`); skips without it."""
+    found = find_reference_dir()
+    if found is None:
+        if reference_required():
+            pytest.fail(f"FCN_REQUIRE_REFERENCE is set but {MISSING}", pytrace=False)
+        pytest.skip(MISSING)
+    return found
+
+
+@pytest.fixture(scope="session")
+def reference(reference_dir: Path) -> Path:
+    """The authors' fcn-berkeleyvision files (the four VOC nets, data/pascal, demo)."""
+    return reference_dir / "fcn-berkeleyvision"

@@ -642,7 +642,7 @@ def _model_unknown(folder: Path):
 def _missing_base(folder: Path):
     from reproduce.stage import StageOptions, run_stage
 
-    return run_stage(StageOptions(stage="fcn16s", out=folder / "runs", sbd_root=folder / "sbd", eval_every=0), log=lambda *_: None)
+    return run_stage(StageOptions(stage="fcn16s", out=folder / "runs", sbd_root=folder / "sbd", eval_every=0))
 
 
 @entry("stage given a corrupt base caffemodel")
@@ -654,7 +654,7 @@ def _corrupt_base(folder: Path):
     weights = folder / "vgg16.caffemodel"
     weights.write_bytes(b"\x0a\xff\xff\xff\xff\x0f" + bytes(10))
     options = StageOptions(stage="fcn32s", out=folder / "runs", sbd_root=paths.sbd_root, base_weights=weights, eval_every=0)
-    return run_stage(options, log=lambda *_: None)
+    return run_stage(options)
 
 
 # ---------------------------------------------------------------- casting classifiers

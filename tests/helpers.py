@@ -14,7 +14,6 @@ from porting import CaffeNet, parse_prototxt, read_prototxt, to_text, write_caff
 from porting.proto import caffe_pb2
 from porting.surgery import bilinear_kernel
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 VOC_NETS = ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce")
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
 
@@ -106,11 +105,12 @@ def compare_with_opencv(net: CaffeNet, tmp_path: Path, inputs: dict[str, np.ndar
     return {name: relative_difference(trace[name].numpy(), reference[name]) for name in layers}
 
 
-def deploy_net(name: str, width_divisor: int = 1) -> caffe_pb2.NetParameter:
-    """A deploy form of a reference VOC net: deploy.prototxt where the authors give one, else
-    val.prototxt with its Python data layer replaced by an Input layer and the loss dropped.
-    `width_divisor` divides every num_output except the class-score layers' (21)."""
-    directory = REFERENCE / name
+def deploy_net(reference: Path, name: str, width_divisor: int = 1) -> caffe_pb2.NetParameter:
+    """A deploy form of a reference VOC net (`reference`: the fixture's fcn-berkeleyvision folder):
+    deploy.prototxt where the authors give one, else val.prototxt with its Python data layer
+    replaced by an Input layer and the loss dropped. `width_divisor` divides every num_output
+    except the class-score layers' (21)."""
+    directory = reference / name
     if (directory / "deploy.prototxt").exists():
         net = read_prototxt(directory / "deploy.prototxt")
     else:
@@ -132,7 +132,7 @@ def deploy_net(name: str, width_divisor: int = 1) -> caffe_pb2.NetParameter:
     return net
 
 
-def demo_image() -> np.ndarray:
+def demo_image(reference: Path) -> np.ndarray:
     """The authors' demo image as the net's input: (1, 3, H, W) BGR float32, mean subtracted."""
-    bgr = cv2.imread(str(REFERENCE / "demo" / "image.jpg"), cv2.IMREAD_COLOR).astype(np.float32)
+    bgr = cv2.imread(str(reference / "demo" / "image.jpg"), cv2.IMREAD_COLOR).astype(np.float32)
     return (bgr - np.array(MEAN_BGR, dtype=np.float32)).transpose(2, 0, 1)[None].copy()

@@ -13,7 +13,8 @@ import math
 from bench.__main__ import main
 
 DESIGN_KEYS = {
-    "fcn8s_forward_cpu": {"ours_ms", "onnxruntime_ms", "opencv_ms"},
+    "fcn8s_forward_cpu": {"ours_ms", "onnxruntime_ms", "opencv_ms", "bf16_ms", "peak_gflop_s"},
+    "peak_cpu": {"peak_gflop_s", "blas_gemm_gflop_s", "onednn_gemm_gflop_s"},
     "port_vgg16": {"ours_s", "read_s", "naive_s", "peak_rss_mb", "file_mb"},
     "metrics": {"ours_mpx_s", "numpy_mpx_s"},
 }
@@ -33,14 +34,31 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys):
     for name, row in cpu["peers"].items():
         assert row["max_rel_diff_vs_ours_eager"] < 1e-4, f"{name} disagrees with our module"
     assert min(row["ratio_to_fastest"] for row in cpu["peers"].values()) == 1.0
-    assert cpu["gflop"] > 0 and cpu["matmul_peak_gflop_s"] > 0
+    assert cpu["gflop"] > 0
+    peak = results["peak_cpu"]
+    measured = [peak[k] for k in ("fma_loop_gflop_s", "blas_gemm_gflop_s", "onednn_gemm_gflop_s") if peak[k] is not None]
+    assert cpu["peak_gflop_s"] == peak["peak_gflop_s"] == max(measured)
+    for row in cpu["peers"].values():
+        assert row["fraction_of_peak"] == row["gflop_s"] / peak["peak_gflop_s"]
+    assert 0.9 <= cpu["bf16_argmax_agreement"] <= 1.0
     assert results["train_cpu"]["images_s"] > 0
     table1 = results["table1_backbones_cpu"]
     assert set(table1["nets"]) == {"alexnet", "vgg16", "googlenet"} and not table1["missing"]
     for row in table1["nets"].values():
         assert row["ours_ms"] > 0 and row["gflop"] > 0 and row["parameters"] > 0
 
+    # the device table: on CUDA the real one, else its code run on the CPU as a smoke test
+    device = results.get("fcn8s_forward_cuda", results.get("device_table_smoke"))
+    combos = {(row["mode"], row["precision"], row["batch"]) for row in device["rows"]}
+    assert {("eager", p, b) for p in ("fp32", "tf32", "bf16", "fp16") for b in (1, 8)} <= combos
+    for row in device["rows"]:
+        assert row["median_ms"] > 0 and 0.9 <= row["argmax_agreement_vs_fp32"] <= 1.0, row
+    smoke = device["device"].endswith("(smoke run)")
+    assert all(row["argmax_agreement_vs_fp32"] == 1.0 for row in device["rows"] if smoke and row["precision"] == "fp32")
+    assert {"fp32_ms", "tf32_ms", "bf16_ms", "fp16_ms", "onnxruntime_cuda_ms", "provider", "peak_memory_mb"} <= set(device)
+
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.strip() in capsys.readouterr().out, "the printed table is the written one"
-    for heading in ("## FCN-8s forward, CPU", "## Porting a VGG16-sized caffemodel", "## Confusion-matrix accumulation"):
+    assert "| mode | precision | batch | median ms |" in markdown
+    for heading in ("## FCN-8s forward, CPU", "## CUDA", "## Porting a VGG16-sized caffemodel", "## Confusion-matrix accumulation"):
         assert heading in markdown

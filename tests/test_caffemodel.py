@@ -10,8 +10,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from porting.caffemodel import iter_caffemodel, read_caffemodel, write_caffemodel
 from porting.errors import CaffemodelError
-from porting.prototxt import parse_prototxt
 from porting.proto import caffe_pb2
+from porting.prototxt import parse_prototxt
 
 RNG = np.random.default_rng(7)
 

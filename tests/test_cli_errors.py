@@ -12,10 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import numpy as np
-
+import pytest
 from error_catalog import TINY_NET, jpeg, tiny_files, voc_folder
 
 ROOT = Path(__file__).resolve().parents[1]

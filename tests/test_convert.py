@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import net_from_text, randomize, write_net
 
 import porting
-from helpers import net_from_text, randomize, write_net
 from porting.convert import main
 
 NET = """

@@ -2,18 +2,17 @@
 crop offsets of the authors' nets derived from their graphs."""
 
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+
 from porting.errors import PrototxtError
 from porting.prototxt import parse_prototxt, read_prototxt
 from prototxt import fcn
 from prototxt.coordmap import AxisMap, crop, crop_params, layer_map
 from prototxt.netspec import NetSpec, from_proto, layers
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 SIZE = 41
 
 
@@ -36,7 +35,7 @@ def test_convolution_maps_each_output_to_its_window_centre(kernel, stride, pad, 
     weight = torch.full((1, 1, kernel, kernel), 1.0 / kernel**2, dtype=torch.float64)
     out = F.conv2d(_ramp(SIZE), weight, stride=stride, padding=pad, dilation=dilation)[0, 0]
     extent = dilation * (kernel - 1) + 1
-    inside = [i for i in range(out.shape[-1]) if 0 <= i * stride - pad and i * stride - pad + extent <= SIZE]
+    inside = [i for i in range(out.shape[-1]) if i * stride - pad >= 0 and i * stride - pad + extent <= SIZE]
     assert inside, "no output window lies fully inside the input"
     for i in inside:  # a row whose windows avoid the zero padding, each column inside
         assert float(axis_map.scale * i + axis_map.offset) == pytest.approx(out[inside[0], i].item())
@@ -53,7 +52,7 @@ def test_pooling_with_ceil_rounding_maps_to_window_centre(kernel, stride, pad):
     assert out.numel() == pooled
     for i in range(out.numel()):
         start, stop = i * stride - pad, i * stride - pad + kernel
-        if 0 <= start and stop <= SIZE:
+        if start >= 0 and stop <= SIZE:
             assert float(axis_map.scale * i + axis_map.offset) == pytest.approx(out[i].item())
 
 
@@ -125,8 +124,8 @@ def test_offsets_of_the_voc_nets_come_from_the_analysis(net, expected):
 
 
 @pytest.mark.parametrize("net", fcn.NETS)
-def test_analysis_of_the_authors_graphs_gives_their_offsets(net):
-    authors = read_prototxt(REFERENCE / net / "train.prototxt")
+def test_analysis_of_the_authors_graphs_gives_their_offsets(net, reference):
+    authors = read_prototxt(reference / net / "train.prototxt")
     graph = from_proto(authors)
     crops = [layer for layer in authors.layer if layer.type == "Crop"]
     assert len(crops) == 1 + len(fcn.SKIPS[net])

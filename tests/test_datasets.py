@@ -14,11 +14,10 @@ import scipy.io
 import torch
 from PIL import Image
 
-from porting.errors import DatasetError
 from fcndata import (
     MEAN_BGR,
-    SBDSegmentation,
     Sample,
+    SBDSegmentation,
     VOCSegmentation,
     dataset_for_split,
     load_ids,
@@ -26,11 +25,11 @@ from fcndata import (
     seg11valid_ids,
     voc_palette,
 )
+from porting.errors import DatasetError
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
-DEMO_IMAGE = REFERENCE / "demo" / "image.jpg"
-DEMO_LABEL = REFERENCE / "demo" / "label.png"
-SEG11VALID = REFERENCE / "data" / "pascal" / "seg11valid.txt"
+DEMO_IMAGE = "demo/image.jpg"
+DEMO_LABEL = "demo/label.png"
+SEG11VALID = "data/pascal/seg11valid.txt"
 
 
 # ---------------------------------------------------------------- tiny trees, written by hand
@@ -120,26 +119,26 @@ def palette_decode(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- the authors' real files
 
 
-def test_palette_is_the_one_in_the_authors_label_png():
-    assert Image.open(DEMO_LABEL).getpalette()[:768] == voc_palette()
+def test_palette_is_the_one_in_the_authors_label_png(reference: Path):
+    assert Image.open(reference / DEMO_LABEL).getpalette()[:768] == voc_palette()
 
 
-def test_real_voc_image_and_label_through_the_loader(tmp_path: Path):
+def test_real_voc_image_and_label_through_the_loader(tmp_path: Path, reference: Path):
     year_root = tmp_path / "VOCdevkit" / "VOC2012"
     (year_root / "JPEGImages").mkdir(parents=True)
     (year_root / "SegmentationClass").mkdir()
-    shutil.copy(DEMO_IMAGE, year_root / "JPEGImages" / "demo.jpg")
-    shutil.copy(DEMO_LABEL, year_root / "SegmentationClass" / "demo.png")
+    shutil.copy(reference / DEMO_IMAGE, year_root / "JPEGImages" / "demo.jpg")
+    shutil.copy(reference / DEMO_LABEL, year_root / "SegmentationClass" / "demo.png")
     write_list(year_root / "ImageSets" / "Segmentation" / "val.txt", ["demo"])
 
     sample = VOCSegmentation(tmp_path / "VOCdevkit", year="2012", split="val")[0]
 
     assert isinstance(sample, Sample) and sample.id == "demo"
     assert sample.image.dtype == torch.float32 and sample.label.dtype == torch.int64
-    bgr = cv2.imread(str(DEMO_IMAGE)).astype(np.float64)  # OpenCV decodes to BGR natively
+    bgr = cv2.imread(str(reference / DEMO_IMAGE)).astype(np.float64)  # OpenCV decodes to BGR natively
     mean = np.asarray(MEAN_BGR)[:, None, None]
     np.testing.assert_allclose(sample.image.numpy(), bgr.transpose(2, 0, 1) - mean, rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(sample.label.numpy(), palette_decode(DEMO_LABEL))
+    np.testing.assert_array_equal(sample.label.numpy(), palette_decode(reference / DEMO_LABEL))
     values = set(np.unique(sample.label.numpy()).tolist())
     assert 255 in values and values - {255} <= set(range(21)) and len(values - {0, 255}) >= 1
 
@@ -155,14 +154,14 @@ def test_bgr_and_mean_by_hand_on_one_pixel(small_voc: Path):
     assert label_raw.dtype == np.uint8 and ds[1].label[5, 7].item() == label_raw[5, 7]
 
 
-def test_reference_seg11valid_list_reads_as_an_ids_file():
-    ids = load_ids(SEG11VALID)
+def test_reference_seg11valid_list_reads_as_an_ids_file(reference: Path):
+    ids = load_ids(reference / SEG11VALID)
     assert len(ids) == 736 == len(set(ids))
     # VOC's val.txt is sorted and seg11valid keeps its order, so the list must be sorted too;
     # and every id must be a VOC2011-era image (2007..2011).
     assert ids == sorted(ids)
     assert all(re.fullmatch(r"20(0[7-9]|1[01])_\d{6}", i) for i in ids)
-    assert seg11valid_ids(None, None, ids_file=SEG11VALID) == ids
+    assert seg11valid_ids(None, None, ids_file=reference / SEG11VALID) == ids
 
 
 # ---------------------------------------------------------------- the seg11valid rule
@@ -178,9 +177,9 @@ def test_seg11valid_is_val_minus_sbd_train_in_val_order(tmp_path: Path):
     assert seg11valid_ids(voc, sbd) == ["2011_000009", "2007_000005", "2009_000002"]
 
 
-def _real_sized_lists(tmp_path: Path, drop_from_train: int) -> tuple[Path, Path, list[str]]:
+def _real_sized_lists(tmp_path: Path, seg11valid: Path, drop_from_train: int) -> tuple[Path, Path, list[str]]:
     """VOC2011 val = reference seg11valid + 375 other ids (1,111), SBD train = those 375 + unrelated ids."""
-    valid = load_ids(SEG11VALID)
+    valid = load_ids(seg11valid)
     others = [f"2010_{k:06d}" for k in range(900000, 900000 + 1111 - len(valid))]
     val = sorted(valid + others)
     voc = tmp_path / "VOCdevkit"
@@ -190,13 +189,13 @@ def _real_sized_lists(tmp_path: Path, drop_from_train: int) -> tuple[Path, Path,
     return voc, sbd, valid
 
 
-def test_seg11valid_on_real_sized_lists_gives_736(tmp_path: Path):
-    voc, sbd, valid = _real_sized_lists(tmp_path, drop_from_train=0)
+def test_seg11valid_on_real_sized_lists_gives_736(tmp_path: Path, reference: Path):
+    voc, sbd, valid = _real_sized_lists(tmp_path, reference / SEG11VALID, drop_from_train=0)
     assert seg11valid_ids(voc, sbd) == valid
 
 
-def test_seg11valid_count_mismatch_is_explained(tmp_path: Path):
-    voc, sbd, _ = _real_sized_lists(tmp_path, drop_from_train=2)
+def test_seg11valid_count_mismatch_is_explained(tmp_path: Path, reference: Path):
+    voc, sbd, _ = _real_sized_lists(tmp_path, reference / SEG11VALID, drop_from_train=2)
     with pytest.raises(DatasetError) as err:
         seg11valid_ids(voc, sbd)
     message = str(err.value)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MEAN_BGR
 from PIL import Image
 
 from fcndata import DATASETS, DatasetKind, parse_dataset, register_dataset
 from fcndata.synthetic import ADE20K_SCENE_VALUES, write_synthetic_ade20k, write_synthetic_folder
-from helpers import MEAN_BGR
 from porting.errors import DatasetError
 
 NAMES = ("background", "aeroplane", "car", "widget")
@@ -127,7 +127,7 @@ def test_ade20k_errors(ade, tmp_path):
     root = _copy_folder(ade, tmp_path / "ade")
     (root / "objectInfo150.txt").write_text("Idx\tName\n1\twall\n")
     with pytest.raises(DatasetError, match="expected the header Idx / Ratio / Train / Val / Name"):
-        parse_dataset(f"ade20k:{root}").classes
+        parse_dataset(f"ade20k:{root}").classes  # noqa: B018 (reading the classes is what raises)
 
 
 def test_spec_errors_list_the_kinds():
@@ -147,3 +147,22 @@ def test_registry_takes_new_kinds(folder, monkeypatch):
     with pytest.raises(ValueError, match="registered twice"):
         registry.register_dataset(kind)
     assert register_dataset is registry.register_dataset
+
+
+def test_bad_layouts_on_the_command_lines_give_one_error_line(folder, tmp_path, capsys):
+    """`eval.table` and `reproduce.stage` with a wrong --dataset: `error: ...` naming the layout, no traceback."""
+    from eval.table import main as table
+    from reproduce.stage import main as stage
+
+    root = _copy_folder(folder, tmp_path / "copy")
+    (root / "classes.txt").unlink()
+    weights = tmp_path / "net.caffemodel"
+    weights.write_bytes(b"")
+    for run in (
+        lambda: table(["--dataset", f"folder:{root}", "--prototxt", str(weights), "--caffemodel", str(weights)]),
+        lambda: stage(["fcn32s", "--dataset", f"folder:{root}", "--base-weights", str(weights), "--out",
+                       str(tmp_path / "runs")]),
+    ):
+        assert run() != 0
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "classes.txt: class list not found" in err and "Traceback" not in err

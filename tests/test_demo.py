@@ -14,10 +14,10 @@ import pytest
 import torch
 
 import porting
+from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
 from porting.proto import caffe_pb2
 from reproduce import demo
 from reproduce.basenet import INPUT_SIZE, CentreSampler
-from fcndata import IGNORE_LABEL, Sample, seg11valid_ids
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
 
 import porting
 from reproduce.distributed import all_reduce_sum, current_context, init_distributed, shutdown
-from reproduce.train import Trainer, TrainConfig
-from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
+from reproduce.train import TrainConfig, Trainer
 
 SAMPLES = dict(count=9, sizes=[(8, 8), (11, 7), (5, 9), (6, 10)])
 UPDATES = 4

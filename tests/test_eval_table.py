@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ import porting
 from eval.published import PUBLISHED
 from eval.table import format_table, main
 
-VOC_LABEL_PNG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision" / "demo" / "label.png"
 GRAY_TO_CLASS = {0: 0, 128: 15, 255: 1}  # what the constructed net predicts
 NET_TEXT = """
 name: "constructed"
@@ -62,14 +60,14 @@ IMAGES = {  # id: (gray levels, label)
 
 
 @pytest.fixture()
-def voc(tmp_path):
+def voc(tmp_path, reference):
     voc_root, sbd_root = tmp_path / "VOCdevkit", tmp_path / "sbd" / "dataset"
     year = voc_root / "VOC2011"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (year / sub).mkdir(parents=True)
     sbd_root.mkdir(parents=True)
-    with Image.open(VOC_LABEL_PNG) as reference:
-        palette = reference.getpalette()
+    with Image.open(reference / "demo" / "label.png") as label_png:
+        palette = label_png.getpalette()
     for image_id, (gray, label) in IMAGES.items():
         rgb = np.repeat(gray.astype(np.uint8)[:, :, None], 3, axis=2)
         Image.fromarray(rgb).save(year / "JPEGImages" / f"{image_id}.jpg", quality=95)

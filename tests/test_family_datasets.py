@@ -23,7 +23,11 @@ from fcndata.synthetic_families import write_nyud, write_pascalcontext, write_si
 from fcndata.tops import net_feed
 from porting.errors import DatasetError
 
-EXTRA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision-extra" / "data"
+
+@pytest.fixture(scope="module")
+def extra_data(reference_dir: Path) -> Path:
+    """The authors' data/ notes and lists for PASCAL-Context, NYUDv2 and SIFT Flow."""
+    return reference_dir / "fcn-berkeleyvision-extra" / "data"
 
 
 def _names(path: Path) -> list[str]:
@@ -31,10 +35,10 @@ def _names(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
+def context(tmp_path_factory, extra_data):
     """Synthetic PASCAL-Context with the real full (labels.txt) and task (59_labels.txt) names."""
-    full = _names(EXTRA / "pascal-context" / "classes-400.txt")
-    task = _names(EXTRA / "pascal-context" / "classes-59.txt")[1:]  # the task list has no background line
+    full = _names(extra_data / "pascal-context" / "classes-400.txt")
+    task = _names(extra_data / "pascal-context" / "classes-59.txt")[1:]  # the task list has no background line
     return write_pascalcontext(tmp_path_factory.mktemp("context"), labels=(full, task)), full, task
 
 
@@ -104,10 +108,10 @@ def test_nyud_tops_follow_the_authors_preprocessing(nyud_root):
     assert set(np.unique(expected)) <= set(range(40)) | {255} and 255 in expected
 
 
-def test_nyud_splits(nyud_root, tmp_path):
+def test_nyud_splits(nyud_root, tmp_path, extra_data):
     trainval = NYUDSegmentation(nyud_root, "trainval", tops=("hha", "label"))
     assert trainval.ids == load_ids(nyud_root / "train.txt") + load_ids(nyud_root / "val.txt")
-    assert len(load_ids(EXTRA / "nyud" / "test.txt")) == nyud.TEST_IMAGES
+    assert len(load_ids(extra_data / "nyud" / "test.txt")) == nyud.TEST_IMAGES
     listed = write_nyud(tmp_path)
     (listed / "trainval.txt").write_text("5001\n5000\n")
     assert NYUDSegmentation(listed, "trainval").ids == ["5001", "5000"]
@@ -152,7 +156,7 @@ def siftflow_root(tmp_path_factory):
     return write_siftflow(tmp_path_factory.mktemp("siftflow"))
 
 
-def test_siftflow_semantic_and_geometric_labels(siftflow_root):
+def test_siftflow_semantic_and_geometric_labels(siftflow_root, extra_data):
     dataset = SIFTFlowSegmentation(siftflow_root, "test")
     sub = siftflow.SUBFOLDER
     for index, image_id in enumerate(dataset.ids):
@@ -166,7 +170,7 @@ def test_siftflow_semantic_and_geometric_labels(siftflow_root):
         assert torch.equal(blobs["sem"], torch.from_numpy(np.where(sem == 0, 255, sem - 1)))
         assert torch.equal(blobs["geo"], torch.from_numpy(np.where(geo == -1, 255, geo - 1)))
         assert -1 in geo or not (sem == 0).any()
-    assert len(load_ids(EXTRA / "sift-flow" / "test.txt")) == siftflow.TEST_IMAGES
+    assert len(load_ids(extra_data / "sift-flow" / "test.txt")) == siftflow.TEST_IMAGES
 
 
 def test_siftflow_errors(tmp_path):

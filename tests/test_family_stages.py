@@ -11,17 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import randomize
 
 import porting
 from fcndata import SBDSegmentation
 from fcndata.synthetic import write_synthetic
 from fcndata.synthetic_families import write_nyud, write_pascalcontext, write_siftflow
-from helpers import randomize
 from reproduce import stage
 from reproduce.basenet import train_base_net
 
 WIDTH = 1 / 16
-CAFFENET = Path(__file__).resolve().parents[2] / "shared" / "reference" / "caffe-models" / "bvlc_reference_caffenet"
 SHORT = ["--max-iter", "2", "--images-per-update", "1", "--eval-every", "2", "--eval-images", "2", "--device", "cpu"]
 
 
@@ -32,19 +31,26 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train = SBDSegmentation(voc.sbd_root, "train")
     vgg16 = train_base_net([train[i] for i in range(len(train))], root / "vgg16.caffemodel", width=WIDTH, steps=1,
                            batch_size=2)
-    caffenet = porting.read_prototxt(CAFFENET / "deploy.prototxt")
-    for layer in caffenet.layer:
-        for param in (layer.convolution_param, layer.inner_product_param):
-            if param.num_output:
-                param.num_output //= 16
-    porting.write_caffemodel(randomize(porting.CaffeNet(caffenet), seed=3), root / "caffenet.caffemodel")
     context = write_pascalcontext(root / "context", n_train=3, n_val=2, size=(32, 44))
     return {
-        "root": root, "vgg16": vgg16, "caffenet": root / "caffenet.caffemodel", "sbd": voc.sbd_root,
+        "root": root, "vgg16": vgg16, "sbd": voc.sbd_root,
         "voc": voc.voc_root, "context_voc": context.voc_root, "context": context.context_root,
         "nyud": write_nyud(root / "nyud", n_train=2, n_val=1, n_test=2, size=(32, 44)),
         "siftflow": write_siftflow(root / "siftflow", n_trainval=3, n_test=2, size=(32, 44)),
     }
+
+
+@pytest.fixture(scope="module")
+def caffenet(reference_dir: Path, data) -> Path:
+    """Caffe's model-zoo CaffeNet at 1/16 width with seeded random weights, as our writer writes it."""
+    net = porting.read_prototxt(reference_dir / "caffe-models" / "bvlc_reference_caffenet" / "deploy.prototxt")
+    for layer in net.layer:
+        for param in (layer.convolution_param, layer.inner_product_param):
+            if param.num_output:
+                param.num_output //= 16
+    path = data["root"] / "caffenet.caffemodel"
+    porting.write_caffemodel(randomize(porting.CaffeNet(net), seed=3), path)
+    return path
 
 
 def _run(capsys: pytest.CaptureFixture, runs: Path, net: str, *argv: str) -> str:
@@ -52,17 +58,17 @@ def _run(capsys: pytest.CaptureFixture, runs: Path, net: str, *argv: str) -> str
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert (runs / net / "final.caffemodel").is_file()
-    return captured.out
+    return captured.err  # the stage's messages
 
 
 def _log(runs: Path, net: str) -> list[dict]:
     return [json.loads(line) for line in (runs / net / "log.jsonl").read_text().splitlines()]
 
 
-def test_fcn_alexnet_from_caffenet(tmp_path: Path, capsys: pytest.CaptureFixture, data) -> None:
+def test_fcn_alexnet_from_caffenet(tmp_path: Path, capsys: pytest.CaptureFixture, data, caffenet) -> None:
     runs = tmp_path / "runs"
     out = _run(capsys, runs, "voc-fcn-alexnet", "--sbd-root", str(data["sbd"]), "--voc-root", str(data["voc"]),
-               "--base-weights", str(data["caffenet"]), "--max-iter", "1", "--images-per-update", "2", "--eval-every", "1")
+               "--base-weights", str(caffenet), "--max-iter", "1", "--images-per-update", "2", "--eval-every", "1")
     solver = porting.read_solver(runs / "voc-fcn-alexnet" / "solver.prototxt")
     assert (solver.momentum, solver.iter_size, solver.base_lr) == (pytest.approx(0.9), 2, pytest.approx(1e-4))
     train = porting.read_prototxt(runs / "voc-fcn-alexnet" / "train.prototxt")

@@ -6,14 +6,15 @@ voc-fcn-alexnet files, and against CVPR 2015 Table 1's columns."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from google.protobuf import text_format
+from helpers import opencv_forward, opencv_net, randomize, relative_difference
 
 from eval.published import TABLE1
-from helpers import REFERENCE, opencv_forward, opencv_net, randomize, relative_difference
 from porting import CaffeNet, FormatError, load, parse_prototxt, read_caffemodel, read_prototxt, write_caffemodel
 from porting.fully_convolutional import cast_classifier
 from porting.fully_convolutional import main as cli
@@ -22,8 +23,6 @@ from porting.surgery import bilinear_kernel, transplant
 from prototxt import fcn
 from prototxt.backbone import fcn32s_nets, fully_convolutional, measure
 
-CAFFE_MODELS = REFERENCE.parent / "caffe-models"
-AUTHORS_ALEXNET = REFERENCE.parent / "fcn-berkeleyvision-extra" / "voc-fcn-alexnet"
 TOL = 1e-4
 #: classifier -> (model-zoo folder, --drop, width divisor for the cheap tests)
 CLASSIFIERS = {
@@ -33,9 +32,9 @@ CLASSIFIERS = {
 }
 
 
-def zoo_net(name: str, divisor: int = 1) -> caffe_pb2.NetParameter:
+def zoo_net(reference_dir: Path, name: str, divisor: int = 1) -> caffe_pb2.NetParameter:
     """The model zoo's deploy net, every num_output divided by `divisor` (groups still divide)."""
-    net = read_prototxt(CAFFE_MODELS / CLASSIFIERS[name][0] / "deploy.prototxt")
+    net = read_prototxt(reference_dir / "caffe-models" / CLASSIFIERS[name][0] / "deploy.prototxt")
     for layer in net.layer:
         param = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
         if layer.type in ("Convolution", "InnerProduct"):
@@ -43,11 +42,11 @@ def zoo_net(name: str, divisor: int = 1) -> caffe_pb2.NetParameter:
     return net
 
 
-def random_classifier(tmp_path, name: str, divisor: int, seed: int = 0):
+def random_classifier(tmp_path, reference_dir: Path, name: str, divisor: int, seed: int = 0):
     """The classifier with seeded random weights, written as prototxt + caffemodel by our writer."""
     from porting import to_text
 
-    net = randomize(CaffeNet(zoo_net(name, divisor)), seed=seed)
+    net = randomize(CaffeNet(zoo_net(reference_dir, name, divisor)), seed=seed)
     prototxt, caffemodel = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
     prototxt.write_text(to_text(net.net_param))
     write_caffemodel(net, caffemodel)
@@ -66,11 +65,11 @@ def assert_layers_match_opencv(net: CaffeNet, prototxt, caffemodel, x: np.ndarra
 
 
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
-def test_cast_net_matches_opencv_on_the_written_files(tmp_path, name):
+def test_cast_net_matches_opencv_on_the_written_files(tmp_path, reference_dir, name):
     """The CLI's deploy.prototxt + init.caffemodel, run by us and by OpenCV, layer by layer, at odd
     sizes; then once more with a random score layer, so the upsampling and crop carry values."""
     folder, drop, divisor = CLASSIFIERS[name]
-    _, prototxt, caffemodel = random_classifier(tmp_path, name, divisor)
+    _, prototxt, caffemodel = random_classifier(tmp_path, reference_dir, name, divisor)
     out = tmp_path / "fcn"
     argv = ["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out)]
     assert cli(argv + [arg for layer in drop for arg in ("--drop", layer)]) == 0
@@ -93,9 +92,9 @@ def test_cast_net_matches_opencv_on_the_written_files(tmp_path, name):
     assert_layers_match_opencv(fcn_net, deploy, scored, x, f"{name} random score (59, 83)")
 
 
-def test_full_width_googlenet_matches_opencv(tmp_path):
+def test_full_width_googlenet_matches_opencv(tmp_path, reference_dir):
     """GoogLeNet at full width (6M parameters) through the library function, one odd size."""
-    classifier = randomize(CaffeNet(zoo_net("googlenet")), seed=3)
+    classifier = randomize(CaffeNet(zoo_net(reference_dir, "googlenet")), seed=3)
     result = fully_convolutional(classifier.net_param, classifier.blobs_numpy(), drop=["pool5/7x7_s1"])
     from porting import to_text
 
@@ -109,12 +108,12 @@ def test_full_width_googlenet_matches_opencv(tmp_path):
 
 
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
-def test_cast_layers_reproduce_the_classifier_at_its_input_size(name):
+def test_cast_layers_reproduce_the_classifier_at_its_input_size(reference_dir, name):
     """Without the pad, at the classifier's own input size (227 or 224), each cast layer has one
     spatial output equal to the InnerProduct's; a 1000-class score layer given the classifier's
     weights equals the classifier's output."""
     _, drop, divisor = CLASSIFIERS[name]
-    classifier = randomize(CaffeNet(zoo_net(name, divisor)), seed=4)
+    classifier = randomize(CaffeNet(zoo_net(reference_dir, name, divisor)), seed=4)
     blobs = classifier.blobs_numpy()
     kept = [] if name == "googlenet" else drop  # GoogLeNet's classifier reads the 7x7 average pooling
     trunk = cast_classifier(classifier.net_param, drop=kept, pad=None)
@@ -140,31 +139,29 @@ def _without_defaults(message):
         if field.message_type is not None:
             for item in value if field.is_repeated else [value]:
                 _without_defaults(item)
-        elif not field.is_repeated and value == field.default_value:
-            message.ClearField(field.name)
-        elif field.is_repeated and field.name in ("pad", "stride", "dilation") and list(value) == [int(field.name != "pad")]:
+        elif not field.is_repeated and value == field.default_value or field.is_repeated and field.name in ("pad", "stride", "dilation") and list(value) == [int(field.name != "pad")]:
             message.ClearField(field.name)
     return message
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_cast_caffenet_is_the_authors_voc_fcn_alexnet(split):
+def test_cast_caffenet_is_the_authors_voc_fcn_alexnet(reference_dir, split):
     """The authors' FCN-AlexNet is CaffeNet cast: equal field for field (explicit defaults aside),
     their upsampling kernel 63 and crop offset 18 included, derived here by the coordinate maps."""
-    nets, head = fcn32s_nets(cast_classifier(zoo_net("caffenet")))
+    nets, head = fcn32s_nets(cast_classifier(zoo_net(reference_dir, "caffenet")))
     ours = _without_defaults(nets[split])
     ours.ClearField("name")
-    theirs = _without_defaults(read_prototxt(AUTHORS_ALEXNET / f"{split}.prototxt"))
+    theirs = _without_defaults(read_prototxt(reference_dir / "fcn-berkeleyvision-extra" / "voc-fcn-alexnet" / f"{split}.prototxt"))
     assert text_format.MessageToString(ours) == text_format.MessageToString(theirs)
     assert (head.stride, head.kernel, head.offset) == (32, 63, 18)
 
 
 @pytest.mark.parametrize("split", ["train", "val", "deploy"])
-def test_cast_caffenet_is_the_generated_voc_fcn_alexnet(split):
+def test_cast_caffenet_is_the_generated_voc_fcn_alexnet(reference_dir, split):
     """The generic cast and the project's own FCN-AlexNet definition (`prototxt.nets`) agree."""
     from prototxt import nets as published_nets
 
-    ours = _without_defaults(fcn32s_nets(cast_classifier(zoo_net("caffenet")))[0][split])
+    ours = _without_defaults(fcn32s_nets(cast_classifier(zoo_net(reference_dir, "caffenet")))[0][split])
     ours.ClearField("name")
     generated = _without_defaults(published_nets.build("voc-fcn-alexnet", split))
     generated.ClearField("name")
@@ -176,20 +173,21 @@ def _rounded_millions(count: int) -> int:
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "caffenet", "vgg16", "googlenet"])
-def test_measures_equal_table1(backbone):
+def test_measures_equal_table1(request, backbone):
     """Conv layers, parameters (millions, rounded), receptive field and stride computed from the
     nets equal CVPR 2015 Table 1. GoogLeNet's 907 is its field with the final 7x7 average pooling;
     without it (the paper's FCN-GoogLeNet) the field is 6 * 32 pixels smaller."""
     if backbone == "vgg16":
         net = fcn.build("voc-fcn32s", "deploy")
-    else:
-        net = fcn32s_nets(cast_classifier(zoo_net(backbone)), splits=["deploy"])[0]["deploy"]
+    else:  # the model zoo's definition (VGG16's is our own NetSpec's)
+        reference_dir = request.getfixturevalue("reference_dir")
+        net = fcn32s_nets(cast_classifier(zoo_net(reference_dir, backbone)), splits=["deploy"])[0]["deploy"]
     row = TABLE1["alexnet" if backbone == "caffenet" else backbone]
     measured = measure(net)
     assert (measured.conv_layers, _rounded_millions(measured.parameters), measured.receptive_field,
             measured.max_stride) == (row.conv_layers, row.parameters_m, row.receptive_field, row.max_stride)
     if backbone == "googlenet":
-        dropped = fcn32s_nets(cast_classifier(zoo_net(backbone), drop=["pool5/7x7_s1"]), splits=["deploy"])[0]
+        dropped = fcn32s_nets(cast_classifier(zoo_net(reference_dir, backbone), drop=["pool5/7x7_s1"]), splits=["deploy"])[0]
         assert measure(dropped["deploy"]).receptive_field == row.receptive_field - 6 * 32
 
 
@@ -231,10 +229,10 @@ def test_clear_errors(text, says):
     assert says in str(info.value) and "classifier.prototxt" in str(info.value)
 
 
-def test_cli_errors_name_the_problem(tmp_path, capsys):
-    _, prototxt, caffemodel = random_classifier(tmp_path, "caffenet", 16)
+def test_cli_errors_name_the_problem(tmp_path, reference_dir, capsys):
+    _, prototxt, caffemodel = random_classifier(tmp_path, reference_dir, "caffenet", 16)
     (tmp_path / "other").mkdir()
-    _, _, other = random_classifier(tmp_path / "other", "caffenet", 8)
+    _, _, other = random_classifier(tmp_path / "other", reference_dir, "caffenet", 8)
     out = str(tmp_path / "out")
     base = ["--prototxt", str(prototxt), "--out", out]
     cases = [

@@ -28,11 +28,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from error_catalog import TINY_NET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from error_catalog import TINY_NET
-from helpers import REFERENCE
 
 MEMORY_HEADROOM = 2 * 2**30
 HANG_SECONDS = 20.0
@@ -78,8 +76,9 @@ NUMBERS = st.one_of(
 
 
 def _run_target(target: str, args: tuple, scratch: Path):
-    import porting
     import torch
+
+    import porting
 
     if target == "parse_prototxt":
         return porting.parse_prototxt(args[0], source="<fuzz>")
@@ -189,8 +188,8 @@ def check(outcome: tuple[str, str]) -> None:
 # ---------------------------------------------------------------- inputs and mutations
 
 
-def reference_text(name: str) -> str:
-    return (REFERENCE / name).read_text(encoding="utf-8")
+def reference_text(reference: Path, name: str) -> str:
+    return (reference / name).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -302,8 +301,8 @@ REFERENCE_NETS = ["voc-fcn8s/deploy.prototxt", "voc-fcn8s/train.prototxt", "voc-
 
 @FUZZ
 @given(base=st.sampled_from(REFERENCE_NETS), edits=st.lists(text_edit(NET_NAMES), min_size=1, max_size=4))
-def test_mutated_reference_prototxt(sandbox, base, edits):
-    check(sandbox.run("parse_prototxt", mutate_text(reference_text(base), edits)))
+def test_mutated_reference_prototxt(sandbox, reference, base, edits):
+    check(sandbox.run("parse_prototxt", mutate_text(reference_text(reference, base), edits)))
 
 
 @FUZZ
@@ -315,8 +314,8 @@ def test_mutated_prototxt_loads_and_runs(sandbox, caffemodels, base, edits):
 
 @FUZZ
 @given(edits=st.lists(text_edit(["fixed", "step", "SGD", "Adam", "train.prototxt"]), min_size=1, max_size=3))
-def test_mutated_solver(sandbox, edits):
-    check(sandbox.run("parse_solver", mutate_text(reference_text("voc-fcn8s/solver.prototxt"), edits)))
+def test_mutated_solver(sandbox, reference, edits):
+    check(sandbox.run("parse_solver", mutate_text(reference_text(reference, "voc-fcn8s/solver.prototxt"), edits)))
 
 
 @FUZZ

@@ -7,10 +7,11 @@ level up (`../data/...`, our default for every net). Everything else must match 
 """
 
 import ast
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import pytest
 import torch
+from fetch_reference import listed
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -19,8 +20,6 @@ from porting.proto import caffe_pb2
 from porting.prototxt import read_prototxt, read_solver
 from prototxt import fcn, generate, nets, solvers
 
-REFERENCES = [Path(__file__).resolve().parents[2] / "shared" / "reference" / folder
-              for folder in ("fcn-berkeleyvision", "fcn-berkeleyvision-extra")]
 NETS_WITH_OTHER_PATHS = {"voc-fcn16s", "pascalcontext-fcn32s", "pascalcontext-fcn16s", "pascalcontext-fcn8s"}
 PATH_KEYS = {"sbdd_dir", "voc_dir", "context_dir"}
 
@@ -73,11 +72,11 @@ def _path_only(difference: str, ours: caffe_pb2.NetParameter, theirs: caffe_pb2.
     return differing <= PATH_KEYS
 
 
-REFERENCE_DIRS = {path.parent.name: path.parent for reference in REFERENCES for path in reference.glob("*/solver.prototxt")}
+#: net -> its folder inside the reference root (fcn-berkeleyvision/ or fcn-berkeleyvision-extra/)
+REFERENCE_DIRS = {path.parent.name: path.parent for path in map(PurePosixPath, listed("fcn-berkeleyvision*/*/solver.prototxt"))}
 REFERENCE_NETS = sorted(
     (path.parent.name, path.stem)
-    for reference in REFERENCES
-    for path in reference.glob("*/*.prototxt")
+    for path in map(PurePosixPath, listed("fcn-berkeleyvision*/*/*.prototxt"))
     if path.stem in (*fcn.SPLITS, *fcn.DATA_SPLITS)
 )
 
@@ -90,8 +89,8 @@ def test_every_reference_net_is_covered():
 
 
 @pytest.mark.parametrize("net,split", REFERENCE_NETS)
-def test_generated_net_equals_the_authors(net, split):
-    theirs = read_prototxt(REFERENCE_DIRS[net] / f"{split}.prototxt")
+def test_generated_net_equals_the_authors(reference_dir, net, split):
+    theirs = read_prototxt(reference_dir / REFERENCE_DIRS[net] / f"{split}.prototxt")
     ours = read_prototxt(generate.PACKAGE_DIR / net / f"{split}.prototxt")
     found = differences(ours, theirs)
     for difference in found:
@@ -102,8 +101,8 @@ def test_generated_net_equals_the_authors(net, split):
 
 
 @pytest.mark.parametrize("net", nets.NETS)
-def test_reference_solver_equals_the_authors(net):
-    theirs = read_solver(REFERENCE_DIRS[net] / "solver.prototxt")
+def test_reference_solver_equals_the_authors(reference_dir, net):
+    theirs = read_solver(reference_dir / REFERENCE_DIRS[net] / "solver.prototxt")
     ours = read_solver(generate.PACKAGE_DIR / net / "solver.prototxt")
     found = differences(ours, theirs)
     for difference in found:
@@ -112,8 +111,8 @@ def test_reference_solver_equals_the_authors(net):
     assert solvers.build("heavy", net) == ours
 
 
-def test_differences_are_reported_by_layer_and_field():
-    theirs = read_prototxt(REFERENCE_DIRS["voc-fcn8s"] / "val.prototxt")
+def test_differences_are_reported_by_layer_and_field(reference_dir):
+    theirs = read_prototxt(reference_dir / REFERENCE_DIRS["voc-fcn8s"] / "val.prototxt")
     ours = fcn.build("voc-fcn8s", "val", num_classes=60)
     found = differences(ours, theirs)
     assert "layer 'score_pool3' field convolution_param.num_output: ours=60, theirs=21" in found

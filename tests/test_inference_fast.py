@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import (
     VOC_NETS,
     deploy_net,
@@ -27,8 +26,9 @@ from helpers import (
     relative_difference,
     write_net,
 )
-from porting import CaffeNet
+
 import porting.inference
+from porting import CaffeNet
 from porting.inference import (
     ChannelsLastConvolution,
     DiagonalDeconvolution,
@@ -54,8 +54,8 @@ def random_image(size, seed) -> np.ndarray:
 
 @pytest.mark.parametrize(("onednn", "convolution"), KERNELS)
 @pytest.mark.parametrize(("name", "bilinear"), [(name, True) for name in VOC_NETS] + [("voc-fcn8s", False)])
-def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, name, bilinear, onednn, convolution):
-    net = randomize(CaffeNet(deploy_net(name, width_divisor=16)), seed=3, bilinear_deconv=bilinear)
+def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, reference, name, bilinear, onednn, convolution):
+    net = randomize(CaffeNet(deploy_net(reference, name, width_divisor=16)), seed=3, bilinear_deconv=bilinear)
     cv_net = opencv_net(*write_net(net, tmp_path))
     fast = InferenceNet(net, onednn=onednn)
     kinds = {type(kernel) for kernel in fast.kernels.values()}
@@ -72,11 +72,11 @@ def test_scores_match_opencv_and_plain_path_at_odd_sizes(tmp_path, name, bilinea
         assert relative_difference(score.numpy(), plain) < TOL, size
 
 
-def test_without_the_private_kernels_the_public_fallback_runs(monkeypatch):
+def test_without_the_private_kernels_the_public_fallback_runs(monkeypatch, reference):
     """A torch build without oneDNN's private operators: the feature check says so and
     InferenceNet plans the public kernels, with the plain path's scores."""
     monkeypatch.setattr(porting.inference, "onednn_kernels_available", lambda: False)
-    net = randomize(CaffeNet(deploy_net("voc-fcn16s", width_divisor=16)), seed=5, bilinear_deconv=True)
+    net = randomize(CaffeNet(deploy_net(reference, "voc-fcn16s", width_divisor=16)), seed=5, bilinear_deconv=True)
     fast = InferenceNet(net)
     assert not fast.onednn
     assert {type(k) for k in fast.kernels.values()} == {ChannelsLastConvolution, DiagonalDeconvolution, type(None)}
@@ -88,8 +88,8 @@ def test_without_the_private_kernels_the_public_fallback_runs(monkeypatch):
         InferenceNet(net, onednn=True)
 
 
-def test_bfloat16_copy_agrees_with_fp32_and_returns_fp32():
-    net = randomize(CaffeNet(deploy_net("voc-fcn8s", width_divisor=16)), seed=3, bilinear_deconv=True)
+def test_bfloat16_copy_agrees_with_fp32_and_returns_fp32(reference):
+    net = randomize(CaffeNet(deploy_net(reference, "voc-fcn8s", width_divisor=16)), seed=3, bilinear_deconv=True)
     x = torch.from_numpy(random_image((53, 41), 1))
     with torch.no_grad():
         reference = net(x)["score"]

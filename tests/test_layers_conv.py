@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from helpers import compare_with_opencv, layer_net, random_inputs, randomize
 
 TOL = 1e-4

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import compare_with_opencv, layer_net, net_from_text, random_inputs, randomize
+
 from porting import PrototxtError, UnsupportedLayerError
 from porting.fillers import fill
 from porting.proto import caffe_pb2

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import compare_with_opencv, layer_net, random_inputs
+
 from porting.layers.pooling import caffe_pooled_size
 
 FLT_MAX = np.finfo(np.float32).max

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction as F
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,6 @@ from PIL import Image
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from eval.metrics import ConfusionMatrix, metrics_from_confusion
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 
 
 def pixels_from_counts(counts: list[list[int]], ignored: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,13 +114,13 @@ def test_matches_torchmetrics_on_random_images():
     assert m.mean_acc == pytest.approx(ref_mean.compute().item(), rel=1e-5)
 
 
-def test_authors_demo_prediction_against_a_hand_count():
+def test_authors_demo_prediction_against_a_hand_count(reference):
     """demo/output.png (the authors' FCN-8s output, RGB) scored against demo/label.png."""
-    label_image = Image.open(REFERENCE / "demo" / "label.png")
+    label_image = Image.open(reference / "demo" / "label.png")
     label = np.array(label_image)
     # decode the RGB prediction with the palette stored in VOC's own label file
     palette = np.asarray(label_image.getpalette(), dtype=np.int64).reshape(-1, 3)
-    rgb = np.asarray(Image.open(REFERENCE / "demo" / "output.png").convert("RGB"), dtype=np.int64)
+    rgb = np.asarray(Image.open(reference / "demo" / "output.png").convert("RGB"), dtype=np.int64)
     code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     lookup = {int((r << 16) | (g << 8) | b): index for index, (r, g, b) in enumerate(palette[:21])}
     assert set(np.unique(code).tolist()) <= set(lookup)

@@ -7,26 +7,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomize, write_net
 
 import porting
-from helpers import REFERENCE, randomize, write_net
 from porting import models
 from prototxt import fcn
 
-REFERENCE_ROOT = REFERENCE.parent
 
-
-def authors_url(name: str) -> str:
-    found = list(REFERENCE_ROOT.glob(f"fcn-berkeleyvision*/{name}/caffemodel-url"))
-    assert len(found) == 1, f"no caffemodel-url for {name} under {REFERENCE_ROOT}"
+def authors_url(reference_dir: Path, name: str) -> str:
+    found = list(reference_dir.glob(f"fcn-berkeleyvision*/{name}/caffemodel-url"))
+    assert len(found) == 1, f"no caffemodel-url for {name} under {reference_dir}"
     return found[0].read_text().strip()
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
-def test_url_is_the_authors_caffemodel_url(name):
+def test_url_is_the_authors_caffemodel_url(reference_dir, name):
     model = models.MODELS[name]
-    assert model.url == authors_url(name)
-    assert model.filename == authors_url(name).rsplit("/", 1)[1]
+    assert model.url == authors_url(reference_dir, name)
+    assert model.filename == authors_url(reference_dir, name).rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize("name", ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet"])
@@ -51,7 +49,7 @@ def test_listing_names_every_model_and_url(capsys):
 
 
 def test_unknown_model_lists_the_known_ones(capsys):
-    assert models.main(["voc-fcn4s"]) == 2
+    assert models.main(["voc-fcn4s"]) == 1
     err = capsys.readouterr().err
     assert "unknown model 'voc-fcn4s'" in err and "voc-fcn8s" in err
 
@@ -69,16 +67,16 @@ def narrow_registry(tmp_path, monkeypatch) -> Path:
     return caffemodel
 
 
-def test_missing_weights_name_the_url_and_the_file(tmp_path, narrow_registry, capsys):
+def test_missing_weights_name_the_url_and_the_file(tmp_path, narrow_registry, reference_dir, capsys):
     from porting.convert import main as convert
 
     missing = tmp_path / "absent.caffemodel"
     assert convert(["--model", "voc-fcn8s", "--caffemodel", str(missing), "--out", str(tmp_path / "m.pt")]) != 0
     err = capsys.readouterr().err
-    assert str(missing) in err and authors_url("voc-fcn8s") in err and "fcn8s-heavy-pascal.caffemodel" in err
+    assert str(missing) in err and authors_url(reference_dir, "voc-fcn8s") in err and "fcn8s-heavy-pascal.caffemodel" in err
 
 
-def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry):
+def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry, reference):
     from eval.segment import main as segment
     from porting.convert import main as convert
     from porting.onnx import main as onnx
@@ -89,7 +87,7 @@ def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry):
     assert checkpoint.metadata == models.class_metadata(models.get("voc-fcn8s"))
     assert onnx([*weights, "--out", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
-    image = REFERENCE / "demo" / "image.jpg"
+    image = reference / "demo" / "image.jpg"
     assert segment([str(image), "--checkpoint", str(tmp_path / "m.pt"), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert segment([str(image), *weights, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     from PIL import Image

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import REFERENCE, layer_net, net_from_text, randomize
+from helpers import layer_net, net_from_text, randomize
 
 import porting
 from porting import CaffeNet, CheckpointError, FormatError, ShapeMismatchError, read_prototxt
@@ -109,8 +109,8 @@ def test_multiple_inputs_outputs_and_in_place_eltwise():
     np.testing.assert_array_equal(out["c"].numpy(), [[3, 4]])
 
 
-def test_val_net_with_python_data_layer_needs_label():
-    net = CaffeNet(read_prototxt(REFERENCE / "voc-fcn32s" / "val.prototxt"), input_shapes={"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)})
+def test_val_net_with_python_data_layer_needs_label(reference):
+    net = CaffeNet(read_prototxt(reference / "voc-fcn32s" / "val.prototxt"), input_shapes={"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)})
     assert net.inputs == ["data", "label"] and net.outputs == ["loss"]
     assert net.data_layers["data"].params["split"] == "seg11valid"
     with pytest.raises(TypeError, match="label"):

@@ -1,6 +1,7 @@
 """Our NetSpec emits the messages that hand-written Caffe text describes."""
 
 import pytest
+
 from porting.prototxt import parse_prototxt, to_text
 from prototxt.netspec import NetSpec, from_proto, layers
 
@@ -111,12 +112,13 @@ def test_only_tops_can_be_assigned_or_used_as_bottoms():
     with pytest.raises(TypeError, match="bottoms must be Top"):
         layers.ReLU("data")
     with pytest.raises(AttributeError, match="no top 'missing'"):
-        n.missing
+        n.missing  # noqa: B018 (the attribute access is what raises)
 
 
 def test_lenet_with_dummy_data_and_silence_builds_and_runs():
     """pycaffe's NetSpec builds this; ours must too, and CaffeNet must run it."""
     import torch
+
     from porting.net import CaffeNet
 
     n = NetSpec()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from error_catalog import TINY_NET
 
 import porting
-from error_catalog import TINY_NET
 from porting.errors import CheckpointError, FcnError, PrototxtError
 
 INPUT_LAYER = 'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }'

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import randomize
 from PIL import Image
 
 import porting
@@ -16,7 +17,6 @@ from eval import table
 from eval.segment import main as segment
 from fcndata import parse_dataset
 from fcndata.synthetic import write_synthetic_folder
-from helpers import randomize
 from prototxt import fcn
 from reproduce import stage
 from reproduce.basenet import train_base_net
@@ -115,7 +115,7 @@ def _fine_tune(mine, voc_net_path: Path, runs: Path, *extra: str) -> dict[str, l
 def test_fine_tune_from_a_21_class_net_keeps_the_matching_classes(mine, voc_net, tmp_path, capsys):
     path, source = voc_net
     tuned = _fine_tune(mine, path, tmp_path / "runs")
-    assert "classes kept from the source net (3): background, aeroplane, car" in capsys.readouterr().out
+    assert "classes kept from the source net (3): background, aeroplane, car" in capsys.readouterr().err
     for layer in ("conv1_1", "conv5_3", "fc6", "fc7"):
         for ours, theirs in zip(tuned[layer], source[layer]):
             np.testing.assert_array_equal(ours, theirs)

@@ -56,17 +56,17 @@ def assert_parity(diffs: dict[str, float], label: str) -> None:
 
 @pytest.mark.parametrize("upsampling", ["bilinear", "random"])
 @pytest.mark.parametrize("name", VOC_NETS)
-def test_reduced_width_all_sizes(tmp_path, name, upsampling):
-    net = randomize(CaffeNet(deploy_net(name, width_divisor=16)), seed=11, bilinear_deconv=upsampling == "bilinear")
+def test_reduced_width_all_sizes(tmp_path, reference, name, upsampling):
+    net = randomize(CaffeNet(deploy_net(reference, name, width_divisor=16)), seed=11, bilinear_deconv=upsampling == "bilinear")
     cv_net = opencv_net(*write_net(net, tmp_path))
     for index, size in enumerate(SIZES):
         assert_parity(layer_differences(net, cv_net, random_image(size, index)), f"{name} /16 {upsampling} {size}")
 
 
 @pytest.fixture(scope="module")
-def full_fcn8s(tmp_path_factory):
+def full_fcn8s(tmp_path_factory, reference):
     """Full-width FCN-8s (~540 MB caffemodel), written once for this module."""
-    net = randomize(CaffeNet(deploy_net("voc-fcn8s")), seed=5, bilinear_deconv=True)
+    net = randomize(CaffeNet(deploy_net(reference, "voc-fcn8s")), seed=5, bilinear_deconv=True)
     prototxt, caffemodel = write_net(net, tmp_path_factory.mktemp("fcn8s"))
     cv_net = opencv_net(prototxt, caffemodel)
     caffemodel.unlink()
@@ -76,8 +76,8 @@ def full_fcn8s(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", [n for n in VOC_NETS if n != "voc-fcn8s"])
-def test_full_width_all_sizes(tmp_path, name):
-    net = randomize(CaffeNet(deploy_net(name)), seed=6, bilinear_deconv=False)
+def test_full_width_all_sizes(tmp_path, reference, name):
+    net = randomize(CaffeNet(deploy_net(reference, name)), seed=6, bilinear_deconv=False)
     prototxt, caffemodel = write_net(net, tmp_path)
     cv_net = opencv_net(prototxt, caffemodel)
     caffemodel.unlink()
@@ -91,9 +91,9 @@ def test_full_width_fcn8s_all_sizes(full_fcn8s):
         assert_parity(layer_differences(net, cv_net, random_image(size, 7 + index)), f"voc-fcn8s full {size}")
 
 
-def test_demo_image_full_width_fcn8s(full_fcn8s):
+def test_demo_image_full_width_fcn8s(full_fcn8s, reference):
     net, cv_net = full_fcn8s
-    image = demo_image()
+    image = demo_image(reference)
     assert image.shape[:2] == (1, 3)
     diffs = layer_differences(net, cv_net, image)
     assert_parity(diffs, f"voc-fcn8s full, demo image {image.shape[2:]}")

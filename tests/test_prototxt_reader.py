@@ -1,27 +1,28 @@
 """Net and solver text: the authors' files read, bad text is located, bad nets are named."""
 
-from pathlib import Path
 
 import pytest
+from fetch_reference import listed
 
 from porting.errors import FormatError, PrototxtError
 from porting.netstate import filter_phase
 from porting.prototxt import parse_prototxt, read_prototxt, read_solver, to_text, validate
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
-NETS = sorted(p for p in REFERENCE.glob("voc-fcn*/*.prototxt") if p.name != "solver.prototxt")
-SOLVERS = sorted(REFERENCE.glob("voc-fcn*/solver.prototxt"))
+NETS = [name for name in listed("fcn-berkeleyvision/voc-fcn*/*.prototxt") if not name.endswith("/solver.prototxt")]
+SOLVERS = listed("fcn-berkeleyvision/voc-fcn*/solver.prototxt")
 
 
-def test_reference_set_is_complete():
-    names = {f"{p.parent.name}/{p.name}" for p in NETS}
+def test_reference_set_is_complete(reference_dir):
+    names = {name.removeprefix("fcn-berkeleyvision/") for name in NETS}
     for net in ("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce"):
         assert {f"{net}/train.prototxt", f"{net}/val.prototxt"} <= names
     assert "voc-fcn8s/deploy.prototxt" in names and len(SOLVERS) == 4
+    assert all((reference_dir / name).is_file() for name in NETS + SOLVERS)
 
 
-@pytest.mark.parametrize("path", NETS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_reference_nets_read_and_validate_in_both_phases(path):
+@pytest.mark.parametrize("name", NETS, ids=lambda name: name.removeprefix("fcn-berkeleyvision/"))
+def test_reference_nets_read_and_validate_in_both_phases(reference_dir, name):
+    path = reference_dir / name
     net = read_prototxt(path)
     text = path.read_text()
     assert len(net.layer) == text.count("\nlayer {") + text.startswith("layer {")
@@ -31,8 +32,9 @@ def test_reference_nets_read_and_validate_in_both_phases(path):
     assert parse_prototxt(to_text(net)) == net
 
 
-@pytest.mark.parametrize("path", SOLVERS, ids=lambda p: p.parent.name)
-def test_reference_solvers_read(path):
+@pytest.mark.parametrize("name", SOLVERS, ids=lambda name: name.split("/")[1])
+def test_reference_solvers_read(reference_dir, name):
+    path = reference_dir / name
     solver = read_solver(path)
     stated = next(line for line in path.read_text().splitlines() if line.startswith("base_lr:"))
     assert solver.base_lr == pytest.approx(float(stated.split(":")[1]), rel=1e-6)

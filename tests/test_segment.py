@@ -7,15 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MEAN_BGR, randomize, write_net
 from PIL import Image
 
 import porting
 from eval.segment import main, segment
-from helpers import MEAN_BGR, REFERENCE, randomize, write_net
 from porting.metadata import NetMetadata
 from prototxt import fcn
 
-DEMO_IMAGE = REFERENCE / "demo" / "image.jpg"
+
+@pytest.fixture(scope="module")
+def demo_image(reference: Path) -> Path:
+    """The authors' demo photo (a real VOC image)."""
+    return reference / "demo" / "image.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +31,13 @@ def fcn8s_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def by_hand(prototxt: Path, caffemodel: Path, image: Path, mean=MEAN_BGR) -> np.ndarray:
-    """Decode, flip RGB to BGR, subtract the mean, run `porting.load`'s net, argmax: written out here."""
-    rgb = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)
-    bgr = rgb[:, :, ::-1] - np.asarray(mean, dtype=np.float32)
+    """Decode, flip RGB to BGR, subtract the mean, run `porting.load`'s net, argmax: written out here.
+
+    As the authors' demo does it: a float32 BGR array minus the mean given as float64 numbers,
+    in place (numpy subtracts in float64 and rounds once to float32).
+    """
+    bgr = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32)[:, :, ::-1].copy()
+    bgr -= np.array(mean)
     x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)))[None]
     net = porting.load(str(prototxt), str(caffemodel))
     with torch.no_grad():
@@ -37,17 +45,17 @@ def by_hand(prototxt: Path, caffemodel: Path, image: Path, mean=MEAN_BGR) -> np.
     return scores.argmax(0).numpy()
 
 
-def test_demo_image_gives_the_three_outputs_equal_to_the_net_run_by_hand(fcn8s_files, tmp_path, capsys):
+def test_demo_image_gives_the_three_outputs_equal_to_the_net_run_by_hand(fcn8s_files, tmp_path, capsys, demo_image):
     prototxt, caffemodel = fcn8s_files
     out = tmp_path / "seg"
-    argv = [str(DEMO_IMAGE), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out),
+    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out),
             "--scores", "--quiet", "--device", "cpu"]
     assert main(argv) == 0
     assert "wrote 1 segmentation" in capsys.readouterr().err
-    expected = by_hand(prototxt, caffemodel, DEMO_IMAGE)
+    expected = by_hand(prototxt, caffemodel, demo_image)
     assert len(np.unique(expected)) > 1, "random weights should give more than one class"
     with Image.open(out / "image.png") as png:
-        assert png.mode == "P" and png.size == Image.open(DEMO_IMAGE).size
+        assert png.mode == "P" and png.size == Image.open(demo_image).size
         np.testing.assert_array_equal(np.asarray(png), expected)
     with Image.open(out / "image_overlay.jpg") as jpg:
         assert jpg.format == "JPEG" and jpg.height >= expected.shape[0] and jpg.width > expected.shape[1]
@@ -58,12 +66,12 @@ def test_demo_image_gives_the_three_outputs_equal_to_the_net_run_by_hand(fcn8s_f
     assert list(scores["classes"][:2]) == ["background", "aeroplane"]
 
 
-def test_library_segment_uses_the_mean_the_net_carries(fcn8s_files):
+def test_library_segment_uses_the_mean_the_net_carries(fcn8s_files, demo_image):
     prototxt, caffemodel = fcn8s_files
     net = porting.load(str(prototxt), str(caffemodel))
     net.metadata = NetMetadata(mean=(0.0, 0.0, 0.0))
-    rgb = np.asarray(Image.open(DEMO_IMAGE).convert("RGB"))
-    np.testing.assert_array_equal(segment(net, rgb), by_hand(prototxt, caffemodel, DEMO_IMAGE, mean=(0, 0, 0)))
+    rgb = np.asarray(Image.open(demo_image).convert("RGB"))
+    np.testing.assert_array_equal(segment(net, rgb), by_hand(prototxt, caffemodel, demo_image, mean=(0, 0, 0)))
 
 
 def test_real_size_folder_with_an_unreadable_file(fcn8s_files, tmp_path, capsys):
@@ -87,7 +95,7 @@ def test_real_size_folder_with_an_unreadable_file(fcn8s_files, tmp_path, capsys)
     assert not (out / "broken.png").exists() and not (out / "notes.png").exists()
 
 
-def test_checkpoint_carries_classes_and_mean_into_the_outputs(fcn8s_files, tmp_path):
+def test_checkpoint_carries_classes_and_mean_into_the_outputs(fcn8s_files, tmp_path, demo_image):
     from porting.convert import main as convert
 
     prototxt, caffemodel = fcn8s_files
@@ -99,14 +107,14 @@ def test_checkpoint_carries_classes_and_mean_into_the_outputs(fcn8s_files, tmp_p
     loaded = porting.load(checkpoint)
     assert loaded.metadata == NetMetadata(tuple(f"thing{i}" for i in range(21)), (10.0, 20.0, 30.0))
     out = tmp_path / "seg"
-    assert main([str(DEMO_IMAGE), "--checkpoint", str(checkpoint), "--out", str(out), "--scores", "--quiet"]) == 0
+    assert main([str(demo_image), "--checkpoint", str(checkpoint), "--out", str(out), "--scores", "--quiet"]) == 0
     np.testing.assert_array_equal(
-        np.asarray(Image.open(out / "image.png")), by_hand(prototxt, caffemodel, DEMO_IMAGE, mean=(10, 20, 30))
+        np.asarray(Image.open(out / "image.png")), by_hand(prototxt, caffemodel, demo_image, mean=(10, 20, 30))
     )
     assert list(np.load(out / "image.npz")["classes"]) == [f"thing{i}" for i in range(21)]
 
 
-def test_converted_21_class_net_defaults_to_voc_names_and_vgg_mean(fcn8s_files, tmp_path):
+def test_converted_21_class_net_defaults_to_voc_names_and_vgg_mean(fcn8s_files, tmp_path, reference):
     from porting.convert import main as convert
 
     prototxt, caffemodel = fcn8s_files
@@ -114,16 +122,16 @@ def test_converted_21_class_net_defaults_to_voc_names_and_vgg_mean(fcn8s_files, 
     assert convert(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(checkpoint),
                     "--quiet"]) == 0
     metadata = porting.load(checkpoint).metadata
-    reference_names = (REFERENCE / "data" / "pascal" / "classes.txt").read_text().split()
+    reference_names = (reference / "data" / "pascal" / "classes.txt").read_text().split()
     assert metadata.classes == tuple(reference_names[:21])
     assert metadata.mean == MEAN_BGR
 
 
-def test_class_names_of_the_wrong_count_are_refused(fcn8s_files, tmp_path, capsys):
+def test_class_names_of_the_wrong_count_are_refused(fcn8s_files, tmp_path, capsys, demo_image):
     prototxt, caffemodel = fcn8s_files
     names = tmp_path / "names.txt"
     names.write_text("a\nb\nc\n")
-    argv = [str(DEMO_IMAGE), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out",
+    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out",
             str(tmp_path / "seg"), "--classes-file", str(names), "--quiet"]
     assert main(argv) == 1
     assert "3 class names given but the net's 'score' blob has 21 classes" in capsys.readouterr().err

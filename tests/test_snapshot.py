@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
 
 from porting.errors import CheckpointError
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
-from reproduce.train import Trainer, TrainConfig
-from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
+from reproduce.train import TrainConfig, Trainer
 
 TESTS = Path(__file__).resolve().parent
 SAMPLES = dict(count=7, sizes=[(8, 8), (11, 7), (5, 9)])

@@ -16,7 +16,6 @@ from porting.errors import PrototxtError
 from porting.proto import caffe_pb2
 from reproduce.solver import CaffeSGD, SolverConfig, learning_rate
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 Spec = namedtuple("Spec", "layer index parameter lr_mult decay_mult")
 
 
@@ -109,8 +108,8 @@ def test_policies_match_hand_formulas() -> None:
             0.01 / (1 + math.exp(-0.1 * (it - 3))), rel=1e-12)
 
 
-def test_reads_the_authors_solver_file() -> None:
-    param = text_format.Parse((REFERENCE / "voc-fcn32s" / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+def test_reads_the_authors_solver_file(reference: Path) -> None:
+    param = text_format.Parse((reference / "voc-fcn32s" / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     config = SolverConfig.from_proto(param)
     assert config.lr_policy == "fixed"
     assert config.base_lr == pytest.approx(1e-10, rel=1e-6)

@@ -4,6 +4,7 @@ weights hand over from stage to stage exactly as the recipe says."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -139,13 +140,22 @@ def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFix
     assert not eight["score_pool3"][0].any()
 
 
-def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   caplog: pytest.LogCaptureFixture, tiny) -> None:
     common = ["fcn32s", "--out", str(tmp_path), *_data(tiny), "--preset", "demo", "--width", repr(WIDTH),
               "--device", "cpu", "--images-per-update", "1", "--eval-every", "0",
               "--base-weights", str(tiny["base"])]
     assert _run(capsys, *common, "--max-iter", "1")[0] == 0
-    code, _, out = _run(capsys, *common, "--max-iter", "2", "--resume")
-    assert code == 0 and "fcn32s: 2 updates" in out
+    with caplog.at_level(logging.INFO, logger="reproduce"):
+        code, _, _ = _run(capsys, *common, "--max-iter", "2", "--resume")
+    assert code == 0
+    directory = tmp_path / "fcn32s"
+    assert caplog.messages[-4:] == [
+        "fcn32s: preset demo, 2 updates, loss " + caplog.messages[-4].rsplit(" ", 1)[1],
+        f"  log:     {directory / 'log.jsonl'} (and log.csv)",
+        f"  plot:    {directory / 'loss.png'}",
+        f"  weights: {directory / 'final.caffemodel'}",
+    ]
     assert (tmp_path / "fcn32s" / "snapshot_iter_2.pt").is_file()
 
 

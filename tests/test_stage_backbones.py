@@ -10,16 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import randomize
+from test_fully_convolutional import CLASSIFIERS
 
 import porting
 from eval import table
 from fcndata.synthetic import write_synthetic
-from helpers import randomize
-from porting import CaffeNet, read_prototxt, to_text, write_caffemodel
+from porting import CaffeNet, read_prototxt, write_caffemodel
 from prototxt import solvers
 from prototxt.backbone import BACKBONES, narrow
 from reproduce import stage
-from test_fully_convolutional import CAFFE_MODELS, CLASSIFIERS
 
 WIDTH = {"alexnet": 1 / 16, "caffenet": 1 / 16, "googlenet": 1 / 8}
 
@@ -30,8 +30,8 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("backbone", list(WIDTH))
-def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, backbone: str, capsys) -> None:
-    zoo = CAFFE_MODELS / CLASSIFIERS[backbone][0] / "deploy.prototxt"
+def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, reference_dir: Path, backbone: str, capsys) -> None:
+    zoo = reference_dir / "caffe-models" / CLASSIFIERS[backbone][0] / "deploy.prototxt"
     classifier = randomize(CaffeNet(narrow(read_prototxt(zoo), WIDTH[backbone])), seed=0)
     weights = tmp_path / "classifier.caffemodel"
     write_caffemodel(classifier, weights)
@@ -111,9 +111,10 @@ def test_backbone_needs_its_definition(tmp_path: Path, synthetic, capsys) -> Non
 
 
 @pytest.mark.parametrize("backbone", ["alexnet", "googlenet"])
-def test_narrow_keeps_groups_and_the_classifier(backbone: str) -> None:
-    net = narrow(read_prototxt(CAFFE_MODELS / CLASSIFIERS[backbone][0] / "deploy.prototxt"), 1 / 16)
-    wide = read_prototxt(CAFFE_MODELS / CLASSIFIERS[backbone][0] / "deploy.prototxt")
+def test_narrow_keeps_groups_and_the_classifier(reference_dir: Path, backbone: str) -> None:
+    zoo = reference_dir / "caffe-models" / CLASSIFIERS[backbone][0] / "deploy.prototxt"
+    net = narrow(read_prototxt(zoo), 1 / 16)
+    wide = read_prototxt(zoo)
     for layer, original in zip(net.layer, wide.layer):
         if layer.type == "Convolution":
             expected = max(1, math.floor(original.convolution_param.num_output / 16 + 0.5))

@@ -13,7 +13,6 @@ from scipy import ndimage
 from fcndata import SBDSegmentation, VOCSegmentation, load_ids, seg11valid_ids
 from fcndata.synthetic import write_synthetic
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
 N_TRAIN, N_VAL, SIZE = 40, 15, (24, 41)
 
 
@@ -56,10 +55,10 @@ def test_split_lists_and_the_seg11valid_rule(synthetic):
     assert set(val) < set(load_ids(synthetic.voc_root / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"))
 
 
-def test_files_are_in_the_real_formats(synthetic):
+def test_files_are_in_the_real_formats(synthetic, reference):
     ds = VOCSegmentation(synthetic.voc_root, "2011", "val")
     sbd = SBDSegmentation(synthetic.sbd_root, "train")
-    palette = Image.open(REFERENCE / "demo" / "label.png").getpalette()[:768]
+    palette = Image.open(reference / "demo" / "label.png").getpalette()[:768]
     shared = sorted(set(ds.ids) & set(sbd.ids))
     assert shared
     for image_id in shared:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 from collections import namedtuple
 from pathlib import Path
 
@@ -169,7 +170,8 @@ def test_ranks_share_the_same_images_per_update(world_size: int, order) -> None:
 
 
 def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+                                            capsys: pytest.CaptureFixture[str],
+                                            caplog: pytest.LogCaptureFixture) -> None:
     fake_caffemodel_writer(monkeypatch)
     net = TinyNet()
     samples = make_samples(6, [(8, 8), (11, 7), (5, 9)])
@@ -181,7 +183,8 @@ def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.
 
     config = TrainConfig(images_per_update=2, max_iter=6, display=2, average_loss=3, snapshot_every=4,
                          eval_every=3, out_dir=tmp_path)
-    result = Trainer(net, solver_for(net, 2), samples, config, evaluate=evaluate).run()
+    with caplog.at_level(logging.INFO, logger="reproduce"):
+        result = Trainer(net, solver_for(net, 2), samples, config, evaluate=evaluate).run()
     records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
     assert [r["iter"] for r in records if "loss" in r] == [0, 2, 4]
     assert [(r["iter"], r["mean_iu"]) for r in records if "mean_iu" in r] == [(3, pytest.approx(0.1)),
@@ -195,11 +198,13 @@ def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.
     assert [r["iter"] for r in ids] == list(range(6)) and all(len(r["ids"]) == 2 for r in ids)
     assert {i for r in ids for i in r["ids"]} <= {s.id for s in samples}
     with Image.open(result.plot) as plot:
-        assert plot.size == (800, 450)
+        assert plot.format == "PNG" and plot.size == (800, 600)
     assert result.iter == 6 and result.caffemodel.is_file()
     assert sorted(p.name for p in tmp_path.glob("snapshot_iter_*.pt")) == ["snapshot_iter_4.pt", "snapshot_iter_6.pt"]
     assert result.snapshot == tmp_path / "snapshot_iter_6.pt"
-    assert "img/s" in capsys.readouterr().err
+    displays = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert [d.split(",")[0] for d in displays] == ["Iteration 0", "Iteration 2", "Iteration 4"]
+    assert "\r" not in capsys.readouterr().err  # captured stderr is no terminal: no bar
 
 
 def test_mismatched_iter_size_is_refused(tmp_path: Path) -> None:

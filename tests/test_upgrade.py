@@ -5,8 +5,8 @@ import pytest
 from google.protobuf import text_format
 
 from porting.errors import PrototxtError
-from porting.prototxt import parse_prototxt, parse_solver
 from porting.proto import caffe_pb2
+from porting.prototxt import parse_prototxt, parse_solver
 from porting.upgrade import upgrade_net
 
 

@@ -10,30 +10,33 @@ from PIL import Image
 
 from eval.visualize import PALETTE, colorize, panel, save_label_png, save_panel
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fcn-berkeleyvision"
-LABEL_PNG = REFERENCE / "demo" / "label.png"
+
+@pytest.fixture(scope="module")
+def label_png(reference: Path) -> Path:
+    """A real VOC label file (the authors' demo label), with VOC's palette stored in it."""
+    return reference / "demo" / "label.png"
 
 
-def test_palette_equals_the_one_stored_in_a_voc_label_file():
-    stored = np.asarray(Image.open(LABEL_PNG).getpalette(), dtype=np.uint8).reshape(-1, 3)
+def test_palette_equals_the_one_stored_in_a_voc_label_file(label_png):
+    stored = np.asarray(Image.open(label_png).getpalette(), dtype=np.uint8).reshape(-1, 3)
     assert stored.shape == (256, 3)
     np.testing.assert_array_equal(PALETTE, stored)
 
 
-def test_colorize_matches_pillow_rendering_of_the_label_file():
-    with Image.open(LABEL_PNG) as image:
+def test_colorize_matches_pillow_rendering_of_the_label_file(label_png):
+    with Image.open(label_png) as image:
         label = np.array(image)
         rendered = np.array(image.convert("RGB"))
     np.testing.assert_array_equal(colorize(label), rendered)
 
 
-def test_label_png_round_trip(tmp_path):
+def test_label_png_round_trip(tmp_path, label_png):
     label = np.array([[0, 1, 2], [15, 20, 255]], dtype=np.uint8)
     save_label_png(label, tmp_path / "p.png")
     with Image.open(tmp_path / "p.png") as image:
         assert image.mode == "P"
         np.testing.assert_array_equal(np.array(image), label)
-        with Image.open(LABEL_PNG) as voc:
+        with Image.open(label_png) as voc:
             assert image.getpalette() == voc.getpalette()
 
 

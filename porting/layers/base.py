@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -62,10 +63,10 @@ class CaffeLayer(nn.Module):
         self.register_parameter(str(index), nn.Parameter(torch.empty(shape, device="meta")))
         self._fillers.append(filler)
 
-    def blob(self, index: int) -> Tensor:
+    def blob(self, index: int) -> nn.Parameter:
         return getattr(self, str(index))
 
-    def blobs(self) -> list[Tensor]:
+    def blobs(self) -> list[nn.Parameter]:
         return [self.blob(i) for i in range(len(self._fillers))]
 
     def blob_shapes(self) -> list[Shape]:
@@ -89,8 +90,8 @@ class CaffeLayer(nn.Module):
         of its own (DummyData) answers with meta tensors here."""
         return self(*bottoms)
 
-    def forward(self, *bottoms: Tensor) -> list[Tensor]:
-        raise NotImplementedError
+    #: each layer type defines `forward(self, <one tensor per bottom>) -> list[Tensor]` (one per top)
+    forward: Callable[..., list[Tensor]]
 
 
 def constant_filler(value: float) -> caffe_pb2.FillerParameter:

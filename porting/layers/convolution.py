@@ -9,7 +9,6 @@ from porting.layers.base import CaffeLayer, Shape
 from porting.proto import caffe_pb2
 
 
-
 def _spatial(layer: CaffeLayer, values, single_h: int, single_w: int, has_hw: bool, default: int, name: str) -> tuple[int, int]:
     """Caffe's rule for kernel/pad/stride/dilation: `x_h`/`x_w` or 1 value or 2 values."""
     if has_hw:

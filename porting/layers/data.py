@@ -44,7 +44,8 @@ class Input(CaffeLayer):
         shapes = [tuple(int(d) for d in s.dim) for s in param.input_param.shape]
         if len(shapes) not in (0, 1, self.num_tops):
             raise self.error(f"{len(shapes)} input shapes for {self.num_tops} tops (give 1 or one per top)")
-        self.top_shapes: list[Shape | None] = shapes * self.num_tops if len(shapes) == 1 else shapes or [None] * self.num_tops
+        given: list[Shape | None] = list(shapes)
+        self.top_shapes = given * self.num_tops if len(given) == 1 else given or [None] * self.num_tops
         self.spec: DataLayerSpec | None = None
 
 
@@ -77,7 +78,8 @@ class DataLayer(CaffeLayer):
         self.top_shapes = list(DEFAULT_DATA_SHAPES[: self.num_tops]) + [None] * max(0, self.num_tops - 2)
         if param.type == "MemoryData":
             m = param.memory_data_param
-            self.top_shapes = [(m.batch_size, m.channels, m.height, m.width), (m.batch_size, 1, 1, 1)][: self.num_tops]
+            memory_shapes: list[Shape | None] = [(m.batch_size, m.channels, m.height, m.width), (m.batch_size, 1, 1, 1)]
+            self.top_shapes = memory_shapes[: self.num_tops]
 
     def _literal_params(self, text: str) -> dict:
         if not text.strip():
@@ -109,12 +111,14 @@ def _non_literal(tree: ast.Expression) -> str:
     for node in ast.walk(tree):
         if not isinstance(node, _LITERAL_NODES):
             what = _NODE_NAMES.get(type(node), f"an expression of kind {type(node).__name__}")
-            return f"{what} (column {node.col_offset + 1}) is not a literal"
+            return f"{what} (column {getattr(node, 'col_offset', 0) + 1}) is not a literal"
     return "its operators make no literal value"
 
 
 class DummyData(CaffeLayer):
     """Caffe DummyData: tops of fixed shapes filled by its fillers at every forward."""
+
+    _device_anchor: Tensor  # an empty buffer that follows the net's device
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
         super().__init__(param, bottom_shapes, phase)
@@ -132,7 +136,7 @@ class DummyData(CaffeLayer):
             raise self.error(f"{len(given)} data fillers for {self.num_tops} tops")
         self.register_buffer("_device_anchor", torch.empty(0), persistent=False)
 
-    def infer_tops(self) -> list[Tensor]:
+    def infer_tops(self, *bottoms: Tensor) -> list[Tensor]:
         """Meta tops of the declared shapes: shape inference draws no values."""
         return [torch.empty(s, device="meta") for s in self.shapes]
 

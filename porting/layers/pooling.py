@@ -81,10 +81,9 @@ class Pooling(CaffeLayer):
         if self.global_pooling:
             return 1, 1
         clip = any(self.pad)
-        return tuple(
-            caffe_pooled_size(n, k, s, p, self.ceil_mode, clip)
-            for n, k, s, p in zip((height, width), self.kernel, self.stride, self.pad)
-        )
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        return (caffe_pooled_size(height, kh, sh, ph, self.ceil_mode, clip),
+                caffe_pooled_size(width, kw, sw, pw, self.ceil_mode, clip))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4:

@@ -1,0 +1,107 @@
+"""Watching a run: the training curves plot any loss a real run produces, and a failing
+plot or log file never stops training (one warning, then silence)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_train import TinyNet, fake_caffemodel_writer, make_samples, solver_for
+
+from reproduce import monitor
+from reproduce.monitor import PLOT_DPI, PLOT_SIZE_INCHES, plot_curves
+from reproduce.train import TrainConfig, Trainer
+
+PLOT_PIXELS = (round(PLOT_SIZE_INCHES[0] * PLOT_DPI), round(PLOT_SIZE_INCHES[1] * PLOT_DPI))
+LOSS_RGB = (31, 119, 180)  # matplotlib's tab:blue
+IU_RGB = (255, 127, 14)  # tab:orange
+
+
+def _colour_rows(path: Path, rgb: tuple[int, int, int]) -> np.ndarray:
+    """Row indices of the pixels drawn in (close to) `rgb`."""
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == PLOT_PIXELS
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    close = np.abs(pixels - np.array(rgb)).sum(axis=2) < 30
+    return np.nonzero(close)[0]
+
+
+def _loss_records(losses: list[float]) -> list[dict]:
+    return [{"iter": 20 * index, "loss": loss, "lr": 1e-10} for index, loss in enumerate(losses)]
+
+
+@pytest.mark.parametrize("losses", [
+    [64458.6],  # the issue's crash: one unnormalized loss record
+    [5.7e5] * 6,  # constant
+    list(np.geomspace(1e6, 1e-3, 10)),  # nine orders of magnitude
+    [0.0, 3.0, 2.5],  # a zero loss (no log axis then)
+    [float("nan"), 2.0, float("inf"), 1.5],  # non-finite records are left out
+    [],
+])
+def test_plot_draws_any_loss(tmp_path: Path, losses: list[float]) -> None:
+    records = _loss_records(losses) + [{"iter": 40, "mean_iu": 0.25}, {"iter": 80, "mean_iu": 0.5}]
+    plot_curves(records, tmp_path / "loss.png")
+    assert len(_colour_rows(tmp_path / "loss.png", IU_RGB)) > 0
+    if any(np.isfinite(losses)):
+        assert len(_colour_rows(tmp_path / "loss.png", LOSS_RGB)) > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]  # no temporary left behind
+
+
+def test_wide_loss_range_spreads_over_the_axis(tmp_path: Path) -> None:
+    """A loss falling from 1e6 to 1e-3 uses the loss panel's height: on a linear axis all
+    but the first point would sit in its bottom few pixels."""
+    plot_curves(_loss_records(list(np.geomspace(1e6, 1e-3, 10))), tmp_path / "loss.png")
+    rows = _colour_rows(tmp_path / "loss.png", LOSS_RGB)
+    panel_height = PLOT_PIXELS[1] / 2
+    assert rows.max() - rows.min() > 0.6 * panel_height
+    assert np.median(rows) < rows.max() - 0.25 * panel_height  # the middle points are not squashed at the bottom
+
+
+def _train(tmp_path: Path, updates: int = 4) -> Trainer:
+    net = TinyNet()
+    config = TrainConfig(images_per_update=2, max_iter=updates, display=1, snapshot_every=2, out_dir=tmp_path)
+    trainer = Trainer(net, solver_for(net, 2), make_samples(4, [(8, 8), (6, 9)]), config)
+    trainer.result = trainer.run()
+    return trainer
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_failing_plot_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    fake_caffemodel_writer(monkeypatch)
+    calls = []
+
+    def broken_plot(records, path) -> None:
+        calls.append(len(records))
+        raise ValueError("no room on the canvas")
+
+    monkeypatch.setattr(monitor, "plot_curves", broken_plot)
+    trainer = _train(tmp_path)
+    result = trainer.result
+    assert result.iter == 4 and result.caffemodel.is_file() and result.snapshot.name == "snapshot_iter_4.pt"
+    assert len(calls) == 5  # tried after the restart and after each of the 4 display records
+    records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
+    assert [record["iter"] for record in records] == [0, 1, 2, 3]
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    assert "plotting" in warnings[0] and str(result.plot) in warnings[0] and "no room on the canvas" in warnings[0]
+    assert "training goes on" in warnings[0]
+    assert not result.plot.exists()
+
+
+def test_unwritable_log_file_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    fake_caffemodel_writer(monkeypatch)
+    (tmp_path / "log.csv").mkdir()  # a folder where the CSV log should go
+    result = _train(tmp_path).result
+    assert result.iter == 4 and result.caffemodel.is_file()
+    assert len(result.log_jsonl.read_text().splitlines()) == 4 and result.plot.is_file()
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and "log.csv" in warnings[0] and "training goes on" in warnings[0]
