@@ -2,7 +2,8 @@
 
 Fan-in / fan-out follow Caffe's `filler.hpp`: fan_in = count / shape[0],
 fan_out = count / shape[1]. The bilinear kernel is Caffe's (every (out, in) slice gets
-the same kernel); the diagonal variant FCN's surgery uses lives in `porting.surgery`.
+the same kernel, `bilinear_filter`); the diagonal weight FCN's surgery builds from it lives in
+`porting.surgery`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ def _fan(shape: tuple[int, ...], variance_norm: int) -> float:
     return fan_in
 
 
-def bilinear_kernel(size: int) -> torch.Tensor:
-    """The (size, size) bilinear interpolation kernel of Caffe's BilinearFiller."""
+def bilinear_filter(size: int) -> torch.Tensor:
+    """The (size, size) float32 bilinear interpolation filter: Caffe's BilinearFiller, which is also the
+    authors' `upsample_filt` (their factor (size + 1) // 2 is Caffe's f = ceil(size / 2), their center
+    is Caffe's c * f = (size - 1) / 2): tap (y, x) weighs (1 - |x / f - c|) * (1 - |y / f - c|).
+
+    Args:
+        size: the kernel size (2 * factor for upsampling by `factor`).
+
+    Returns:
+        The filter, computed in float64 and rounded once.
+    """
     f = math.ceil(size / 2)
     c = (size - 1) / (2.0 * f)
     axis = 1 - torch.abs(torch.arange(size, dtype=torch.float64) / f - c)
@@ -71,5 +81,5 @@ def fill(
     if kind == "bilinear":
         if len(shape) != 4 or shape[2] != shape[3]:
             raise PrototxtError(where, f"bilinear filler needs a 4-D blob with square kernels, got shape {shape}")
-        return bilinear_kernel(shape[3]).expand(shape).contiguous()
+        return bilinear_filter(shape[3]).expand(shape).contiguous()
     raise PrototxtError(where, f"unknown filler type '{kind}'; supported: {', '.join(FILLER_TYPES)}")

@@ -19,6 +19,7 @@ from porting.errors import PrototxtError
 from porting.netstate import PHASES, filter_phase
 from porting.proto import caffe_pb2
 from porting.upgrade import upgrade_net, upgrade_solver
+from porting.window import WINDOW_TYPES, read_window
 
 #: Sizes beyond these are taken as mistakes (a typo'd dimension), not as nets to allocate.
 MAX_BLOB_COUNT = 2**31
@@ -113,27 +114,16 @@ def _check_sizes(layer: caffe_pb2.LayerParameter, where: str) -> None:
         _check_shapes(layer.input_param.shape, len(layer.top), where)
     elif layer.type == "DummyData":
         _check_shapes(layer.dummy_data_param.shape, len(layer.top), where)
-    elif layer.type in _CONVOLUTIONS:
-        conv = layer.convolution_param
-        _check_range("num_output", conv.num_output, 1, MAX_NUM_OUTPUT, where)
-        kernels = list(conv.kernel_size) + [getattr(conv, f) for f in ("kernel_h", "kernel_w") if conv.HasField(f)]
-        if not kernels:
-            raise PrototxtError(where, "convolution needs kernel_size or kernel_h and kernel_w")
-        for kernel in kernels:
-            _check_range("kernel size", kernel, 1, MAX_KERNEL, where)
-        strides = list(conv.stride) + [getattr(conv, f) for f in ("stride_h", "stride_w") if conv.HasField(f)]
-        for stride in strides:
-            _check_range("stride", stride, 1, MAX_KERNEL, where)
     elif layer.type == "InnerProduct":
         _check_range("num_output", layer.inner_product_param.num_output, 1, MAX_NUM_OUTPUT, where)
-    elif layer.type == "Pooling":
-        pool = layer.pooling_param
-        for field in ("kernel_size", "kernel_h", "kernel_w"):
-            if pool.HasField(field):
-                _check_range(field, getattr(pool, field), 1, MAX_KERNEL, where)
-        for field in ("stride", "stride_h", "stride_w"):
-            if pool.HasField(field):
-                _check_range(field, getattr(pool, field), 1, MAX_KERNEL, where)
+    if layer.type in _CONVOLUTIONS:
+        _check_range("num_output", layer.convolution_param.num_output, 1, MAX_NUM_OUTPUT, where)
+    if layer.type in WINDOW_TYPES:
+        window = read_window(layer, where)
+        for name, pair in (("kernel size", window.kernel or (1, 1)), ("stride", window.stride),
+                           ("dilation", window.dilation)):
+            for value in pair:
+                _check_range(name, value, 1, MAX_KERNEL, where)
 
 
 def _check_shapes(shapes, n_tops: int, where: str) -> None:

@@ -14,23 +14,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ShapeMismatchError
+from .fillers import bilinear_filter
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> np.ndarray:
     """A (channels, channels, k, k) Deconvolution weight that upsamples each channel bilinearly.
 
-    The 2-D filter is the authors' `upsample_filt`: with factor = (k + 1) // 2 and the
-    center at factor - 1 (odd k) or factor - 0.5 (even k), tap (y, x) weighs
-    (1 - |x - center| / factor) * (1 - |y - center| / factor). With kernel 2s and stride s
-    this is exact linear interpolation between input pixels placed s apart. The weight is
-    diagonal so channels (classes) never mix.
+    The 2-D filter is `porting.fillers.bilinear_filter` (the authors' `upsample_filt`,
+    Caffe's BilinearFiller). With kernel 2s and stride s this is exact linear interpolation
+    between input pixels placed s apart. The weight is diagonal so channels (classes)
+    never mix.
     """
     if channels < 1 or kernel_size < 1:
         raise ValueError(f"bilinear_kernel needs channels >= 1 and kernel_size >= 1, got {channels}, {kernel_size}")
-    factor = (kernel_size + 1) // 2
-    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
-    taps = 1 - np.abs(np.arange(kernel_size, dtype=np.float64) - center) / factor
-    filt = np.outer(taps, taps).astype(np.float32)
+    filt = bilinear_filter(kernel_size).numpy()
     weight = np.zeros((channels, channels, kernel_size, kernel_size), dtype=np.float32)
     weight[np.arange(channels), np.arange(channels)] = filt
     return weight

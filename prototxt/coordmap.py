@@ -30,6 +30,7 @@ from fractions import Fraction
 
 from porting.errors import PrototxtError
 from porting.proto import caffe_pb2
+from porting.window import Window, read_window
 
 from .netspec import Top, layers
 
@@ -60,31 +61,14 @@ IDENTITY = AxisMap(Fraction(1), Fraction(0))
 CoordMap = tuple[AxisMap, ...]
 
 
-def _setting(param, name: str, axis: int, default: int | None) -> int:
-    """One axis of a Caffe window setting: `name_h`/`name_w` win over `name`, which holds
-    one value for all axes or one per axis."""
-    fields = param.DESCRIPTOR.fields_by_name
-    per_axis = name.removesuffix("_size") + ("_h" if axis == 2 else "_w")
-    if per_axis in fields and param.HasField(per_axis):
-        return getattr(param, per_axis)
-    if fields[name].is_repeated:
-        values = list(getattr(param, name))
-    else:
-        values = [getattr(param, name)] if param.HasField(name) else []
-    if not values:
-        if default is None:
-            raise ValueError(f"{param.DESCRIPTOR.name}: {name} is not set")
-        return default
-    return values[0] if len(values) == 1 else values[axis - SPATIAL_AXES[0]]
+def _window(layer: caffe_pb2.LayerParameter) -> Window:
+    return read_window(layer, f"layer '{layer.name}'")
 
 
-def _window_map(param, axis: int) -> AxisMap:
-    kernel = _setting(param, "kernel_size", axis, None)
-    stride = _setting(param, "stride", axis, 1)
-    pad = _setting(param, "pad", axis, 0)
-    dilation = _setting(param, "dilation", axis, 1) if "dilation" in param.DESCRIPTOR.fields_by_name else 1
-    extent = dilation * (kernel - 1) + 1
-    return AxisMap(Fraction(stride), Fraction(extent - 1, 2) - pad)
+def _window_map(window: Window, axis: int) -> AxisMap:
+    index = axis - SPATIAL_AXES[0]
+    extent = window.extent(index)
+    return AxisMap(Fraction(window.stride[index]), Fraction(extent - 1, 2) - window.pad[index])
 
 
 def _crop_map(param: caffe_pb2.CropParameter, axis: int) -> AxisMap:
@@ -100,13 +84,12 @@ def layer_map(layer: caffe_pb2.LayerParameter) -> CoordMap | None:
     keep spatial coordinates (data layers, fully connected layers, global pooling, ...)."""
     kind = layer.type
     if kind == "Convolution":
-        return tuple(_window_map(layer.convolution_param, axis) for axis in SPATIAL_AXES)
+        return tuple(_window_map(_window(layer), axis) for axis in SPATIAL_AXES)
     if kind == "Pooling":
-        if layer.pooling_param.global_pooling:
-            return None
-        return tuple(_window_map(layer.pooling_param, axis) for axis in SPATIAL_AXES)
+        window = _window(layer)
+        return None if window.kernel is None else tuple(_window_map(window, axis) for axis in SPATIAL_AXES)
     if kind == "Deconvolution":
-        forward = [_window_map(layer.convolution_param, axis) for axis in SPATIAL_AXES]
+        forward = [_window_map(_window(layer), axis) for axis in SPATIAL_AXES]
         return tuple(AxisMap(1 / m.scale, -m.offset / m.scale) for m in forward)
     if kind == "Crop":
         return tuple(_crop_map(layer.crop_param, axis) for axis in SPATIAL_AXES)
@@ -207,13 +190,6 @@ class Footprint:
     stride: Fraction
 
 
-def _window_extent(layer: caffe_pb2.LayerParameter, axis: int) -> int:
-    param = layer.pooling_param if layer.type == "Pooling" else layer.convolution_param
-    kernel = _setting(param, "kernel_size", axis, None)
-    dilation = _setting(param, "dilation", axis, 1) if "dilation" in param.DESCRIPTOR.fields_by_name else 1
-    return dilation * (kernel - 1) + 1
-
-
 def receptive_field(top: Top, source: Top) -> tuple[Footprint, ...]:
     """Receptive field of one pixel of `top` in `source`, per spatial axis (the largest over paths).
 
@@ -241,9 +217,10 @@ def receptive_field(top: Top, source: Top) -> tuple[Footprint, ...]:
         for axis, inner, axis_map in zip(SPATIAL_AXES, widest, step):
             kind = layer.param.type
             if kind in ("Convolution", "Pooling"):
-                extent = inner.extent + (_window_extent(layer.param, axis) - 1) * inner.stride
+                extent = inner.extent + (_window(layer.param).extent(axis - SPATIAL_AXES[0]) - 1) * inner.stride
             elif kind == "Deconvolution":
-                taps = -(-_window_extent(layer.param, axis) // _setting(layer.param.convolution_param, "stride", axis, 1))
+                window, index = _window(layer.param), axis - SPATIAL_AXES[0]
+                taps = -(-window.extent(index) // window.stride[index])
                 extent = inner.extent + (taps - 1) * inner.stride
             else:
                 extent = inner.extent

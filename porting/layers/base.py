@@ -36,9 +36,14 @@ class CaffeLayer(nn.Module):
         self.num_tops = len(param.top)
         self._fillers: list[caffe_pb2.FillerParameter] = []
 
+    @property
+    def location(self) -> str:
+        """How errors name this layer: `layer 'name' (Type)`."""
+        return f"layer '{self.layer_name}' ({self.layer_type})"
+
     def error(self, message: str) -> PrototxtError:
         """An error located at this layer, for definitions that make no valid layer."""
-        return PrototxtError(f"layer '{self.layer_name}' ({self.layer_type})", message)
+        return PrototxtError(self.location, message)
 
     def bad_input(self, message: str) -> FormatError:
         """An error for run-time inputs that do not fit this layer (wrong rank, channels, size)."""

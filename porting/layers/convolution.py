@@ -7,21 +7,8 @@ from torch import Tensor
 
 from porting.layers.base import CaffeLayer, Shape
 from porting.proto import caffe_pb2
+from porting.window import read_window
 
-
-def _spatial(layer: CaffeLayer, values, single_h: int, single_w: int, has_hw: bool, default: int, name: str) -> tuple[int, int]:
-    """Caffe's rule for kernel/pad/stride/dilation: `x_h`/`x_w` or 1 value or 2 values."""
-    if has_hw:
-        if len(values):
-            raise layer.error(f"{name} given both as {name}_h/{name}_w and as {name}")
-        return int(single_h), int(single_w)
-    if len(values) == 0:
-        return default, default
-    if len(values) == 1:
-        return int(values[0]), int(values[0])
-    if len(values) == 2:
-        return int(values[0]), int(values[1])
-    raise layer.error(f"{name} has {len(values)} values; 2-D convolution takes 1 or 2")
 
 
 class _ConvolutionBase(CaffeLayer):
@@ -37,12 +24,8 @@ class _ConvolutionBase(CaffeLayer):
         if len(bottom_shapes[0]) != 4:
             raise self.error(f"expected a 4-D bottom (N, C, H, W), found shape {bottom_shapes[0]}")
         p = param.convolution_param
-        self.kernel = _spatial(self, p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h") or p.HasField("kernel_w"), 0, "kernel")
-        self.pad = _spatial(self, p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
-        self.stride = _spatial(self, p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
-        self.dilation = _spatial(self, p.dilation, 0, 0, False, 1, "dilation")
-        if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
-            raise self.error("kernel size, stride and dilation must be positive")
+        window = read_window(param, self.location)
+        self.kernel, self.pad, self.stride, self.dilation = window.kernel, window.pad, window.stride, window.dilation
         if not p.HasField("num_output") or p.num_output == 0:
             raise self.error("convolution_param.num_output must be set")
         self.group = p.group

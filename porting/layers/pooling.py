@@ -19,6 +19,7 @@ from torch import Tensor
 
 from porting.layers.base import CaffeLayer, Shape
 from porting.proto import caffe_pb2
+from porting.window import read_window
 
 P = caffe_pb2.PoolingParameter
 FLT_MAX = float(torch.finfo(torch.float32).max)
@@ -46,10 +47,6 @@ def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode:
     return pooled
 
 
-def _pair(param_hw: bool, single: int, h: int, w: int) -> tuple[int, int]:
-    return (int(h), int(w)) if param_hw else (int(single), int(single))
-
-
 class Pooling(CaffeLayer):
     """Caffe Pooling (MAX, AVE; global_pooling; round_mode CEIL/FLOOR)."""
 
@@ -64,16 +61,10 @@ class Pooling(CaffeLayer):
         self.is_max = p.pool == P.MAX
         self.global_pooling = p.global_pooling
         self.ceil_mode = p.round_mode == P.CEIL
-        self.pad = _pair(p.HasField("pad_h") or p.HasField("pad_w"), p.pad, p.pad_h, p.pad_w)
-        self.stride = _pair(p.HasField("stride_h") or p.HasField("stride_w"), p.stride, p.stride_h, p.stride_w)
-        if self.global_pooling:
-            if any(self.pad) or self.stride != (1, 1):
-                raise self.error("global pooling takes no pad and stride 1")
-            self.kernel = (0, 0)
-        else:
-            self.kernel = _pair(p.HasField("kernel_h") or p.HasField("kernel_w"), p.kernel_size, p.kernel_h, p.kernel_w)
-            if min(self.kernel) <= 0 or min(self.stride) <= 0:
-                raise self.error(f"kernel {self.kernel} and stride {self.stride} must be positive")
+        window = read_window(param, self.location)
+        self.pad, self.stride = window.pad, window.stride
+        self.kernel = window.kernel or (0, 0)
+        if not self.global_pooling:
             if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
                 raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
 
