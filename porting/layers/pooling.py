@@ -64,9 +64,8 @@ class Pooling(CaffeLayer):
         window = read_window(param, self.location)
         self.pad, self.stride = window.pad, window.stride
         self.kernel = window.kernel or (0, 0)
-        if not self.global_pooling:
-            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
-                raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
+        if not self.global_pooling and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
+            raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.global_pooling:
