@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
+from bench import backbones, forward, metrics, port
 from porting import cli
+from porting.numerics import TF32_HELP, set_fp32_precision
 from porting.optional import require
 
 #: import names of the packages the [bench] extra brings (the peers: OpenCV, ONNX Runtime, ONNX export)
@@ -61,12 +63,8 @@ def _cpu_name() -> str:
 def collect(command: str, quick: bool, compile_module: bool) -> dict:
     """Run every benchmark; the figures as results.json holds them."""
     from bench import (  # main() names a missing [bench] package first
-        backbones,
         device_table,
-        forward,
-        metrics,
         peak,
-        port,
     )
 
     settings = QUICK if quick else FULL
@@ -150,7 +148,6 @@ def _device_table(table: dict, train: dict) -> list[str]:
 
 def render(results: dict) -> str:
     """results.json as the markdown table the README quotes."""
-    from bench import backbones  # imports the [bench] peers, as collect() does
 
     cpu = results["fcn8s_forward_cpu"]
     fastest_peer = min(cpu["onnxruntime_ms"], cpu["opencv_ms"])
@@ -233,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-compile", dest="compile_module", action="store_false", help="leave out torch.compile")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                         help="folder for results.md and results.json (default: the bench package)")
+    parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     cli.add_quiet(parser)
     return parser
 
@@ -240,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
+    set_fp32_precision(args.tf32)
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
     return cli.run(lambda: bench(args, command))
 

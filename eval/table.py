@@ -44,6 +44,7 @@ from fcndata.registry import DATASETS, parse_dataset
 from porting import cli
 from porting.atomic import atomic_path
 from porting.errors import FcnError
+from porting.numerics import TF32_HELP, set_fp32_precision
 from prototxt import nets as published_nets
 from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", help="write <net>/<id>.png predictions in the VOC palette here")
     parser.add_argument("--panels", action="store_true", help="with --predictions: also image|label|prediction panels")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="table format on stdout")
+    parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     cli.add_quiet(parser)
     return parser
 
@@ -277,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_fp32_precision(args.tf32)
     if args.panels and not args.predictions:
         parser.error("--panels needs --predictions DIR")
     device = cli.resolve_device(parser, args.device)

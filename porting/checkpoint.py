@@ -21,7 +21,7 @@ import torch
 
 from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
-from porting.errors import FcnError
+from porting.errors import FcnError, FormatError
 from porting.metadata import NetMetadata, read_sidecar
 from porting.net import CaffeNet, LoadReport
 from porting.prototxt import parse_prototxt, read_prototxt, to_text
@@ -117,8 +117,22 @@ def load_caffe(
     if caffemodel is None:
         return net, None
     report = net.load_blobs(stream_caffemodel(caffemodel, progress), source=str(caffemodel))
+    if report.missing and not report.loaded:
+        raise FormatError(
+            f"{caffemodel}: none of its {len(report.ignored)} layers with weights is named like a layer of "
+            f"{prototxt} ({_some(report.ignored)} vs the net's {_some(report.missing)}); "
+            "is this the caffemodel for this net? Layer names must match, as in Caffe's CopyTrainedLayersFrom"
+        )
     net.metadata = read_sidecar(caffemodel) or NetMetadata()
     return net, report
+
+
+def _some(names: list[str], count: int = 3) -> str:
+    """The first few names, for messages."""
+    if not names:
+        return "none"
+    shown = ", ".join(f"'{name}'" for name in names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
 
 
 def save_checkpoint(net: CaffeNet, path: str | os.PathLike) -> None:

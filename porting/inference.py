@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from porting.layers.activation import ReLU
 from porting.layers.convolution import Convolution, Deconvolution
 from porting.net import CaffeNet, Kernel, Step
+from porting.numerics import set_fp32_precision
 
 Shape = tuple[int, ...]
 
@@ -168,20 +169,25 @@ class InferenceNet(nn.Module):
     """`net` for CPU inference: same inputs and outputs as `net(...)`, no autograd.
 
     Weights are packed on the first call, for its input size; any other size the net
-    accepts runs too. Inputs on other devices run the plain layers.
+    accepts runs too. Inputs on other devices run the plain layers. Building one asks for
+    IEEE fp32 convolutions and matmuls (`porting.numerics`), TF32 only with `tf32=True`.
 
     Args:
         net: the net to run; with a dtype other than float32 a converted copy is kept.
         dtype: torch.float32 (default, the exact path) or torch.bfloat16.
         onednn: use oneDNN's prepacked kernels (True), the public fallback (False), or
             decide by `onednn_kernels_available()` and, for bf16, by `native_bf16_available()` (None).
+        tf32: allow TF32 (and oneDNN's reduced fp32) instead of IEEE fp32.
     Raises:
         ValueError: for a dtype other than float32 or bfloat16, or `onednn=True` where
             this torch lacks the kernels.
     """
 
-    def __init__(self, net: CaffeNet, *, dtype: torch.dtype = torch.float32, onednn: bool | None = None) -> None:
+    def __init__(
+        self, net: CaffeNet, *, dtype: torch.dtype = torch.float32, onednn: bool | None = None, tf32: bool = False
+    ) -> None:
         super().__init__()
+        set_fp32_precision(tf32)
         if dtype not in DTYPES:
             raise ValueError(f"InferenceNet computes in {', '.join(map(str, DTYPES))}, not {dtype}")
         if onednn and not onednn_kernels_available():

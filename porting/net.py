@@ -141,6 +141,12 @@ class CaffeNet(nn.Module):
             net_param = upgrade_net(net_param, source)
         validate(net_param, self.phase, source=source)
         self.net_param = filter_phase(net_param, self.phase, source=source)
+        if not self.net_param.layer:
+            where = f" in phase {self.phase} (all {len(net_param.layer)} are excluded)" if net_param.layer else ""
+            raise PrototxtError(
+                source, f"the net has no layers{where}; a net definition lists `layer {{ ... }}` blocks "
+                "(is this an empty file, or a solver file instead of a net?)"
+            )
         self.inputs: list[str] = []
         self.data_layers: dict[str, DataLayerSpec] = {}
         self.input_shapes: dict[str, Shape] = {}

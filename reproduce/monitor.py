@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -102,7 +101,8 @@ class TrainLog:
             with self._guard("reading", self.jsonl):
                 for line in self.jsonl.read_text().splitlines():
                     record = json.loads(line)
-                    if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and "loss" not in record):
+                    redone = "loss" in record or "ids" in record
+                    if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and not redone):
                         kept.append(record)
         self.records = kept
         with self._guard("writing", self.jsonl):
@@ -111,7 +111,7 @@ class TrainLog:
             text = io.StringIO()
             writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(self.records)
+            writer.writerows(record for record in self.records if "ids" not in record)
             self.csv.write_text(text.getvalue())
         self._redraw()
 
@@ -128,6 +128,18 @@ class TrainLog:
             csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore").writerow(record)
         self._redraw()
 
+    def append_ids(self, iteration: int, ids: list[str]) -> None:
+        """Record the image ids of the update made at `iteration` as a log.jsonl line of their own.
+
+        Args:
+            iteration: the update the images went into.
+            ids: their dataset ids, in the order they were drawn.
+        """
+        record = {"iter": iteration, "ids": ids}
+        self.records.append(record)
+        with self._guard("writing", self.jsonl), open(self.jsonl, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
     def _redraw(self) -> None:
         with self._guard("plotting", self.plot):
             plot_curves(self.records, self.plot)
@@ -143,26 +155,6 @@ class TrainLog:
                 self._reported.add(key)
                 logger.warning("%s %s failed (%s: %s); training goes on, further failures of it are not reported",
                                action, path, type(error).__name__, error)
-
-
-@contextmanager
-def messages_to_stderr(level: int = logging.INFO) -> Iterator[None]:
-    """Show the `reproduce` package's log messages on stderr as bare lines while a command runs.
-
-    Args:
-        level: the least severe message shown.
-    """
-    package = logging.getLogger("reproduce")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    previous = package.level
-    package.addHandler(handler)
-    package.setLevel(level)
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(previous)
 
 
 class Progress:

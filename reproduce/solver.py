@@ -6,7 +6,17 @@ follows the same trajectory as under `caffe train` with the same solver file:
 1. `clip_gradients` (when >= 0) rescales all gradients by one global L2 norm. Caffe clips
    the *accumulated* diff (the sum over `iter_size` passes), before dividing by
    `iter_size`; we receive the averaged gradient, so the norm compared is
-   `iter_size * ||mean gradient||`.
+   `iter_size * ||mean gradient||`. With P GPUs Caffe first averages the P solvers'
+   diffs (P2PSync / NCCL scale the sum by 1 / solver_count), so the norm compared is
+   `iter_size / P * ||mean||` (`solver_count`; `iter_size` here counts all P solvers' passes).
+
+`accumulation` is no caffe.proto field: it says how the `iter_size` passes combine.
+"mean" is Caffe since May 2015 (55585f5, then `Normalize` in 0e7a078: the accumulated
+diff divided by `iter_size`); "sum" is the Caffe that introduced `iter_size` for FCN
+(41cf06c, Aug 2014) and that the CVPR 2015 paper trained with: the diff is the plain sum,
+so lr and decay act on 20x the mean gradient. A "sum" run equals a "mean" run with
+`base_lr * iter_size` and `weight_decay / iter_size` (the `cvpr` and `cvpr-mean`
+presets of `prototxt.solvers`).
 2. regularize: `diff += local_decay * data` (L2) or `local_decay * sign(data)` (L1), with
    `local_decay = weight_decay * decay_mult`.
 3. `history = momentum * history + local_rate * diff`, `local_rate = lr * lr_mult`.
@@ -31,6 +41,7 @@ from porting.proto import caffe_pb2
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 REGULARIZATION_TYPES = ("L1", "L2")
+ACCUMULATIONS = ("mean", "sum")
 
 
 class ParamSpecLike(Protocol):
@@ -68,6 +79,7 @@ class SolverConfig:
     average_loss: int = 1
     clip_gradients: float = -1.0
     random_seed: int = -1
+    accumulation: str = "mean"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +125,8 @@ class SolverConfig:
             raise ValueError(f"unknown lr_policy {self.lr_policy!r}; expected one of {', '.join(LR_POLICIES)}")
         if self.regularization_type not in REGULARIZATION_TYPES:
             raise ValueError(f"unknown regularization_type {self.regularization_type!r}; expected L1 or L2")
+        if self.accumulation not in ACCUMULATIONS:
+            raise ValueError(f"unknown accumulation {self.accumulation!r}; expected one of {', '.join(ACCUMULATIONS)}")
         if self.iter_size < 1:
             raise ValueError(f"iter_size must be >= 1, found {self.iter_size}")
         if self.average_loss < 1:
@@ -170,8 +184,9 @@ class CaffeSGD:
     in place), so gradients must be zeroed before the next accumulation.
     """
 
-    def __init__(self, param_specs: Iterable[ParamSpecLike], config: SolverConfig) -> None:
+    def __init__(self, param_specs: Iterable[ParamSpecLike], config: SolverConfig, *, solver_count: int = 1) -> None:
         self.config = config
+        self.solver_count = solver_count
         self.iter = 0
         self._slots: list[_Slot] = []
         seen: set[int] = set()
@@ -201,7 +216,8 @@ class CaffeSGD:
 
     @torch.no_grad()
     def step(self) -> float:
-        """Apply one Caffe update from the averaged gradients; return the rate used."""
+        """Apply one Caffe update from the accumulated gradients (averaged, or summed under
+        "sum" accumulation); return the rate used."""
         rate = self.learning_rate()
         grads = [slot.parameter.grad if slot.parameter.grad is not None else torch.zeros_like(slot.parameter)
                  for slot in self._slots]
@@ -220,8 +236,9 @@ class CaffeSGD:
     def _clip(self, grads: list[torch.Tensor]) -> None:
         if self.config.clip_gradients < 0 or not grads:
             return
-        mean_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
-        summed_norm = self.config.iter_size * mean_norm
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+        summed = self.config.iter_size * norm if self.config.accumulation == "mean" else norm
+        summed_norm = summed / self.solver_count
         if summed_norm > self.config.clip_gradients:
             scale = self.config.clip_gradients / summed_norm
             for grad in grads:

@@ -10,9 +10,16 @@ snapshots, and final.caffemodel. Initial weights: FCN-32s and the at-once FCN-8s
 the VGG16 classifier (fc6/fc7 cast to convolutions by `porting.surgery.transplant`);
 FCN-16s from RUNS/fcn32s/final.caffemodel and FCN-8s from RUNS/fcn16s, unless
 --base-weights names another file. Layers the source lacks keep Caffe's initial values
-(zero score layers); new upsamplings start bilinear. Training set: SBD train;
-validation: VOC2011 seg11valid, scored every --eval-every updates and logged as mean IU.
-Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`.
+(zero score layers). Every upsampling whose layer name contains "up" starts bilinear,
+also one the previous stage learned (FCN-8s' `upscore2` under the cvpr presets), as the
+authors' solve.py files re-interpolate every such layer after `copy_from`. Training set:
+SBD train; validation: VOC2011 seg11valid, scored every --eval-every updates and logged
+as mean IU. Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`; the
+solver.prototxt then holds Caffe's per-GPU `iter_size` (images per update / N).
+
+The written solver has no `random_seed`: the seed (default 1337, the authors') is the data
+layer's `param_str` seed, which orders the images; Caffe's own RNG, which `random_seed`
+would seed, draws nothing torch's dropout masks could match.
 
 FCN-32s from another ILSVRC classifier (CVPR 2015 Table 1), cast by `prototxt.backbone`:
 
@@ -43,6 +50,7 @@ names and mean (porting.metadata), which `eval.segment --runs` and `eval.table` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -63,6 +71,7 @@ from porting import cli
 from porting.errors import FcnError
 from porting.fully_convolutional import cast_classifier
 from porting.metadata import NetMetadata, parse_mean, write_sidecar
+from porting.numerics import TF32_HELP, set_fp32_precision
 from porting.proto import caffe_pb2
 from porting.prototxt import read_prototxt, to_text
 from porting.surgery import set_bilinear_upsampling, transplant
@@ -74,7 +83,7 @@ from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
-from reproduce.train import TrainConfig, Trainer, TrainResult
+from reproduce.train import ORDERS, TrainConfig, Trainer, TrainResult
 
 #: what the CLI trains: the VOC recipe's stages (`prototxt.stages`), then the authors' other nets
 TRAINABLE = (*VOC_STAGES, *families.STAGES)
@@ -119,6 +128,8 @@ class StageOptions:
     from_net: Path | None = None  # a trained FCN to start from, any class list
     from_classes: Path | None = None  # the class names of from_net when its sidecar has none
     mean: tuple[float, ...] | None = None  # input mean B,G,R; None: the dataset's
+    order: str | None = None  # training image order (reproduce.train.ORDERS); None: the preset's
+    tf32: bool = False
 
     @property
     def recipe(self) -> str:
@@ -179,15 +190,16 @@ def initial_weights(options: StageOptions) -> Path:
     return path
 
 
-def definitions(options: StageOptions, data: StageData | None = None) -> dict[str, Definition]:
+def definitions(options: StageOptions, data: StageData | None = None, ranks: int = 1) -> dict[str, Definition]:
     """The stage's train/val/deploy nets and solver for the chosen preset, data, classes and width.
 
     The VOC nets (and the other backbones' FCN-32s) need the stage's `data`; the authors'
     other nets write their own split files (e.g. trainval/test) under the keys `train` and
-    `val`, and `deploy`.
+    `val`, and `deploy`. The solver's `iter_size` is per GPU, as Caffe reads it: images per
+    update / `ranks`.
     """
     if options.stage in families.STAGES:
-        return family_definitions(options)
+        return family_definitions(options, ranks)
     if data is None:
         raise ValueError(f"{options.stage} needs the stage's data (stage_data) for its data layers")
     name = net_name(options.stage, options.backbone)
@@ -205,18 +217,24 @@ def definitions(options: StageOptions, data: StageData | None = None) -> dict[st
         }
     else:
         messages = dict(cast_backbone(options, len(data.classes), recipe.normalize_loss, data_params))
-    solver = solvers.build(options.recipe, name)
+    messages["solver"] = stage_solver(options, solvers.build(options.recipe, name), ranks)
+    return messages
+
+
+def stage_solver(options: StageOptions, solver: caffe_pb2.SolverParameter, ranks: int) -> caffe_pb2.SolverParameter:
+    """The preset's solver with the command line's --max-iter and --images-per-update, and
+    `iter_size` per GPU (images per update / `ranks`)."""
     if options.max_iter is not None:
         solver.max_iter = options.max_iter
-    if options.images_per_update is not None:
-        solver.iter_size = options.images_per_update
     if options.display is not None:
         solver.display = options.display
     if options.snapshot is not None:
         solver.snapshot = options.snapshot
-    solver.random_seed = options.seed
-    messages["solver"] = solver
-    return messages
+    images = options.images_per_update or solver.iter_size
+    if images % ranks:
+        raise FcnError(f"{images} images per update cannot be split over {ranks} processes; pick a divisor")
+    solver.iter_size = images // ranks
+    return solver
 
 
 def cast_backbone(
@@ -239,7 +257,7 @@ def cast_backbone(
     return nets
 
 
-def family_definitions(options: StageOptions) -> dict[str, Definition]:
+def family_definitions(options: StageOptions, ranks: int = 1) -> dict[str, Definition]:
     name = net_name(options.stage)
     recipe = solvers.recipe(options.recipe, name)
     train_split, test_split = nets.info(name).splits
@@ -254,12 +272,7 @@ def family_definitions(options: StageOptions) -> dict[str, Definition]:
         for kind, split in (("train", train_split), ("val", test_split), ("deploy", "deploy"))
     }
     solver = solvers.build(options.recipe, name, train_net="train.prototxt", test_net="val.prototxt")
-    if options.max_iter is not None:
-        solver.max_iter = options.max_iter
-    if options.images_per_update is not None:
-        solver.iter_size = options.images_per_update
-    solver.random_seed = options.seed
-    messages["solver"] = solver
+    messages["solver"] = stage_solver(options, solver, ranks)
     return messages
 
 
@@ -324,6 +337,7 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
     Raises:
         FcnError: missing data or weights, a preset without this stage, weights that do not fit.
     """
+    set_fp32_precision(options.tf32)
     ctx = ctx or init_distributed()
     device = torch.device(options.device) if options.device != "auto" and ctx.world_size == 1 else ctx.device
     recipe = solvers.PRESETS[options.recipe]
@@ -363,10 +377,11 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
             test = families.dataset(name, test_split, roots(options), ids=test.ids[: options.eval_images])
         validation = test
         num_classes = options.classes or NUM_CLASSES
-    files = definitions(options, data)
+    files = definitions(options, data, ctx.world_size)
     if ctx.is_main:
         for kind, message in files.items():
-            (directory / f"{kind}.prototxt").write_text(to_text(message))
+            notes = solvers.notes(options.recipe, ctx.world_size) if kind == "solver" else ""
+            (directory / f"{kind}.prototxt").write_text(notes + to_text(message))
 
     torch.manual_seed(options.seed)
     net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
@@ -380,8 +395,8 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
         report = transplant(net, blobs)
         if not (report.copied or report.coerced):
             raise FcnError(f"{weights[0]}: none of its blobs fit the {options.stage} net (check --classes and --width)")
-    deconvs = {layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"}
-    bilinear = set_bilinear_upsampling(net, [name for name in report.untouched if name in deconvs])
+    upsamplings = [layer.name for layer in net.net_param.layer if layer.type == "Deconvolution" and "up" in layer.name]
+    bilinear = set_bilinear_upsampling(net, upsamplings)
     if ctx.is_main:
         for line in report.lines():
             log(f"  {line}")
@@ -389,11 +404,14 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
             log(f"  bilinear: {', '.join(bilinear)}")
     net.to(device)
 
-    config = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
-    solver = CaffeSGD(net.param_specs(), config)
+    per_gpu = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
+    config = dataclasses.replace(per_gpu, iter_size=per_gpu.iter_size * ctx.world_size,
+                                 accumulation=recipe.accumulation)
+    solver = CaffeSGD(net.param_specs(), config, solver_count=ctx.world_size)
     heads = family_heads(family, num_classes)
     evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, num_classes, heads)
-    train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every)
+    train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every,
+                                           order=options.order or recipe.order)
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main and data is not None:
@@ -463,8 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
                              "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
     parser.add_argument("--preset", choices=sorted(solvers.PRESETS),
-                        help="training recipe: heavy (authors' solver files; the default for VGG16), cvpr (CVPR 2015; "
-                        "the default for the other backbones), demo (synthetic data)")
+                        help="training recipe: heavy (authors' solver files; the default for VGG16), cvpr (CVPR 2015 "
+                        "as its Caffe summed 20 gradients; the default for the other backbones), cvpr-mean (the same "
+                        "updates in today's averaging Caffe), demo (synthetic data)")
     parser.add_argument("--backbone", choices=list(backbones.BACKBONES), default=backbones.GENERATED_BACKBONE,
                         help="the ILSVRC classifier fcn32s is cast from (CVPR 2015 Table 1; default vgg16); "
                         "others write OUT/fcn32s-<backbone>/")
@@ -494,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
     cli.add_device(parser)
     parser.add_argument("--seed", type=int, default=1337, help="data order and dropout seed (default: 1337)")
+    parser.add_argument("--order", choices=ORDERS,
+                        help="image order: authors (seeded draws with replacement, their data layer's) or "
+                             "permutation (one per epoch); default: the preset's")
+    parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     cli.add_quiet(parser)
     return parser
 

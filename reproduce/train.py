@@ -6,14 +6,23 @@ add up, scaled by 1/20, then one solver update. Across P processes each takes 20
 those images; gradients are summed over processes before the single scaling, so 1x20,
 2x10 and 4x5 make the same update from the same twenty images.
 
-The image at global position n (n = update * images_per_update + slot) is drawn from a
-seeded per-epoch permutation, and the torch RNG is reseeded from (seed, n) before its
-pass. Data order and dropout masks therefore depend only on (seed, n): independent of
-the number of processes, and resumable from a snapshot without stored RNG state.
+The image at global position n (n = update * images_per_update + slot) is the n-th of
+one order, `TrainConfig.order`:
+
+- "authors": the authors' data layer (`voc_layers.py`): `random.seed(seed)` once, then
+  `random.randint(0, N - 1)` for every image, with replacement (`fcndata.sample_order`);
+- "permutation": a fresh seeded permutation of the N images per epoch.
+
+The torch RNG is reseeded from (seed, n) before each pass. Data order and dropout masks
+therefore depend only on (seed, n): several processes split the one sequence, and a run
+resumes from a snapshot without stored RNG state. Every update's image ids go to
+log.jsonl as `{"iter": k, "ids": [...]}` (k: updates done before it), so a run's order
+can be checked and a bad image found.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sized
@@ -28,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import porting
 from fcndata import net_feed
+from fcndata.splits import sample_order
 from porting.checkpoint import CheckpointError
 from porting.errors import FcnError
 from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
@@ -36,6 +46,8 @@ from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, sn
 from reproduce.solver import CaffeSGD, SolverConfig
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
+#: training image orders (`TrainConfig.order`), see the module docstring
+ORDERS = ("authors", "permutation")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,11 @@ class TrainConfig:
     seed: int = 1337
     eval_every: int = 0
     num_workers: int = 0
+    order: str = "permutation"
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
     @classmethod
     def from_solver(cls, solver: SolverConfig, out_dir: Path, **overrides: Any) -> TrainConfig:
@@ -76,6 +93,19 @@ class TrainResult:
     plot: Path
 
 
+class AuthorsOrder:
+    """Dataset index of the image at global position n: the n-th draw of the authors' stream."""
+
+    def __init__(self, seed: int, length: int) -> None:
+        self._stream = sample_order(length, seed)
+        self._drawn: list[int] = []
+
+    def __getitem__(self, position: int) -> int:
+        if position >= len(self._drawn):
+            self._drawn.extend(itertools.islice(self._stream, position + 1 - len(self._drawn)))
+        return self._drawn[position]
+
+
 class ImageOrder:
     """Dataset index of the image at global position n: a fresh seeded permutation per epoch."""
 
@@ -93,6 +123,19 @@ class ImageOrder:
         return int(self._permutation[offset])
 
 
+def image_order(order: str, seed: int, length: int) -> AuthorsOrder | ImageOrder:
+    """The `TrainConfig.order` named `order` over `length` images."""
+    return AuthorsOrder(seed, length) if order == "authors" else ImageOrder(seed, length)
+
+
+def image_ids(dataset: Dataset) -> Callable[[int], str]:
+    """Dataset index -> image id: the dataset's `ids` list, else the id of the sample itself."""
+    ids = getattr(dataset, "ids", None)
+    if ids is not None:
+        return lambda index: str(ids[index])
+    return lambda index: str(dataset[index].id)
+
+
 def image_seed(seed: int, position: int) -> int:
     """The torch seed for the pass over the image at global position `position`."""
     return int(np.random.SeedSequence((seed, position)).generate_state(1, np.uint64)[0] >> 1)
@@ -101,7 +144,7 @@ def image_seed(seed: int, position: int) -> int:
 class _RankSampler:
     """This rank's share of the global image sequence, from update `start` to `stop`."""
 
-    def __init__(self, order: ImageOrder, start: int, stop: int, images_per_update: int, ctx: DistContext) -> None:
+    def __init__(self, order: AuthorsOrder | ImageOrder, start: int, stop: int, images_per_update: int, ctx: DistContext) -> None:
         self.order, self.start, self.stop = order, start, stop
         self.images_per_update = images_per_update
         self.per_rank = images_per_update // ctx.world_size
@@ -157,14 +200,14 @@ class Trainer:
         """The loop's part of a snapshot: data-order position and the smoothed-loss window."""
         return {"iter": self.solver.iter, "images_seen": self.solver.iter * self.config.images_per_update,
                 "seed": self.config.seed, "images_per_update": self.config.images_per_update,
-                "losses": list(self.losses)}
+                "order": self.config.order, "losses": list(self.losses)}
 
     def _resume(self, resume: Path) -> None:
         path = latest_snapshot(resume) if Path(resume).is_dir() else Path(resume)
         if path is None:
             raise CheckpointError(f"{resume}: no snapshot to resume from")
         state = load_snapshot(path, self.net, self.solver)
-        for key in ("seed", "images_per_update"):
+        for key in ("seed", "images_per_update", "order"):
             if state.get(key) != getattr(self.config, key):
                 raise CheckpointError(f"{path}: snapshot was taken with {key} {state.get(key)}, "
                                       f"this run has {getattr(self.config, key)}; resume needs the same")
@@ -188,7 +231,9 @@ class Trainer:
         return loss.detach()
 
     def _reduce_and_scale(self, loss_sum: torch.Tensor) -> float:
-        """Sum gradients and loss over processes, then scale once, as Caffe's Normalize does."""
+        """Sum gradients and loss over processes, then scale the gradients once, as Caffe's
+        Normalize does (not at all under the solver's "sum" accumulation, the CVPR-era
+        Caffe's); returns the mean loss per image, which Caffe displays in both eras."""
         parameters = self.solver.parameters
         grads = []
         for parameter in parameters:
@@ -197,8 +242,9 @@ class Trainer:
             grads.append(parameter.grad)
         all_reduce_sum([*grads, loss_sum.reshape(1)])
         scale = 1.0 / self.config.images_per_update
-        for grad in grads:
-            grad.mul_(scale)
+        if self.solver.config.accumulation == "mean":
+            for grad in grads:
+                grad.mul_(scale)
         return loss_sum.item() * scale
 
     def run(self, resume: Path | None = None) -> TrainResult:
@@ -213,8 +259,8 @@ class Trainer:
         if self.ctx.is_main:
             self.log.restart(self.solver.iter)
         start = self.solver.iter
-        sampler = _RankSampler(ImageOrder(config.seed, len(cast(Sized, self.dataset))), start, max(start, config.max_iter),
-                               config.images_per_update, self.ctx)
+        sampler = _RankSampler(image_order(config.order, config.seed, len(cast(Sized, self.dataset))), start,
+                               max(start, config.max_iter), config.images_per_update, self.ctx)
         loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=config.num_workers,
                             pin_memory=self.ctx.device.type == "cuda")
         with Progress(config.max_iter, initial=start, enabled=self.ctx.is_main) as progress, \
@@ -231,6 +277,8 @@ class Trainer:
         """Updates until max_iter with display, validation and snapshots; returns the last snapshot."""
         config = self.config
         positions = sampler.positions()
+        logged_order = image_order(config.order, config.seed, len(cast(Sized, self.dataset)))
+        id_of = image_ids(self.dataset)
         last_snapshot: Path | None = None
         snapshot_iter = self.solver.iter
         window_start, window_iter = time.perf_counter(), self.solver.iter
@@ -245,6 +293,10 @@ class Trainer:
             rate = self.solver.step()
             smoothed = sum(self.losses) / len(self.losses)
             progress.step(self.solver.iter, smoothed)
+            if self.ctx.is_main:
+                first = iteration * config.images_per_update
+                ids = [id_of(logged_order[n]) for n in range(first, first + config.images_per_update)]
+                self.log.append_ids(iteration, ids)
             if self.ctx.is_main and config.display and iteration % config.display == 0:
                 elapsed = time.perf_counter() - window_start
                 images_per_s = (self.solver.iter - window_iter) * config.images_per_update / max(elapsed, 1e-9)

@@ -255,6 +255,11 @@ def _wrong_channels(folder: Path):
     return net(torch.zeros(1, 5, 16, 16))
 
 
+@entry("prototxt with no layers (an empty file)")
+def _no_layers(folder: Path):
+    return porting.load(write_text(folder, "empty.prototxt", "# nothing here\n"))
+
+
 @entry("solver prototxt with an unknown field")
 def _solver_field(folder: Path):
     return porting.read_solver(write_text(folder, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 1e-10\nlr_polcy: "fixed"\n'))
@@ -267,6 +272,14 @@ def _solver_field(folder: Path):
 def _missing_caffemodel(folder: Path):
     prototxt, _ = tiny_files(folder)
     return porting.load(prototxt, folder / "absent.caffemodel")
+
+
+@entry("caffemodel of another net: none of its layer names is the net's")
+def _weights_of_another_net(folder: Path):
+    other = TINY_NET.replace('"conv1"', '"conv1_1"').replace('"score"', '"score_fr"').replace('"upscore"', '"up"')
+    _, caffemodel = tiny_files(folder, other)
+    prototxt = write_text(folder, "net.prototxt", TINY_NET)
+    return porting.load(prototxt, caffemodel)
 
 
 @entry("caffemodel truncated inside a blob")

@@ -140,6 +140,11 @@ def test_cvpr_recipe():
         assert solver.base_lr == pytest.approx(lr, rel=1e-6)
         assert (solver.momentum, solver.iter_size, solver.train_net) == (pytest.approx(0.9), 20, "train_cvpr.prototxt")
         assert solver.weight_decay == pytest.approx(5e-4)
+        # the paper's Caffe summed the 20 gradients; today's averages: lr x 20, decay / 20
+        mean = read_solver(generate.PACKAGE_DIR / net / "solver_cvpr_mean.prototxt")
+        assert (mean.base_lr, mean.weight_decay) == (pytest.approx(20 * lr, rel=1e-6), pytest.approx(2.5e-5))
+        assert (mean.momentum, mean.iter_size, mean.train_net) == (pytest.approx(0.9), 20, "train_cvpr.prototxt")
+        assert "41cf06c" in (generate.PACKAGE_DIR / net / "solver_cvpr.prototxt").read_text()
         train = read_prototxt(generate.PACKAGE_DIR / net / "train_cvpr.prototxt")
         by_name = {layer.name: layer for layer in train.layer}
         assert by_name["loss"].loss_param.normalize is True

@@ -160,7 +160,12 @@ def softmax_loss_numpy(scores, labels, ignore, mode):
         ("", "VALID"),
         ("normalize: true", "VALID"),
         ("normalize: false", "BATCH_SIZE"),
-        ("normalize: false normalization: FULL", "BATCH_SIZE"),
+        # caffe.proto: `normalize` is "ignored if normalization is specified"; each mode
+        # below comes with the legacy flag that would pick another one.
+        ("normalize: true normalization: FULL", "FULL"),
+        ("normalize: false normalization: VALID", "VALID"),
+        ("normalize: true normalization: BATCH_SIZE", "BATCH_SIZE"),
+        ("normalize: true normalization: NONE", "NONE"),
     ],
 )
 def test_softmax_with_loss_normalization(loss_param, mode):
@@ -178,6 +183,28 @@ def test_softmax_with_loss_normalization(loss_param, mode):
     assert loss.shape == ()
     np.testing.assert_allclose(loss.item(), softmax_loss_numpy(scores.astype(np.float64), labels[:, 0], 255, mode), rtol=1e-5)
     assert net.loss_weights == {"loss": 2.0}
+
+
+@pytest.mark.parametrize("true_class", [0, 1])
+def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true_class):
+    """Caffe's forward adds -log(max(p, FLT_MIN)); its backward is p - onehot, unclamped.
+
+    Two classes, the true one trailing by 100: p(true) = 1 / (1 + e^100) underflows below
+    FLT_MIN, so the loss is -log(FLT_MIN) and the gradient is -1 on the true class, +1 on
+    the other (1 valid pixel: VALID normalizes by 1).
+    """
+    logits = [0.0, 0.0]
+    logits[1 - true_class] = 100.0
+    scores = torch.tensor(logits).reshape(1, 2, 1, 1).requires_grad_()
+    net = layer_net('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',
+                    s=(1, 2, 1, 1), l=(1, 1, 1, 1))
+    loss = net(s=scores, l=torch.tensor([[[[float(true_class)]]]]))["loss"]
+    flt_min = np.finfo(np.float32).tiny
+    assert loss.item() == pytest.approx(-math.log(flt_min), rel=1e-6)
+    loss.backward()
+    expected = [1.0, 1.0]
+    expected[true_class] = -1.0
+    np.testing.assert_allclose(scores.grad.flatten().numpy(), expected, rtol=1e-6)
 
 
 def test_accuracy_top_k_and_ignore_label():

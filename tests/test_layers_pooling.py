@@ -99,6 +99,24 @@ def test_window_starting_past_the_input_is_kept_as_caffe_does():
     np.testing.assert_array_equal(np.isnan(ave), np.isnan(expected))
 
 
+def test_last_window_rule_applies_to_both_axes_when_either_is_padded():
+    """PoolingLayer::Reshape clips the last window on both axes `if (pad_h_ || pad_w_)`.
+
+    H = W = 4, kernel 1 x 2, stride 2, pad_h 0, pad_w 1. Rows: ceil((4 - 1) / 2) + 1 = 3,
+    and the third would start at row 4 >= 4 + 0, so Caffe drops it: 2 rows. Columns:
+    ceil((4 + 2 - 2) / 2) + 1 = 3, the third starts at column 4 - 1 = 3 < 4 + 1: kept.
+    """
+    net = layer_net(
+        'layer { name: "pool" type: "Pooling" bottom: "x" top: "pool" '
+        "pooling_param { pool: MAX kernel_h: 1 kernel_w: 2 stride: 2 pad_h: 0 pad_w: 1 } }",
+        x=(1, 1, 4, 4),
+    )
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    top = net(x)["pool"][0, 0].numpy()
+    # row i reads input row 2i; column j the max over input columns 2j-1 .. 2j (inside 0..3)
+    np.testing.assert_array_equal(top, [[0, 2, 3], [8, 10, 11]])
+
+
 def test_global_pooling_and_floor_rounding():
     x = torch.randn(2, 3, 5, 7)
     out = layer_net(

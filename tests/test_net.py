@@ -1,5 +1,7 @@
 """CaffeNet: graph execution, trace, phases, parameter specs, weight loading, checkpoints."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -264,3 +266,34 @@ def test_checkpoint_with_code_is_refused_briefly(tmp_path):
 class _Exec:
     def __reduce__(self):
         return (exec, ("pass",))
+
+
+def test_net_without_layers_is_a_format_error_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.prototxt"
+    empty.write_text("# a comment and nothing else\n")
+    with pytest.raises(porting.FormatError, match=rf"{re.escape(str(empty))}: the net has no layers;.*empty file"):
+        porting.load(empty)
+    train_only = tmp_path / "train_only.prototxt"
+    train_only.write_text('layer { name: "x" type: "Input" top: "x" include { phase: TRAIN } '
+                          "input_param { shape { dim: 1 } } }\n")
+    with pytest.raises(porting.FormatError, match=r"no layers in phase TEST \(all 1 are excluded\)"):
+        porting.load(train_only)
+
+
+def test_caffemodel_matching_no_layer_is_a_format_error_naming_both(tmp_path):
+    """Caffe's CopyTrainedLayersFrom matches by layer name; 2 learnable layers in the file,
+    named unlike the net's 2, must not load silently as random weights."""
+    text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }'
+            'layer { name: "{a}" type: "Convolution" bottom: "x" top: "a" convolution_param { num_output: 1 kernel_size: 1 } }'
+            'layer { name: "{b}" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 1 kernel_size: 1 } }')
+    source = porting.CaffeNet(porting.parse_prototxt(text.replace("{a}", "fc6").replace("{b}", "fc7")))
+    weights = tmp_path / "other.caffemodel"
+    porting.write_caffemodel(source, weights)
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(text.replace("{a}", "conv1").replace("{b}", "conv2"))
+    with pytest.raises(porting.FormatError, match=rf"{re.escape(str(weights))}: none of its 2 layers with weights "
+                                                  rf"is named like a layer of {re.escape(str(prototxt))} "
+                                                  r"\('fc6', 'fc7' vs the net's 'conv1', 'conv2'\)"):
+        porting.load(prototxt, weights)
+    prototxt.write_text(text.replace("{a}", "fc6").replace("{b}", "conv2"))
+    assert porting.load(prototxt, weights) is not None  # one layer matching is a partial load, as in Caffe

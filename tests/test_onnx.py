@@ -31,6 +31,7 @@ from helpers import (
 )
 
 from porting import CaffeNet, read_prototxt, save_checkpoint
+from porting.numerics import onnxruntime_provider, set_fp32_precision
 from porting.onnx import MIN_OPSET, export_onnx, main
 from prototxt import nets
 
@@ -55,7 +56,8 @@ def opset(model: onnx.ModelProto) -> int:
 
 
 def session(path: Path, provider: str) -> ort.InferenceSession:
-    sess = ort.InferenceSession(str(path), providers=[provider])
+    set_fp32_precision()  # the torch side of the parity: IEEE fp32, as Caffe
+    sess = ort.InferenceSession(str(path), providers=[onnxruntime_provider(provider)])
     assert sess.get_providers()[0] == provider, f"{provider} fell back to {sess.get_providers()}"
     return sess
 

@@ -151,3 +151,19 @@ def test_state_dict_round_trip_continues_identically() -> None:
             solver.step()
         runs.append([s.parameter.detach().clone() for s in specs])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("accumulation, solver_count, compared", [("mean", 1, 4.0), ("mean", 2, 2.0), ("sum", 1, 1.0)])
+def test_clip_compares_the_diff_caffe_clips(accumulation: str, solver_count: int, compared: float) -> None:
+    """Caffe clips the accumulated diff: 4 passes summed is 4 x the mean we receive; with 2
+    GPUs of 2 passes each, P2PSync first scales the summed diffs by 1/2, leaving 2 x the
+    mean; under "sum" accumulation we receive that sum itself. lr 1, no momentum or decay:
+    the step is the clipped diff (scaled back by 1/iter_size under "mean")."""
+    weight = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    config = SolverConfig(base_lr=1.0, iter_size=4, clip_gradients=1.0, accumulation=accumulation)
+    solver = CaffeSGD([Spec("a", 0, weight, 1.0, 1.0)], config, solver_count=solver_count)
+    weight.grad = torch.tensor([3.0, 4.0], dtype=torch.float64)  # norm 5
+    solver.step()
+    clipped_norm = compared * 5.0
+    expected = -np.array([3.0, 4.0]) * (1.0 / clipped_norm)
+    np.testing.assert_allclose(weight.detach().numpy(), expected, rtol=1e-15)

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import porting
 from fcndata import SBDSegmentation
 from fcndata.synthetic import write_synthetic
+from porting.numerics import fp32_precision, set_fp32_precision
 from porting.surgery import bilinear_kernel
+from prototxt import solvers
 from reproduce import stage
 from reproduce.basenet import train_base_net
 
@@ -123,13 +127,14 @@ def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFix
     assert np.array_equal(sixteen["upscore2"][0], bilinear_kernel(21, 4))
     assert np.array_equal(sixteen["upscore16"][0], bilinear_kernel(21, 32))
 
-    # One update of fcn16s learns upscore2 (demo preset); fcn8s keeps the learned values.
+    # One update of fcn16s learns upscore2 (demo preset); fcn8s starts it bilinear again, as the
+    # authors' voc-fcn8s/solve.py calls surgery.interp on every layer named "*up*" after copy_from.
     assert _run(capsys, "fcn16s", *common, "--max-iter", "1", "--eval-every", "0")[0] == 0
     learned = _blobs(runs / "fcn16s" / "final.caffemodel")["upscore2"][0]
     assert not np.array_equal(learned, bilinear_kernel(21, 4))
     assert _run(capsys, "fcn8s", *common, "--max-iter", "0", "--eval-every", "0")[0] == 0
     eight = _blobs(runs / "fcn8s" / "final.caffemodel")
-    assert np.array_equal(eight["upscore2"][0], learned)
+    assert np.array_equal(eight["upscore2"][0], bilinear_kernel(21, 4))
     assert np.array_equal(eight["upscore_pool4"][0], bilinear_kernel(21, 4))
     assert np.array_equal(eight["upscore8"][0], bilinear_kernel(21, 16))
     assert not eight["score_pool3"][0].any()
@@ -152,3 +157,47 @@ def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytes
         f"  weights: {directory / 'final.caffemodel'}",
     ]
     assert (tmp_path / "fcn32s" / "snapshot_iter_2.pt").is_file()
+
+
+@pytest.fixture
+def restore_precision():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_heavy_stage_takes_the_authors_images_in_fp32(tmp_path: Path, capsys: pytest.CaptureFixture, tiny,
+                                                      restore_precision) -> None:
+    """The heavy preset's images are the authors' stream (voc_layers.py: random.seed(1337), then
+    randint(0, n - 1) per image, which Python 2 computed as int(random() * n)) over SBD
+    train.txt in file order; log.jsonl names them per update. The stage asks for IEEE fp32
+    convolutions and matmuls, TF32 only with --tf32."""
+    set_fp32_precision(tf32=True)
+    common = ["fcn32s", "--out", str(tmp_path), *_data(tiny), "--preset", "heavy", "--width", repr(WIDTH),
+              "--device", "cpu", "--eval-every", "0", "--base-weights", str(tiny["base"])]
+    assert _run(capsys, *common, "--max-iter", "3")[0] == 0
+    assert fp32_precision() == {"conv": "ieee", "matmul": "ieee"}
+    train_ids = (tiny["sbd"] / "train.txt").read_text().split()
+    random.seed(1337)
+    expected = [[train_ids[int(random.random() * len(train_ids))]] for _ in range(3)]
+    records = [json.loads(line) for line in (tmp_path / "fcn32s" / "log.jsonl").read_text().splitlines()]
+    assert [r["ids"] for r in records if "ids" in r] == expected
+
+    assert _run(capsys, *common, "--max-iter", "4", "--resume", "--tf32")[0] == 0
+    assert fp32_precision() == {"conv": "tf32", "matmul": "tf32"}
+    records = [json.loads(line) for line in (tmp_path / "fcn32s" / "log.jsonl").read_text().splitlines()]
+    expected.append([train_ids[int(random.random() * len(train_ids))]])
+    assert [r["ids"] for r in records if "ids" in r] == expected
+
+
+def test_solver_file_is_what_caffe_would_run_on_each_gpu(tmp_path: Path) -> None:
+    """Caffe with P GPUs averages P solvers of iter_size k (P x k images per update), so the
+    stage writes iter_size 20 / P; no random_seed (torch's dropout draws no Caffe RNG stream)."""
+    options = stage.StageOptions("fcn32s", tmp_path, preset="cvpr")
+    for ranks, per_gpu in ((1, 20), (2, 10), (4, 5)):
+        solver = stage.stage_solver(options, solvers.build("cvpr", "voc-fcn32s"), ranks)
+        assert solver.iter_size == per_gpu and not solver.HasField("random_seed")
+    assert "4 GPUs averages 4 solvers" in solvers.notes("cvpr", 4) and solvers.notes("heavy", 1) == ""
+    assert "summed" in solvers.notes("cvpr") and "summed" not in solvers.notes("cvpr-mean", 2)
+    with pytest.raises(porting.FcnError, match="20 images per update cannot be split over 3 processes"):
+        stage.stage_solver(options, solvers.build("cvpr", "voc-fcn32s"), 3)

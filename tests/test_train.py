@@ -8,6 +8,7 @@ test_distributed import it from here.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections import namedtuple
@@ -22,9 +23,10 @@ from torch import nn
 
 import porting
 from fcndata.image import Sample
+from prototxt import solvers
 from reproduce.distributed import DistContext
 from reproduce.solver import CaffeSGD, SolverConfig
-from reproduce.train import ImageOrder, TrainConfig, Trainer, _RankSampler
+from reproduce.train import AuthorsOrder, ImageOrder, TrainConfig, Trainer, _RankSampler
 
 ParamInfo = namedtuple("ParamInfo", "layer index parameter lr_mult decay_mult")
 
@@ -123,9 +125,38 @@ def test_data_order_is_seeded_epoch_permutations() -> None:
     assert [ImageOrder(seed=7, length=5)[n] for n in (14, 3, 9)] == [first_epochs[n] for n in (14, 3, 9)]
 
 
+def test_authors_order_is_their_data_layers_stream_and_goes_to_the_log(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """voc_layers.py: `random.seed(1337)` once, then `random.randint(0, len(indices) - 1)` for the
+    first image and after every step. Under their Python 2, randint(0, n - 1) is
+    `int(random() * n)` (randrange of a width below 2**53), and Python 3 seeds from an int
+    as Python 2 did, so the stream is computed here with Python's own `random`."""
+    import random
+
+    fake_caffemodel_writer(monkeypatch)
+    samples = make_samples(7, [(5, 6)])
+    random.seed(1337)
+    stream = [samples[int(random.random() * len(samples))].id for _ in range(3 * 4)]
+    assert len(set(stream)) < len(stream)  # with replacement: repeats within 12 draws of 7
+    net = TinyNet()
+    config = TrainConfig(images_per_update=4, max_iter=3, display=1, out_dir=tmp_path, order="authors")
+    result = Trainer(net, solver_for(net, 4), samples, config).run()
+    records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
+    logged = [r for r in records if "ids" in r]
+    assert [r["iter"] for r in logged] == [0, 1, 2]
+    assert [i for r in logged for i in r["ids"]] == stream
+
+
+def test_authors_order_resumes_mid_stream() -> None:
+    first = AuthorsOrder(seed=1337, length=11)
+    ahead = [first[n] for n in range(40)]
+    assert [AuthorsOrder(seed=1337, length=11)[n] for n in (25, 3, 39)] == [ahead[25], ahead[3], ahead[39]]
+
+
+@pytest.mark.parametrize("order", [ImageOrder, AuthorsOrder])
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_ranks_share_the_same_images_per_update(world_size: int) -> None:
-    order = ImageOrder(seed=3, length=13)
+def test_ranks_share_the_same_images_per_update(world_size: int, order) -> None:
+    order = order(seed=3, length=13)
 
     def positions(rank: int, world: int) -> list[int]:
         return list(_RankSampler(order, 2, 5, 20, DistContext(rank, world, rank, torch.device("cpu"))).positions())
@@ -161,7 +192,11 @@ def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.
     assert all(r["lr"] == pytest.approx(0.01) and r["images_per_s"] > 0 for r in records if "loss" in r)
     with open(result.log_csv) as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["iter", "loss", "lr", "images_per_s", "mean_iu"] and len(rows) == len(records)
+    assert list(rows[0]) == ["iter", "loss", "lr", "images_per_s", "mean_iu"]
+    assert len(rows) == len([r for r in records if "ids" not in r])
+    ids = [r for r in records if "ids" in r]
+    assert [r["iter"] for r in ids] == list(range(6)) and all(len(r["ids"]) == 2 for r in ids)
+    assert {i for r in ids for i in r["ids"]} <= {s.id for s in samples}
     with Image.open(result.plot) as plot:
         assert plot.format == "PNG" and plot.size == (800, 600)
     assert result.iter == 6 and result.caffemodel.is_file()
@@ -216,3 +251,38 @@ def test_caffenet_accumulation_equals_batch_and_writes_caffemodel(tmp_path: Path
     written = porting.read_caffemodel(result.caffemodel)
     for spec in net.param_specs():
         np.testing.assert_allclose(written[spec.layer][spec.index], spec.parameter.detach().numpy(), rtol=1e-6)
+
+
+def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cvpr` is the paper's Caffe (41cf06c): 20 gradients summed, lr 1e-4, decay 5e-4.
+    `cvpr-mean` is today's Caffe (0e7a078 divides by iter_size): lr 20 x 1e-4 = 2e-3, decay
+    5e-4 / 20 = 2.5e-5. Both must equal torch.optim.SGD on the *summed* batch loss with the
+    paper's numbers (for a fixed rate, Caffe's history is lr x torch's momentum buffer), up to
+    the float32 rounding of the solver file's base_lr and weight_decay (~3e-8 relative)."""
+    fake_caffemodel_writer(monkeypatch)
+    samples = make_samples(20, [(6, 7)])
+    trained = {}
+    for preset in ("cvpr", "cvpr-mean"):
+        config = dataclasses.replace(SolverConfig.from_proto(solvers.build(preset, "voc-fcn32s")),
+                                     accumulation=solvers.PRESETS[preset].accumulation)
+        net = TinyNet(dropout=0.0).double()
+        Trainer(net, CaffeSGD(net.param_specs(), config), samples,
+                TrainConfig(images_per_update=20, max_iter=3, display=1, out_dir=tmp_path / preset)).run()
+        trained[preset] = net.state_dict()
+    mean = SolverConfig.from_proto(solvers.build("cvpr-mean", "voc-fcn32s"))
+    assert (mean.base_lr, mean.weight_decay, mean.iter_size) == (pytest.approx(2e-3), pytest.approx(2.5e-5), 20)
+
+    reference = TinyNet(dropout=0.0).double()
+    groups = [{"params": [spec.parameter], "lr": 1e-4 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+              for spec in reference.param_specs() if spec.lr_mult]
+    optimizer = torch.optim.SGD(groups, momentum=0.9)
+    data = torch.stack([s.image for s in samples]).double()
+    label = torch.stack([s.label for s in samples])[:, None]
+    for _ in range(3):
+        optimizer.zero_grad()
+        (reference(data=data, label=label)["loss"] * len(samples)).backward()  # the sum of the 20 losses
+        optimizer.step()
+    for name, theirs in reference.state_dict().items():
+        torch.testing.assert_close(trained["cvpr"][name], theirs, rtol=1e-6, atol=1e-9, msg=name)
+        torch.testing.assert_close(trained["cvpr-mean"][name], theirs, rtol=1e-6, atol=1e-9, msg=name)
+    assert not torch.equal(trained["cvpr"]["conv.weight"], TinyNet().double().state_dict()["conv.weight"])

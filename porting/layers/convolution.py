@@ -24,7 +24,8 @@ class _ConvolutionBase(CaffeLayer):
             raise self.error(f"expected a 4-D bottom (N, C, H, W), found shape {bottom_shapes[0]}")
         p = param.convolution_param
         window = read_window(param, self.location)
-        assert window.kernel is not None  # read_window raises for a convolution without a kernel
+        if window.kernel is None:
+            raise self.error("convolution_param needs kernel_size or kernel_h and kernel_w")
         self.kernel, self.pad, self.stride, self.dilation = window.kernel, window.pad, window.stride, window.dilation
         if not p.HasField("num_output") or p.num_output == 0:
             raise self.error("convolution_param.num_output must be set")

@@ -43,9 +43,11 @@ class SoftmaxWithLoss(CaffeLayer):
     """Caffe SoftmaxWithLoss: -sum log p(label) over non-ignored positions / normalizer.
 
     normalization FULL (outer x inner), VALID (non-ignored count; the default), BATCH_SIZE
-    (outer), NONE (1); the legacy `normalize` bool, when set, wins: true -> VALID,
-    false -> BATCH_SIZE. The normalizer is at least 1. log p is clamped at log(FLT_MIN)
-    as Caffe does. `loss_weight` (default 1) scales this loss in the net's total.
+    (outer), NONE (1); the legacy `normalize` bool counts only where `normalization` is
+    not set (caffe.proto: "ignored if normalization is specified"): true -> VALID,
+    false -> BATCH_SIZE. The normalizer is at least 1. log p is clamped at log(FLT_MIN) in
+    the loss value only; the gradient is Caffe's unclamped `p - onehot`. `loss_weight`
+    (default 1) scales this loss in the net's total.
     """
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
@@ -56,7 +58,7 @@ class SoftmaxWithLoss(CaffeLayer):
         self.axis = canonical_axis(self, param.softmax_param.axis, len(bottom_shapes[0]))
         lp = param.loss_param
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
-        if lp.HasField("normalize"):
+        if lp.HasField("normalize") and not lp.HasField("normalization"):
             self.normalization = N.VALID if lp.normalize else N.BATCH_SIZE
         else:
             self.normalization = lp.normalization
@@ -74,7 +76,8 @@ class SoftmaxWithLoss(CaffeLayer):
     def forward(self, scores: Tensor, label: Tensor) -> list[Tensor]:
         labels = _labels(self, scores, label, self.axis)
         outer, inner = labels.shape
-        log_prob = F.log_softmax(scores, dim=self.axis).clamp_min(LOG_FLT_MIN)
+        exact = F.log_softmax(scores, dim=self.axis)
+        log_prob = exact + (exact.clamp_min(LOG_FLT_MIN) - exact).detach()  # clamped value, unclamped gradient
         log_prob = log_prob.reshape(outer, scores.shape[self.axis], inner)
         valid = labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
         picked = log_prob.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)

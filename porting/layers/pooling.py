@@ -1,7 +1,8 @@
 """Pooling with Caffe's output size and window clipping.
 
-Caffe (CEIL mode) outputs ceil((H + 2p - k) / s) + 1 windows and, only when p > 0, drops
-a last window that would start in the right padding. PyTorch's ceil mode drops it for
+Caffe (CEIL mode) outputs ceil((H + 2p - k) / s) + 1 windows and, when either pad (h or
+w) is nonzero, drops on each axis a last window that would start past the input plus its
+padding (`if (pad_h_ || pad_w_)` in PoolingLayer::Reshape). PyTorch's ceil mode drops it for
 p = 0 too, and PyTorch refuses p > k / 2; in those cases the layer pads explicitly and
 pools without padding, which reproduces Caffe exactly: MAX starts from -FLT_MAX (so an
 empty window gives -FLT_MAX) and AVE divides the zero-padded sum by Caffe's pool size
@@ -24,11 +25,17 @@ P = caffe_pb2.PoolingParameter
 FLT_MAX = float(torch.finfo(torch.float32).max)
 
 
-def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True) -> int:
-    """Caffe's PoolingLayer::Reshape output extent along one axis."""
+def caffe_pooled_size(
+    size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True, clip: bool | None = None
+) -> int:
+    """Caffe's PoolingLayer::Reshape output extent along one axis.
+
+    `clip`: whether the last-window rule applies, which Caffe decides for both axes at once
+    (either pad nonzero); by default, whether this axis's pad is.
+    """
     span = (size + 2 * pad - kernel) / stride
     pooled = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if pad and (pooled - 1) * stride >= size + pad:
+    if (bool(pad) if clip is None else clip) and (pooled - 1) * stride >= size + pad:
         pooled -= 1
     return pooled
 
@@ -63,8 +70,10 @@ class Pooling(CaffeLayer):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.global_pooling:
             return 1, 1
+        clip = any(self.pad)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        return caffe_pooled_size(height, kh, sh, ph, self.ceil_mode), caffe_pooled_size(width, kw, sw, pw, self.ceil_mode)
+        return (caffe_pooled_size(height, kh, sh, ph, self.ceil_mode, clip),
+                caffe_pooled_size(width, kw, sw, pw, self.ceil_mode, clip))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4:
