@@ -21,6 +21,7 @@ from __future__ import annotations
 import colorsys
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,14 @@ def write_synthetic(
     size: tuple[int, int] = (64, 96),
     seed: int = 0,
     num_classes: int = NUM_CLASSES,
+    shapes: Sequence[tuple[int, int]] = (),
 ) -> SyntheticPaths:
     """Write the dataset under `root` (VOCdevkit/ and sbd/dataset/) and return its roots.
 
     n_train: SBD train images; n_val: VOC2011 seg val images; size: (min, max) side
-    length in pixels, each image's height and width drawn independently in that range.
+    length in pixels, each image's height and width drawn independently in that range;
+    shapes: when given, image i is (height, width) shapes[i % len(shapes)] instead, e.g.
+    VOC's usual ((375, 500), (500, 375)).
     """
     if n_val < 3 or n_train < n_val // 3 or n_train < 1:
         raise ValueError(f"need n_val >= 3 and n_train >= n_val // 3, got n_train={n_train}, n_val={n_val}")
@@ -83,7 +87,8 @@ def write_synthetic(
     }
     sbd_ids = set(splits.sbd_train + splits.sbd_val)
     for index, image_id in enumerate(all_ids):
-        rgb, label = _scene(np.random.default_rng([seed, index]), size, num_classes)
+        shape = shapes[index % len(shapes)] if shapes else None
+        rgb, label = _scene(np.random.default_rng([seed, index]), size, num_classes, shape)
         jpeg = _encode_jpeg(rgb)
         for year, listed in voc_ids.items():
             if image_id in listed:
@@ -183,9 +188,11 @@ def _shape_mask(kind: int, rng: np.random.Generator, h: int, w: int) -> np.ndarr
     return np.asarray(canvas, dtype=bool)
 
 
-def _scene(rng: np.random.Generator, size: tuple[int, int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One image (uint8 HxWx3 RGB) and its label (uint8 HxW, no void)."""
-    h, w = (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
+def _scene(
+    rng: np.random.Generator, size: tuple[int, int], num_classes: int, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image (uint8 HxWx3 RGB) and its label (uint8 HxW, no void), `shape` or a size drawn from `size`."""
+    h, w = shape if shape is not None else (int(v) for v in rng.integers(size[0], size[1] + 1, 2))
     rgb = _background(rng, h, w)
     label = np.zeros((h, w), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 4))):
