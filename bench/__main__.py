@@ -76,22 +76,29 @@ def collect(command: str, quick: bool, compile_module: bool) -> dict:
     results["peak_cpu"] = peak.measure(**settings["peak"])
     with tempfile.TemporaryDirectory(prefix="fcn-bench-") as scratch:
         workdir = Path(scratch)
-        results["fcn8s_forward_cpu"] = forward.run(workdir / "cpu", peak_gflop_s=results["peak_cpu"]["peak_gflop_s"],
-                                                   compile_module=compile_module, **settings["forward"])
+        results["fcn8s_forward_cpu"] = forward.run(
+            workdir / "cpu",
+            peak_gflop_s=results["peak_cpu"]["peak_gflop_s"],
+            compile_module=compile_module,
+            **settings["forward"],
+        )
         results["train_cpu"] = {
             "images_s": forward.train_images_per_second(torch.device("cpu"), **settings["train"]),
             "input": f"1x3x{settings['train']['size']}x{settings['train']['size']}",
         }
         results["table1_backbones_cpu"] = backbones.run(**settings["backbones"])
         if torch.cuda.is_available():
-            table = device_table.run(workdir / "cuda", torch.device("cuda"), compile_module=compile_module, **settings["device"])
+            table = device_table.run(
+                workdir / "cuda", torch.device("cuda"), compile_module=compile_module, **settings["device"]
+            )
             results["fcn8s_forward_cuda"] = table
             results["train_cuda"] = table.pop("train")
         else:
             results["cuda"] = forward.CUDA_ABSENT
             if quick:
-                results["device_table_smoke"] = device_table.run(workdir / "smoke", torch.device("cpu"), compile_module=False,
-                                                                 **settings["device"])
+                results["device_table_smoke"] = device_table.run(
+                    workdir / "smoke", torch.device("cpu"), compile_module=False, **settings["device"]
+                )
         (workdir / "port").mkdir()
         results["port_vgg16"] = port.run(workdir / "port", **settings["port"])
     results["metrics"] = metrics.run(**settings["metrics"])
@@ -115,13 +122,16 @@ def _peer_table(block: dict) -> list[str]:
 def _peak_line(peak: dict) -> str:
     fma = peak["fma_loop_gflop_s"]
     loop = f"vectorised FMA loop {fma:.0f}" if fma is not None else "FMA loop not built (no C compiler)"
-    return (f"fp32 peak {peak['peak_gflop_s']:.0f} GFLOP/s, the best of: {loop}, oneDNN GEMM "
-            f"{peak['onednn_gemm_gflop_s']:.0f}, BLAS matmul {peak['blas_gemm_gflop_s']:.0f} "
-            f"({peak['gemm_n']}^3, {peak['threads']} threads).")
+    return (
+        f"fp32 peak {peak['peak_gflop_s']:.0f} GFLOP/s, the best of: {loop}, oneDNN GEMM "
+        f"{peak['onednn_gemm_gflop_s']:.0f}, BLAS matmul {peak['blas_gemm_gflop_s']:.0f} "
+        f"({peak['gemm_n']}^3, {peak['threads']} threads)."
+    )
 
 
 def _device_table(table: dict, train: dict) -> list[str]:
     """The device table: one row per mode, precision and batch."""
+
     def memory(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.0f} MB"
 
@@ -194,8 +204,12 @@ def render(results: dict) -> str:
         lines.append(f"CUDA: {results['cuda']}.")
         if "device_table_smoke" in results:
             smoke = results["device_table_smoke"]
-            lines += ["", "The same table's code run on the CPU as a smoke test (figures mean nothing):", "",
-                      *_device_table(smoke, smoke["train"])]
+            lines += [
+                "",
+                "The same table's code run on the CPU as a smoke test (figures mean nothing):",
+                "",
+                *_device_table(smoke, smoke["train"]),
+            ]
     vgg, met = results["port_vgg16"], results["metrics"]
     lines += [
         "",
@@ -228,8 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser("bench", __doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs, few repeats: a smoke run, not figures")
     parser.add_argument("--no-compile", dest="compile_module", action="store_false", help="leave out torch.compile")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                        help="folder for results.md and results.json (default: the bench package)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="folder for results.md and results.json (default: the bench package)",
+    )
     parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     cli.add_quiet(parser)
     return parser

@@ -55,8 +55,9 @@ def deploy_net(backbone: str, width: float, caffe_models: Path):
     return fcn32s_nets(trunk, splits=["deploy"], source=str(path))[0]["deploy"]
 
 
-def run(*, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 1,
-        caffe_models: Path | None = None) -> dict:
+def run(
+    *, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 1, caffe_models: Path | None = None
+) -> dict:
     """Forward time, GFLOP and parameters of each backbone's FCN-32s beside Table 1's."""
     caffe_models = caffe_models or caffe_models_dir()
     x = torch.randn(1, 3, size, size)
@@ -77,7 +78,9 @@ def run(*, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 
         }
         nets[backbone] = InferenceNet(net)
     with torch.no_grad():
-        times = time_interleaved({name: _scorer(n, x) for name, n in nets.items()}, repeats, warmup, torch.device("cpu"))
+        times = time_interleaved(
+            {name: _scorer(n, x) for name, n in nets.items()}, repeats, warmup, torch.device("cpu")
+        )
     for backbone, samples in times.items():
         rows[backbone]["ours_ms"] = 1000 * sorted(samples)[len(samples) // 2]
     return {"input": f"1x3x{size}x{size}", "width": width, "repeats": repeats, "nets": rows, "missing": missing}

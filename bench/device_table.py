@@ -82,7 +82,9 @@ def peak_memory_mb(device: torch.device, run: Callable[[], object]) -> float | N
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def _module_runs(net: CaffeNet, x: torch.Tensor, device: torch.device, compile_module: bool) -> dict[tuple[str, str], Callable]:
+def _module_runs(
+    net: CaffeNet, x: torch.Tensor, device: torch.device, compile_module: bool
+) -> dict[tuple[str, str], Callable]:
     """(mode, precision) -> a callable returning the fp32 score, for eager and compiled modules."""
     modules: dict[str, Callable[..., Any]] = {"eager": net}
     if compile_module:
@@ -90,6 +92,7 @@ def _module_runs(net: CaffeNet, x: torch.Tensor, device: torch.device, compile_m
     runs = {}
     for mode, module in modules.items():
         for name in PRECISIONS:
+
             def run(module=module, name=name) -> torch.Tensor:
                 with torch.inference_mode(), precision(name, device):
                     return module(x)["score"].float()
@@ -109,14 +112,22 @@ def _ort_runs(net: CaffeNet, x: torch.Tensor, workdir: Path, device: torch.devic
     for provider in ORT_PROVIDERS:
         session = ort_session(model, provider)
         if session is not None:
-            runs[(f"onnxruntime {provider.removesuffix('ExecutionProvider')}", "fp32")] = (
-                lambda session=session: torch.from_numpy(session.run(["score"], {"data": x_numpy})[0]).to(device)
+            runs[(f"onnxruntime {provider.removesuffix('ExecutionProvider')}", "fp32")] = lambda session=session: (
+                torch.from_numpy(session.run(["score"], {"data": x_numpy})[0]).to(device)
             )
     return runs
 
 
-def run(workdir: Path, device: torch.device, *, width: float = 1.0, size: int = 500, repeats: int = 10,
-        compile_module: bool = True, batches: tuple[int, ...] = BATCHES) -> dict:
+def run(
+    workdir: Path,
+    device: torch.device,
+    *,
+    width: float = 1.0,
+    size: int = 500,
+    repeats: int = 10,
+    compile_module: bool = True,
+    batches: tuple[int, ...] = BATCHES,
+) -> dict:
     """The device table: one row per (mode, precision, batch), the acceptance summary keys, training."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -132,15 +143,25 @@ def run(workdir: Path, device: torch.device, *, width: float = 1.0, size: int = 
         times = time_interleaved({f"{mode} {name}": fn for (mode, name), fn in runs.items()}, repeats, 2, device)
         for mode, name in runs:
             median_s = statistics.median(times[f"{mode} {name}"])
-            rows.append({
-                "mode": mode, "precision": name, "batch": batch, "median_ms": median_s * 1e3,
-                "images_per_s": batch / median_s, "peak_memory_mb": memory[(mode, name)],
-                "argmax_agreement_vs_fp32": agreement[(mode, name)],
-            })
+            rows.append(
+                {
+                    "mode": mode,
+                    "precision": name,
+                    "batch": batch,
+                    "median_ms": median_s * 1e3,
+                    "images_per_s": batch / median_s,
+                    "peak_memory_mb": memory[(mode, name)],
+                    "argmax_agreement_vs_fp32": agreement[(mode, name)],
+                }
+            )
     with precision("fp32", device):
         gflop = forward_gflop(net, torch.zeros(1, 3, size, size, device=device))
-        train = {"images_per_s": train_images_per_second(device, width=width, size=size, steps=repeats),
-                 "peak_memory_mb": peak_memory_mb(device, lambda: train_images_per_second(device, width=width, size=size, steps=1))}
+        train = {
+            "images_per_s": train_images_per_second(device, width=width, size=size, steps=repeats),
+            "peak_memory_mb": peak_memory_mb(
+                device, lambda: train_images_per_second(device, width=width, size=size, steps=1)
+            ),
+        }
         peak = matmul_peak_gflops(8192 if device.type == "cuda" else 256, 5, device)
     first = {(row["mode"], row["precision"]): row for row in rows if row["batch"] == batches[0]}
     ort_rows = [row for row in rows if row["mode"].startswith("onnxruntime") and row["batch"] == batches[0]]

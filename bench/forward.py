@@ -88,7 +88,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(peers: Mapping[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+def time_interleaved(
+    peers: Mapping[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds of every run per peer; each round runs every peer once."""
     for run in peers.values():
         for _ in range(warmup):
@@ -169,8 +171,16 @@ def _bf16_agreement(net: CaffeNet, fast_bf16: InferenceNet, size: int, inputs: i
     return statistics.mean(agreements)
 
 
-def run(workdir: Path, *, peak_gflop_s: float, width: float = 1.0, size: int = 500, repeats: int = 5, warmup: int = 1,
-        compile_module: bool = True) -> dict:
+def run(
+    workdir: Path,
+    *,
+    peak_gflop_s: float,
+    width: float = 1.0,
+    size: int = 500,
+    repeats: int = 5,
+    warmup: int = 1,
+    compile_module: bool = True,
+) -> dict:
     """The CPU table: per-peer figures plus the DESIGN keys ours_ms / onnxruntime_ms / opencv_ms,
     and the bf16 InferenceNet's time and argmax agreement."""
     workdir = Path(workdir)
@@ -182,7 +192,9 @@ def run(workdir: Path, *, peak_gflop_s: float, width: float = 1.0, size: int = 5
     prototxt.write_text(to_text(net.net_param))
     write_caffemodel(net, caffemodel)
     export_onnx(net, model)
-    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32) * np.float32(50))
+    x = torch.from_numpy(
+        np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32) * np.float32(50)
+    )
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     cv_net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
@@ -192,7 +204,9 @@ def run(workdir: Path, *, peak_gflop_s: float, width: float = 1.0, size: int = 5
         cv_net.setInput(x_numpy)
         return cv_net.forward()
 
-    peers: dict[str, Callable[[], object]] = {name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()}
+    peers: dict[str, Callable[[], object]] = {
+        name: _inference(fn) for name, fn in _module_peers(net, x, compile_module).items()
+    }
     peers["onnxruntime"] = lambda: session.run(["score"], {"data": x_numpy})[0]
     peers["opencv"] = opencv
     fast_bf16 = InferenceNet(net, dtype=torch.bfloat16)

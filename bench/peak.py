@@ -42,8 +42,18 @@ def fma_loop_gflops(threads: int, seconds: float = 0.3, repeats: int = 3) -> flo
         return None
     with tempfile.TemporaryDirectory(prefix="fcn-fma-") as scratch:
         library = Path(scratch) / "fma_peak.so"
-        build = [compiler, "-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC",
-                 "-o", str(library), str(FMA_SOURCE)]
+        build = [
+            compiler,
+            "-O3",
+            "-march=native",
+            "-ffp-contract=fast",
+            "-fopenmp",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(library),
+            str(FMA_SOURCE),
+        ]
         if subprocess.run(build, check=False, capture_output=True).returncode != 0:
             return None
         lib = ctypes.CDLL(str(library))
@@ -83,9 +93,11 @@ def onednn_gemm_gflops(n: int, repeats: int) -> float:
     to n outputs over n pixels, with the weight prepacked as InferenceNet packs FCN's."""
     side = int(n**0.5)
     pixels = side * side
-    text = (f'layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: {n} dim: {side} dim: {side} }} }} }}\n'
-            f'layer {{ name: "gemm" type: "Convolution" bottom: "x" top: "y" '
-            f'convolution_param {{ num_output: {n} kernel_size: 1 bias_term: false }} }}')
+    text = (
+        f'layer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: {n} dim: {side} dim: {side} }} }} }}\n'
+        f'layer {{ name: "gemm" type: "Convolution" bottom: "x" top: "y" '
+        f"convolution_param {{ num_output: {n} kernel_size: 1 bias_term: false }} }}"
+    )
     net = CaffeNet(parse_prototxt(text, source="<gemm>"))
     net.load_blobs({"gemm": [torch.randn(n, n, 1, 1).numpy()]}, strict=True)
     fast = InferenceNet(net)

@@ -65,8 +65,10 @@ def build(path: Path, width: float = 1.0, seed: int = 0) -> int:
     net = vgg16.classifier(width=width).to_proto()
     net.name = vgg16.NAME
     rng = np.random.default_rng(seed)
-    blobs = {name: [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
-             for name, shapes in vgg16_shapes(width).items()}
+    blobs = {
+        name: [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
+        for name, shapes in vgg16_shapes(width).items()
+    }
     write_caffemodel((net, blobs), path, layout="v1", legacy_dims=True)
     return sum(a.size for arrays in blobs.values() for a in arrays)
 
@@ -121,8 +123,11 @@ def _method(name: str, path: str) -> float:
         with open(path, "rb") as file:
             net = caffe_pb2.NetParameter.FromString(file.read())
         blobs = {
-            layer.name: [np.array(b.data, np.float32).reshape(b.num, b.channels, b.height, b.width) for b in layer.blobs]
-            for layer in net.layers if layer.blobs
+            layer.name: [
+                np.array(b.data, np.float32).reshape(b.num, b.channels, b.height, b.width) for b in layer.blobs
+            ]
+            for layer in net.layers
+            if layer.blobs
         }
         seconds = time.perf_counter() - start
         assert sum(1 for arrays in blobs.values() if arrays) == LEARNED_LAYERS
@@ -182,8 +187,10 @@ def _table(figures: dict) -> str:
         f"{'method':<34}{'seconds':>10}{'peak RSS MB':>14}",
     ]
     lines += [f"{name:<34}{seconds:>10.3f}{peak:>14.0f}" for name, seconds, peak in rows]
-    lines.append(f"ours / plain read: {figures['ours_vs_read']:.2f}x; naive / ours: {figures['naive_vs_ours']:.1f}x; "
-                 f"porting.load peak / file size: {figures['porting_load_vs_file']:.2f}x")
+    lines.append(
+        f"ours / plain read: {figures['ours_vs_read']:.2f}x; naive / ours: {figures['naive_vs_ours']:.1f}x; "
+        f"porting.load peak / file size: {figures['porting_load_vs_file']:.2f}x"
+    )
     return "\n".join(lines)
 
 

@@ -133,7 +133,9 @@ def score(
             tops = blobs_of(sample)
             missing = sorted(label_tops - tops.keys())
             if missing:
-                raise FormatError(f"image {sample.id!r}: the dataset gives no {missing[0]!r} labels (tops: {', '.join(tops)})")
+                raise FormatError(
+                    f"image {sample.id!r}: the dataset gives no {missing[0]!r} labels (tops: {', '.join(tops)})"
+                )
             inputs = [value.to(device)[None] for top, value in tops.items() if top not in label_tops]
             outputs = net(*inputs)
             for head_index, (head, confusion) in enumerate(zip(heads, confusions)):

@@ -86,11 +86,14 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     """The net-choosing flags; with `many`, --checkpoint/--prototxt/--caffemodel/--model repeat."""
     repeat: dict[str, Any] = dict(action="append", default=[]) if many else {}
     again = " (repeatable)" if many else ""
-    parser.add_argument("--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel")
+    parser.add_argument(
+        "--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel"
+    )
     parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
     parser.add_argument("--prototxt", type=Path, help=f"deploy prototxt, with --caffemodel{again}", **repeat)
-    parser.add_argument("--model", help=f"a published model by name (python -m porting.models), with --caffemodel{again}",
-                        **repeat)
+    parser.add_argument(
+        "--model", help=f"a published model by name (python -m porting.models), with --caffemodel{again}", **repeat
+    )
     parser.add_argument(
         "--caffemodel", type=Path, **repeat,
         help="weights for --prototxt or --model" + (": the first ones pair with the --prototxt files in order, "
@@ -115,7 +118,9 @@ def net_sources(
     nets += [NetSource(w.stem, file_net(p, w)) for p, w in zip(args.prototxt, pairs)]
     nets += [NetSource(name, model_net(name, w)) for name, w in zip(args.model, model_weights)]
     if not nets:
-        parser.error("no net given: --runs DIR, --checkpoint M.pt, --prototxt P --caffemodel W or --model NAME --caffemodel W")
+        parser.error(
+            "no net given: --runs DIR, --checkpoint M.pt, --prototxt P --caffemodel W or --model NAME --caffemodel W"
+        )
     names = [net.name for net in nets]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -127,8 +132,10 @@ def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage:
     """The one net the flags of `add_net_arguments(many=False)` name (`stage` picks one of --runs)."""
     given = [flag for flag in ("runs", "checkpoint", "prototxt", "model") if getattr(args, flag) is not None]
     if len(given) != 1:
-        parser.error("give one net: --checkpoint M.pt, --prototxt P --caffemodel W, --runs DIR [--stage S] "
-                     "or --model NAME --caffemodel W")
+        parser.error(
+            "give one net: --checkpoint M.pt, --prototxt P --caffemodel W, --runs DIR [--stage S] "
+            "or --model NAME --caffemodel W"
+        )
     if (args.caffemodel is not None) != (given[0] in ("prototxt", "model")):
         parser.error("--caffemodel goes with --prototxt or --model, and they need it")
     if stage is not None and given[0] != "runs":

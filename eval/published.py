@@ -165,11 +165,17 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {
 }
 
 NET_NAMES = (
-    *STAGES, "fcn32s-fixed", "fcn-alexnet", "fcn32s-alexnet", "fcn32s-caffenet",
+    *STAGES,
+    "fcn32s-fixed",
+    "fcn-alexnet",
+    "fcn32s-alexnet",
+    "fcn32s-caffenet",
     "fcn32s-googlenet",
     # the other families' nets, as the authors name them
     *(net for split in ("pascalcontext-val", "nyud-test") for net in PUBLISHED[split]),
-    "siftflow-fcn32s", "siftflow-fcn16s", "siftflow-fcn8s",
+    "siftflow-fcn32s",
+    "siftflow-fcn16s",
+    "siftflow-fcn8s",
 )
 #: name a file or run may start with -> the published net it is: every published net's own
 #: name, and each stage's net directory name ("voc-fcn32s") for its stage

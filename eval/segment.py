@@ -101,12 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Segment images with a trained FCN: label PNGs (class indices), overlays with a legend, "
         "optionally softmax scores.",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
-                        help="image files, or folders whose images (by suffix) are all segmented")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose images (by suffix) are all segmented",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     add_net_arguments(parser, many=False)
     parser.add_argument("--stage", choices=STAGES, help="with --runs: the stage to use (default: the finest finished)")
-    parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (default: the net's)")
+    parser.add_argument(
+        "--classes-file", type=Path, help="class names, one per line in index order (default: the net's)"
+    )
     parser.add_argument("--mean", help="input mean B,G,R (default: the net's, else the VGG16 mean)")
     parser.add_argument("--scores", action="store_true", help="also write <stem>.npz with the softmax probabilities")
     cli.add_device(parser)
@@ -135,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run(lambda: segment_images(args, source, images, mean, device))
 
 
-def segment_images(args: argparse.Namespace, source: NetSource, images: list[Path], mean: tuple[float, ...] | None,
-            device: torch.device) -> int:
+def segment_images(
+    args: argparse.Namespace,
+    source: NetSource,
+    images: list[Path],
+    mean: tuple[float, ...] | None,
+    device: torch.device,
+) -> int:
     """Segment every image into `args.out`; an image that cannot be read is skipped. Returns the exit status."""
     classes = read_class_names(args.classes_file) if args.classes_file else None
     net = source.load()

@@ -80,8 +80,11 @@ def split_stages(split: str) -> tuple[str, ...]:
 
 def nyud_tops(name: str, net) -> list[str]:
     """The NYUDv2 tops a net reads: its authors' namesake's (by name), else its inputs' names."""
-    known = [candidate for candidate in published_nets.NETS if candidate.startswith("nyud-")
-             and (name == candidate or name.startswith(candidate + "-"))]
+    known = [
+        candidate
+        for candidate in published_nets.NETS
+        if candidate.startswith("nyud-") and (name == candidate or name.startswith(candidate + "-"))
+    ]
     if known:
         return published_nets.nyud_tops(max(known, key=len))
     inputs = list(getattr(net, "inputs", []))
@@ -201,7 +204,9 @@ def format_table(
     title = f"{split}: {n_images} images, metrics in percent"
     per_class = per_class_lines(results, classes) if classes else []
     if markdown:
-        return "\n".join([f"**{title}**", "", render_markdown(header, rows), "", *(f"- {n}" for n in notes + per_class)])
+        return "\n".join(
+            [f"**{title}**", "", render_markdown(header, rows), "", *(f"- {n}" for n in notes + per_class)]
+        )
     return "\n".join([title, render_text(header, rows), *notes, *per_class])
 
 
@@ -211,10 +216,28 @@ def backbone_table(measured: dict[str, Measures]) -> str:
     rows = []
     for name, m in measured.items():
         row = TABLE1[TABLE1_ROW_OF_BACKBONE[BACKBONE_RUNS[name]]]
-        rows.append([name, "measured", str(m.conv_layers), f"{m.parameters / 1e6:.2f}M", str(m.receptive_field),
-                     str(m.max_stride), "-"])
-        rows.append(["", f"{CVPR2015_TABLE1.label} ({row.net})", str(row.conv_layers), f"{row.parameters_m}M",
-                     str(row.receptive_field), str(row.max_stride), f"{row.forward_ms:g} (K40c)"])
+        rows.append(
+            [
+                name,
+                "measured",
+                str(m.conv_layers),
+                f"{m.parameters / 1e6:.2f}M",
+                str(m.receptive_field),
+                str(m.max_stride),
+                "-",
+            ]
+        )
+        rows.append(
+            [
+                "",
+                f"{CVPR2015_TABLE1.label} ({row.net})",
+                str(row.conv_layers),
+                f"{row.parameters_m}M",
+                str(row.receptive_field),
+                str(row.max_stride),
+                f"{row.forward_ms:g} (K40c)",
+            ]
+        )
     notes = [
         "measured from the nets: conv layers on the longest input-to-score path (cast fc layers and score_fr "
         "included), learned parameters (the fixed upsampling excluded), receptive field and stride of score_fr "
@@ -227,8 +250,10 @@ def backbone_table(measured: dict[str, Measures]) -> str:
         )
     notes.append(f"{CVPR2015_TABLE1.label}: {CVPR2015_TABLE1.citation}")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in [header, *rows]]
+    lines = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in [header, *rows]
+    ]
     return "\n".join(["CVPR 2015 Table 1 columns", *lines, *notes])
 
 
@@ -256,12 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
         "eval.table",
         "Score FCN nets (whole image, argmax of 'score') and print them beside the published numbers.",
     )
-    parser.add_argument("--split", help=f"evaluation split: {', '.join(SPLITS)}; with --dataset one of its splits "
-                        "(default: its validation split)")
+    parser.add_argument(
+        "--split",
+        help=f"evaluation split: {', '.join(SPLITS)}; with --dataset one of its splits (default: its validation split)",
+    )
     parser.add_argument("--dataset", help=f"KIND:ROOT, a dataset by name ({', '.join(DATASETS)}) in place of VOC/SBD")
     parser.add_argument("--voc-root", help=VOC_ROOT_HELP)
     parser.add_argument("--sbd-root", help=SBD_ROOT_HELP)
-    parser.add_argument("--pascalcontext-root", help="PASCAL-Context annotations (trainval/, labels.txt, 59_labels.txt)")
+    parser.add_argument(
+        "--pascalcontext-root", help="PASCAL-Context annotations (trainval/, labels.txt, 59_labels.txt)"
+    )
     parser.add_argument("--nyud-root", help="NYUDv2 folder of the authors' nyud.tar.gz")
     parser.add_argument("--siftflow-root", help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, test.txt)")
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")

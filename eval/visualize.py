@@ -78,7 +78,10 @@ def overlay(image: np.ndarray, label: np.ndarray, classes: Sequence[str], alpha:
     for row, (index, name) in enumerate(zip(present, names)):
         top = _MARGIN + row * _ROW
         left = width + _MARGIN
-        draw.rectangle((left, top, left + _SWATCH - 1, top + _SWATCH - 1), fill=tuple(int(v) for v in PALETTE[index]),
-                       outline="black")
+        draw.rectangle(
+            (left, top, left + _SWATCH - 1, top + _SWATCH - 1),
+            fill=tuple(int(v) for v in PALETTE[index]),
+            outline="black",
+        )
         draw.text((left + _SWATCH + _MARGIN, top), name, fill="black", font=font)
     return canvas

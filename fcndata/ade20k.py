@@ -46,8 +46,11 @@ def read_object_info(path: Path) -> tuple[str, ...]:
         raise DatasetError(f"{path}: cannot read: {exc}") from None
     header = [field.strip() for field in lines[0].split("\t")] if lines else []
     if tuple(header) != OBJECT_INFO_COLUMNS:
-        raise DatasetError(f"{path}:1: expected the header {' / '.join(OBJECT_INFO_COLUMNS)} (tab-separated), "
-                           f"found {lines[0][:80]!r}" if lines else f"{path}: empty file")
+        raise DatasetError(
+            f"{path}:1: expected the header {' / '.join(OBJECT_INFO_COLUMNS)} (tab-separated), found {lines[0][:80]!r}"
+            if lines
+            else f"{path}: empty file"
+        )
     names: list[str] = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():

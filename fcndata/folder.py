@@ -29,7 +29,7 @@ FOLDER_LAYOUT = (
     "Expected folder:ROOT with ROOT/classes.txt (one class name per line, in index order), "
     "ROOT/images/<split>/<id>.jpg (or .png) and ROOT/labels/<split>/<id>.png (one-channel or palette PNG of class "
     f"indices 0..N-1, {IGNORE_LABEL} = ignore), one subfolder per split (train, val, ...). "
-    "Write a small example with `python -c \"from fcndata.synthetic import write_synthetic_folder; "
+    'Write a small example with `python -c "from fcndata.synthetic import write_synthetic_folder; '
     "write_synthetic_folder('mydata')\"`"
 )
 
@@ -92,7 +92,9 @@ class FolderSegmentation(SegmentationFiles):
         if ids is None:
             ids = list(self._images)
         if not ids:
-            raise DatasetError(f"{self.root / 'images' / split}: no image files ({', '.join(IMAGE_SUFFIXES)}). {FOLDER_LAYOUT}")
+            raise DatasetError(
+                f"{self.root / 'images' / split}: no image files ({', '.join(IMAGE_SUFFIXES)}). {FOLDER_LAYOUT}"
+            )
         super().__init__(ids, len(self.classes), on_error, mean)
 
     def _check_layout(self) -> dict[str, Path]:

@@ -207,9 +207,7 @@ class SegmentationFiles(Dataset):
                     )
 
     def _count_missing(self) -> int:
-        return sum(
-            not (self.image_path(i).is_file() and self.label_path(i).is_file()) for i in self.ids
-        )
+        return sum(not (self.image_path(i).is_file() and self.label_path(i).is_file()) for i in self.ids)
 
     def _readable(self, image_id: str) -> bool:
         image_path, label_path = self.image_path(image_id), self.label_path(image_id)

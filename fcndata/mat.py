@@ -32,7 +32,11 @@ def load_label_map(path: Path, variable: str, layout: str) -> np.ndarray:
         found = ", ".join(sorted(name for name, _, _ in scipy.io.whosmat(path))) or "none"
         raise DatasetError(f"{path}: no variable '{variable}' (found: {found}). {layout}")
     array = np.asarray(mat[variable])
-    if array.ndim != 2 or array.dtype.kind not in "uif" or (array.dtype.kind == "f" and not np.all(array == np.round(array))):
+    if (
+        array.ndim != 2
+        or array.dtype.kind not in "uif"
+        or (array.dtype.kind == "f" and not np.all(array == np.round(array)))
+    ):
         raise DatasetError(
             f"{path}: '{variable}' must be an integer HxW map, found {array.dtype} with shape {array.shape}"
         )

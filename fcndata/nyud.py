@@ -79,7 +79,11 @@ class NYUDSegmentation(TopsDataset):
     LABELS = frozenset({"label"})
 
     def __init__(
-        self, root: str | Path, split: str = "test", tops: Sequence[str] = ("color", "label"), ids: list[str] | None = None
+        self,
+        root: str | Path,
+        split: str = "test",
+        tops: Sequence[str] = ("color", "label"),
+        ids: list[str] | None = None,
     ) -> None:
         self.root = Path(root)
         require_dir(self.root, "NYUDv2 root folder", LAYOUT)

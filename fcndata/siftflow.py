@@ -76,7 +76,14 @@ class SIFTFlowSegmentation(TopsDataset):
             return bgr_minus_mean(self.rgb(image_id), MEAN_BGR).numpy()
         label = load_label_map(path, "S", LAYOUT)
         if top == "sem":
-            check_values(label, range(SEMANTIC_CLASSES + 1), path, f"semantic 'S' holds 0 = void and 1..{SEMANTIC_CLASSES}")
+            check_values(
+                label, range(SEMANTIC_CLASSES + 1), path, f"semantic 'S' holds 0 = void and 1..{SEMANTIC_CLASSES}"
+            )
             return np.where(label == 0, IGNORE_LABEL, label - 1).astype(np.int64)
-        check_values(label, [-1, *range(GEOMETRIC_CLASSES + 1)], path, f"geometric 'S' holds -1 = void and 1..{GEOMETRIC_CLASSES}")
+        check_values(
+            label,
+            [-1, *range(GEOMETRIC_CLASSES + 1)],
+            path,
+            f"geometric 'S' holds -1 = void and 1..{GEOMETRIC_CLASSES}",
+        )
         return np.where(label <= 0, IGNORE_LABEL, label - 1).astype(np.int64)

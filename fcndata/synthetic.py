@@ -315,7 +315,10 @@ def write_synthetic_ade20k(
     _write(root / "objectInfo150.txt", ("\n".join(lines) + "\n").encode("ascii"))
     values = np.zeros(256, dtype=np.uint8)  # scene class -> annotation value; void (255) -> 0
     values[: len(ADE20K_SCENE_VALUES)] = ADE20K_SCENE_VALUES
-    for split, prefix, count, offset in (("training", "ADE_train", n_train, 0), ("validation", "ADE_val", n_val, n_train)):
+    for split, prefix, count, offset in (
+        ("training", "ADE_train", n_train, 0),
+        ("validation", "ADE_val", n_val, n_train),
+    ):
         for index in range(count):
             rgb, label = _scene(np.random.default_rng([seed, 7, offset + index]), size, len(ADE20K_SCENE_VALUES))
             image_id = f"{prefix}_{index + 1:08d}"

@@ -1,8 +1,8 @@
 """Caffe formats and semantics in PyTorch: read nets and weights, run them as Caffe does.
 
-    net = porting.load("deploy.prototxt", "weights.caffemodel")   # a torch.nn.Module
-    scores = net(x)["score"]          # x: float32 NCHW, BGR, mean-subtracted
-    per_layer = net.trace(x)          # every layer's output as that layer computed it
+net = porting.load("deploy.prototxt", "weights.caffemodel")   # a torch.nn.Module
+scores = net(x)["score"]          # x: float32 NCHW, BGR, mean-subtracted
+per_layer = net.trace(x)          # every layer's output as that layer computed it
 """
 
 from porting.caffemodel import iter_caffemodel, read_caffemodel, write_caffemodel

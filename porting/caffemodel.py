@@ -191,7 +191,9 @@ class _Payload:
         if wire_type == LEN:
             start, end = reader.span(stop)
             if (end - start) % self.width:
-                raise reader.error(f"{what}: packed payload of {end - start} bytes is not a multiple of {self.width}", at)
+                raise reader.error(
+                    f"{what}: packed payload of {end - start} bytes is not a multiple of {self.width}", at
+                )
             self.parts.append((True, start, (end - start) // self.width))
             reader.seek(end)
             return
@@ -355,8 +357,9 @@ def write_caffemodel(
             _write_layer(file, layer, blobs.get(layer.name, ()), layout, legacy_dims, str(path))
 
 
-def _write_layer(file, layer: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray], layout: str,
-                 legacy_dims: bool, path: str) -> None:
+def _write_layer(
+    file, layer: caffe_pb2.LayerParameter, arrays: Sequence[np.ndarray], layout: str, legacy_dims: bool, path: str
+) -> None:
     if layout == "v2":
         definition = caffe_pb2.LayerParameter()
         definition.CopyFrom(layer)
@@ -402,4 +405,3 @@ def _to_v1(layer: caffe_pb2.LayerParameter, has_blobs: bool, path: str) -> caffe
     if v1 is None and has_blobs:
         raise CaffemodelError(path, f"layer '{layer.name}': type '{layer.type}' has no V1 form; write layout 'v2'")
     return v1
-

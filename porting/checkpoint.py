@@ -58,7 +58,9 @@ def _head(path: str | os.PathLike) -> bytes:
         return file.read(len(ZIP_MAGIC))
 
 
-def stream_caffemodel(caffemodel: str | os.PathLike, progress: Progress | None = None) -> Iterator[tuple[str, list[np.ndarray]]]:
+def stream_caffemodel(
+    caffemodel: str | os.PathLike, progress: Progress | None = None
+) -> Iterator[tuple[str, list[np.ndarray]]]:
     """(layer name, blobs) pairs straight from the file, for `CaffeNet.load_blobs`."""
     done = 0
     for name, _type, blobs in iter_caffemodel(caffemodel):
@@ -187,7 +189,9 @@ def load_checkpoint(path: str | os.PathLike) -> CaffeNet:
         raise CheckpointError(f"{path}: 'net_text' (str), 'phase' and 'state_dict' (dict) are required")
     not_float32 = [k for k, v in state.items() if not isinstance(v, torch.Tensor) or v.dtype != torch.float32]
     if not_float32:
-        raise CheckpointError(f"{path}: weights must be float32 tensors; these are not: {', '.join(map(str, not_float32))}")
+        raise CheckpointError(
+            f"{path}: weights must be float32 tensors; these are not: {', '.join(map(str, not_float32))}"
+        )
     source = f"{path} (net_text)"
     try:
         net = CaffeNet(parse_prototxt(text, source, phase), phase=phase, source=source, fill=False)

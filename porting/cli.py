@@ -72,20 +72,31 @@ def _number(kind: type, text: str):
     try:
         return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
 
 
 def add_classes(parser: argparse.ArgumentParser, default: int | None, what: str = "classes") -> None:
     """`--classes N`: the number of classes, background included."""
     shown = f" (default: {default})" if default is not None else ""
-    parser.add_argument("--classes", type=positive_int, default=default, metavar="N",
-                        help=f"number of {what}, background included{shown}")
+    parser.add_argument(
+        "--classes",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help=f"number of {what}, background included{shown}",
+    )
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     """`--device`: `auto` (default: CUDA when torch sees one, else CPU), `cpu`, `cuda`, `cuda:N`."""
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE",
+        help="torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -38,8 +38,13 @@ class ReadProgress:
 
     def __call__(self, layer: str, done: int) -> None:
         if self.bar is None:
-            self.bar = progress_bar(total=max(os.path.getsize(self.caffemodel), 1), desc="reading", unit="B",
-                                    unit_scale=True, enabled=self.enabled)
+            self.bar = progress_bar(
+                total=max(os.path.getsize(self.caffemodel), 1),
+                desc="reading",
+                unit="B",
+                unit_scale=True,
+                enabled=self.enabled,
+            )
         bar = self.bar
         bar.set_postfix_str(layer[:32], refresh=False)
         bar.update(done - bar.n)
@@ -61,9 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt); written atomically")
     parser.add_argument(
-        "--phase", default="TEST", choices=("TRAIN", "TEST"), help="phase whose layers the checkpoint keeps (default: TEST)"
+        "--phase",
+        default="TEST",
+        choices=("TRAIN", "TEST"),
+        help="phase whose layers the checkpoint keeps (default: TEST)",
     )
-    parser.add_argument("--classes-file", type=Path, help="class names, one per line in index order (stored in the checkpoint)")
+    parser.add_argument(
+        "--classes-file", type=Path, help="class names, one per line in index order (stored in the checkpoint)"
+    )
     parser.add_argument("--mean", type=_mean, help="input mean B,G,R stored in the checkpoint (default: the net's)")
     cli.add_quiet(parser)
     return parser

@@ -41,8 +41,26 @@ Shape = tuple[int, ...]
 #: they may follow a cast layer unchanged.
 PER_LOCATION_TYPES = frozenset(
     {
-        "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Concat", "Dropout", "ELU", "Eltwise", "Exp", "Log", "Power",
-        "PReLU", "ReLU", "Scale", "Sigmoid", "Split", "Swish", "TanH", "Threshold",
+        "AbsVal",
+        "BatchNorm",
+        "Bias",
+        "BNLL",
+        "Clip",
+        "Concat",
+        "Dropout",
+        "ELU",
+        "Eltwise",
+        "Exp",
+        "Log",
+        "Power",
+        "PReLU",
+        "ReLU",
+        "Scale",
+        "Sigmoid",
+        "Split",
+        "Swish",
+        "TanH",
+        "Threshold",
     }
 )
 #: Per-location layers that work along an axis: only along the channel axis (1) is that per location.
@@ -250,7 +268,9 @@ def _kernel(layer: caffe_pb2.LayerParameter, bottom: Shape, dense: bool, where: 
     if param.axis % len(bottom) != 1:
         raise PrototxtError(where, f"an InnerProduct with axis {param.axis} cannot be cast; only axis 1 can")
     if param.transpose:
-        raise PrototxtError(where, "an InnerProduct with transpose: true cannot be cast (its weight is stored transposed)")
+        raise PrototxtError(
+            where, "an InnerProduct with transpose: true cannot be cast (its weight is stored transposed)"
+        )
     if len(bottom) == 4:
         return bottom[2], bottom[3]
     if len(bottom) == 2 and dense:

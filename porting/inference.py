@@ -84,7 +84,9 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     if libc is None or not hasattr(libc, "mallopt"):
         return False
     limit = ctypes.c_int(min(limit_bytes, 2**31 - 1))
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1))
+    )
 
 
 class PackedConvolution:
@@ -109,7 +111,9 @@ class PackedConvolution:
             x = x.contiguous(memory_format=torch.channels_last)
             if self.weight is None:
                 self.weight = self._pack(tuple(x.shape))
-            tops.append(torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, self.post_op, [], ""))
+            tops.append(
+                torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, self.post_op, [], "")
+            )
         return tops
 
 
@@ -161,7 +165,9 @@ class DiagonalDeconvolution:
             self.layer.check_input(x)
             x = x.contiguous(memory_format=torch.channels_last)
             layer = self.layer
-            tops.append(F.conv_transpose2d(x, self.weight, self.bias, layer.stride, layer.pad, 0, x.shape[1], layer.dilation))
+            tops.append(
+                F.conv_transpose2d(x, self.weight, self.bias, layer.stride, layer.pad, 0, x.shape[1], layer.dilation)
+            )
         return tops
 
 
@@ -195,7 +201,9 @@ class InferenceNet(nn.Module):
         if onednn is None:
             onednn = onednn_kernels_available() and (dtype == torch.float32 or native_bf16_available())
         if dtype != torch.float32 and not native_bf16_available():
-            log.warning("this CPU has no native bf16 convolutions (AVX512-BF16/AMX): bf16 runs emulated, slower than fp32")
+            log.warning(
+                "this CPU has no native bf16 convolutions (AVX512-BF16/AMX): bf16 runs emulated, slower than fp32"
+            )
         self.dtype = dtype
         self.onednn = onednn
         self.net = net if dtype == torch.float32 else copy.deepcopy(net).to(dtype)

@@ -179,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
-    return cli.run(lambda: print("\n\n".join(describe(model) for model in [get(name) for name in args.name]
-                                                or MODELS.values())))
+    return cli.run(
+        lambda: print("\n\n".join(describe(model) for model in [get(name) for name in args.name] or MODELS.values()))
+    )
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ class CaffeNet(nn.Module):
         if not self.net_param.layer:
             where = f" in phase {self.phase} (all {len(net_param.layer)} are excluded)" if net_param.layer else ""
             raise PrototxtError(
-                source, f"the net has no layers{where}; a net definition lists `layer {{ ... }}` blocks "
-                "(is this an empty file, or a solver file instead of a net?)"
+                source,
+                f"the net has no layers{where}; a net definition lists `layer {{ ... }}` blocks "
+                "(is this an empty file, or a solver file instead of a net?)",
             )
         self.inputs: list[str] = []
         self.data_layers: dict[str, DataLayerSpec] = {}
@@ -218,7 +219,9 @@ class CaffeNet(nn.Module):
         for top, shape in zip(param.top, layer.top_shapes):
             shape = tuple(input_shapes.get(top, shape) or ())
             if not shape:
-                raise PrototxtError(where, f"no shape known for input '{top}': pass input_shapes={{'{top}': (N, C, H, W)}}")
+                raise PrototxtError(
+                    where, f"no shape known for input '{top}': pass input_shapes={{'{top}': (N, C, H, W)}}"
+                )
             meta[top] = torch.empty(shape, device="meta")
             self.input_shapes[top] = shape
             if top not in self.inputs:
@@ -310,7 +313,10 @@ class CaffeNet(nn.Module):
         return blobs
 
     def _run(
-        self, blobs: dict[str, Tensor], record: dict[str, Tensor] | None, kernels: Mapping[str, Kernel | None] | None = None
+        self,
+        blobs: dict[str, Tensor],
+        record: dict[str, Tensor] | None,
+        kernels: Mapping[str, Kernel | None] | None = None,
     ) -> dict[str, Tensor]:
         kernels = kernels or {}
         overwrite = record is None and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
@@ -351,7 +357,9 @@ class CaffeNet(nn.Module):
         if memory in callers:
             return False
         return not any(
-            name != step.bottoms[0] and self._last_read.get(name, -1) > index and t.untyped_storage().data_ptr() == memory
+            name != step.bottoms[0]
+            and self._last_read.get(name, -1) > index
+            and t.untyped_storage().data_ptr() == memory
             for name, t in blobs.items()
         )
 

@@ -39,8 +39,10 @@ def set_fp32_precision(tf32: bool = False) -> None:
 
 def fp32_precision() -> dict[str, str]:
     """The CUDA settings, {"conv": ..., "matmul": ...}, each `IEEE` or `TF32`."""
-    return {"conv": TF32 if torch.backends.cudnn.allow_tf32 else IEEE,
-            "matmul": TF32 if torch.backends.cuda.matmul.allow_tf32 else IEEE}
+    return {
+        "conv": TF32 if torch.backends.cudnn.allow_tf32 else IEEE,
+        "matmul": TF32 if torch.backends.cuda.matmul.allow_tf32 else IEEE,
+    }
 
 
 def onnxruntime_provider(name: str, tf32: bool = False) -> tuple[str, dict[str, str]]:

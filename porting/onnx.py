@@ -144,7 +144,9 @@ def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argm
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def _export(net: CaffeNet, path: Path, examples: tuple[Tensor, ...], axes: dict[int, str], opset: int, argmax: bool) -> None:
+def _export(
+    net: CaffeNet, path: Path, examples: tuple[Tensor, ...], axes: dict[int, str], opset: int, argmax: bool
+) -> None:
     torch.onnx.export(
         _Positional(net, argmax).eval(),
         examples,
@@ -182,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="a published model by name (python -m porting.models); needs --caffemodel")
     parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt or --model")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
+    parser.add_argument(
+        "--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})"
+    )
     parser.add_argument("--argmax", action="store_true", help="add the argmax label map as a second output")
     cli.add_quiet(parser)
     return parser

@@ -9,8 +9,13 @@ from tqdm import tqdm
 
 
 def progress_bar(
-    iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None, unit: str = "it",
-    enabled: bool = True, unit_scale: bool = False,
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    enabled: bool = True,
+    unit_scale: bool = False,
 ) -> tqdm:
     """A tqdm bar on stderr, silent when disabled or when stderr is not a terminal.
 
@@ -25,5 +30,14 @@ def progress_bar(
     Returns:
         The bar; use it as an iterator or a context manager.
     """
-    return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit_scale, file=sys.stderr,
-                disable=None if enabled else True, dynamic_ncols=True, leave=False)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit_scale,
+        file=sys.stderr,
+        disable=None if enabled else True,
+        dynamic_ncols=True,
+        leave=False,
+    )

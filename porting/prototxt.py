@@ -92,7 +92,9 @@ def validate(
                 later = next((other.name for other in built.layer[index + 1 :] if bottom in other.top), None)
                 why = (
                     f"only by the later layer '{later}' (a cycle or out-of-order layers: layers run in file "
-                    "order, so a blob must be produced before it is used)" if later else "nor by any later one"
+                    "order, so a blob must be produced before it is used)"
+                    if later
+                    else "nor by any later one"
                 )
                 raise PrototxtError(
                     where, f"bottom '{bottom}' is not produced by any earlier layer in phase {phase.upper()}, {why}"
@@ -120,8 +122,11 @@ def _check_sizes(layer: caffe_pb2.LayerParameter, where: str) -> None:
         _check_range("num_output", layer.convolution_param.num_output, 1, MAX_NUM_OUTPUT, where)
     if layer.type in WINDOW_TYPES:
         window = read_window(layer, where)
-        for name, pair in (("kernel size", window.kernel or (1, 1)), ("stride", window.stride),
-                           ("dilation", window.dilation)):
+        for name, pair in (
+            ("kernel size", window.kernel or (1, 1)),
+            ("stride", window.stride),
+            ("dilation", window.dilation),
+        ):
             for value in pair:
                 _check_range(name, value, 1, MAX_KERNEL, where)
 

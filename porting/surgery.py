@@ -54,14 +54,20 @@ def set_bilinear_upsampling(net, layers: Iterable[str] | None = None) -> list[st
         weight = current[name][0]
         c_in, c_out, kh, kw = weight.shape
         if kh != kw:
-            raise ShapeMismatchError(name, 0, (c_in, c_out, kh, kh), weight.shape, "bilinear upsampling needs a square kernel")
+            raise ShapeMismatchError(
+                name, 0, (c_in, c_out, kh, kh), weight.shape, "bilinear upsampling needs a square kernel"
+            )
         if c_out == c_in:
             new = bilinear_kernel(c_in, kh)
         elif c_out == 1:
             new = np.repeat(bilinear_kernel(1, kh), c_in, axis=0)
         else:
             raise ShapeMismatchError(
-                name, 0, (c_in, c_in, kh, kw), weight.shape, "bilinear upsampling needs input channels == output channels or group == channels"
+                name,
+                0,
+                (c_in, c_in, kh, kw),
+                weight.shape,
+                "bilinear upsampling needs input channels == output channels or group == channels",
             )
         updated[name] = [new] + current[name][1:]
     net.load_blobs(updated, source="bilinear upsampling", strict=False)

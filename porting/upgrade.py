@@ -91,8 +91,14 @@ V0_TO_V1_TYPE: dict[str, int] = {
 _V0_FIELDS: dict[str, dict[str, tuple[str, str]]] = {
     "num_output": {"conv": ("convolution_param", "num_output"), "innerproduct": ("inner_product_param", "num_output")},
     "biasterm": {"conv": ("convolution_param", "bias_term"), "innerproduct": ("inner_product_param", "bias_term")},
-    "weight_filler": {"conv": ("convolution_param", "weight_filler"), "innerproduct": ("inner_product_param", "weight_filler")},
-    "bias_filler": {"conv": ("convolution_param", "bias_filler"), "innerproduct": ("inner_product_param", "bias_filler")},
+    "weight_filler": {
+        "conv": ("convolution_param", "weight_filler"),
+        "innerproduct": ("inner_product_param", "weight_filler"),
+    },
+    "bias_filler": {
+        "conv": ("convolution_param", "bias_filler"),
+        "innerproduct": ("inner_product_param", "bias_filler"),
+    },
     "pad": {"conv": ("convolution_param", "pad"), "pool": ("pooling_param", "pad")},
     "kernelsize": {"conv": ("convolution_param", "kernel_size"), "pool": ("pooling_param", "kernel_size")},
     "group": {"conv": ("convolution_param", "group")},
@@ -138,8 +144,19 @@ _TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 # V1 fields with their own upgrade rule; every other set V1 field is a `*_param` copied as is.
 _V1_SPECIAL = {
-    "bottom", "top", "name", "include", "exclude", "type", "blobs", "param",
-    "blob_share_mode", "blobs_lr", "weight_decay", "loss_weight", "layer",
+    "bottom",
+    "top",
+    "name",
+    "include",
+    "exclude",
+    "type",
+    "blobs",
+    "param",
+    "blob_share_mode",
+    "blobs_lr",
+    "weight_decay",
+    "loss_weight",
+    "layer",
 }
 
 _SOLVER_TYPES = {
@@ -198,8 +215,12 @@ def downgrade_layer(layer: caffe_pb2.LayerParameter) -> caffe_pb2.V1LayerParamet
     out.include.extend(layer.include)
     out.exclude.extend(layer.exclude)
     out.loss_weight.extend(layer.loss_weight)
-    for spec_field, v1_field in (("name", "param"), ("share_mode", "blob_share_mode"),
-                                 ("lr_mult", "blobs_lr"), ("decay_mult", "weight_decay")):
+    for spec_field, v1_field in (
+        ("name", "param"),
+        ("share_mode", "blob_share_mode"),
+        ("lr_mult", "blobs_lr"),
+        ("decay_mult", "weight_decay"),
+    ):
         if any(spec.HasField(spec_field) for spec in layer.param):
             getattr(out, v1_field).extend(getattr(spec, spec_field) for spec in layer.param)
     v1_fields = caffe_pb2.V1LayerParameter.DESCRIPTOR.fields_by_name

@@ -65,8 +65,11 @@ def read_window(layer: caffe_pb2.LayerParameter, where: str) -> Window:
         window = _convolution_window(layer.convolution_param, where)
     else:
         raise ValueError(f"{layer.type} layers have no window; expected one of {', '.join(WINDOW_TYPES)}")
-    for name, values in (("kernel size", window.kernel or (1, 1)), ("stride", window.stride),
-                         ("dilation", window.dilation)):
+    for name, values in (
+        ("kernel size", window.kernel or (1, 1)),
+        ("stride", window.stride),
+        ("dilation", window.dilation),
+    ):
         if min(values) <= 0:
             raise PrototxtError(where, f"{name} {_shown(values)} must be positive")
     return window
@@ -107,8 +110,9 @@ def _pooling_window(param: caffe_pb2.PoolingParameter, where: str) -> Window:
         if any(param.HasField(field) for field in ("kernel_size", "kernel_h", "kernel_w")):
             raise PrototxtError(where, "global pooling takes no kernel size (the window is the whole input)")
         if pad != (0, 0) or stride != (1, 1):
-            raise PrototxtError(where, f"global pooling takes pad 0 and stride 1, found pad {_shown(pad)}, "
-                                       f"stride {_shown(stride)}")
+            raise PrototxtError(
+                where, f"global pooling takes pad 0 and stride 1, found pad {_shown(pad)}, stride {_shown(stride)}"
+            )
         return Window(None, stride, pad)
     return Window(_single_or_pair(param, "kernel_size", "kernel", None, where), stride, pad)
 

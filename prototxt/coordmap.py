@@ -37,8 +37,27 @@ from .netspec import Top, layers
 SPATIAL_AXES = (2, 3)
 
 _IDENTITY_TYPES = {
-    "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Dropout", "ELU", "Eltwise", "Exp", "Log",
-    "LRN", "MVN", "Power", "PReLU", "ReLU", "Scale", "Sigmoid", "Softmax", "Split", "Swish", "TanH",
+    "AbsVal",
+    "BatchNorm",
+    "Bias",
+    "BNLL",
+    "Clip",
+    "Dropout",
+    "ELU",
+    "Eltwise",
+    "Exp",
+    "Log",
+    "LRN",
+    "MVN",
+    "Power",
+    "PReLU",
+    "ReLU",
+    "Scale",
+    "Sigmoid",
+    "Softmax",
+    "Split",
+    "Swish",
+    "TanH",
     "Threshold",
 }
 _ALL_BOTTOMS_ALIGNED = {"Eltwise", "Concat"}

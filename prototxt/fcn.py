@@ -209,7 +209,9 @@ def define(
         raise ValueError(f"split must be one of {', '.join(SPLITS + DATA_SPLITS)}, got {split!r}")
     strides = [_STRIDE_OF_POOL.get(skip, 0) for skip in skips]
     if 0 in strides or sorted(strides, reverse=True) != strides or len(set(strides)) != len(strides):
-        raise ValueError(f"skips must be distinct pooling layers of {list(_STRIDE_OF_POOL)}, coarsest first; got {skips}")
+        raise ValueError(
+            f"skips must be distinct pooling layers of {list(_STRIDE_OF_POOL)}, coarsest first; got {skips}"
+        )
     inputs = dict(inputs or {"data": in_channels})
     heads = tuple(heads or (Head(num_classes),))
     if min([*inputs.values(), *(head.num_classes for head in heads)]) < 1 or width <= 0:
@@ -221,8 +223,13 @@ def define(
     n = NetSpec()
     labels = list(dict.fromkeys(head.label for head in heads))
     data_layers(n, split, in_channels, data_layer, data_params, inputs=inputs, labels=labels)
-    options: dict[str, Any] = dict(split=split, skips=skips, skip_scales=skip_scales, normalize_loss=normalize_loss,
-                   learn_skip_upsampling=learn_skip_upsampling)
+    options: dict[str, Any] = dict(
+        split=split,
+        skips=skips,
+        skip_scales=skip_scales,
+        normalize_loss=normalize_loss,
+        learn_skip_upsampling=learn_skip_upsampling,
+    )
     if fusion == "late" and len(inputs) > 1:
         scores = []
         for name in inputs:

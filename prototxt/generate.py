@@ -45,7 +45,9 @@ def render(
     class count, width, input channels or mean) covers the VOC FCN-VGG16 nets.
     """
     options: dict[str, Any] = dict(num_classes=num_classes, width=width, in_channels=in_channels)
-    data = {split: None if mean is None else {**fcn.DATA_PARAMS[split], "mean": tuple(mean)} for split in fcn.DATA_PARAMS}
+    data = {
+        split: None if mean is None else {**fcn.DATA_PARAMS[split], "mean": tuple(mean)} for split in fcn.DATA_PARAMS
+    }
     variant = (num_classes, width, in_channels, mean) != (NUM_CLASSES, 1.0, 3, None)
     files: dict[str, str] = {}
     for net, entry in nets.NETS.items():

@@ -39,11 +39,19 @@ class Family:
 FAMILIES = {
     "voc": Family("voc", ("train", "val"), SEG11VALID_COUNT, dict(fcn.DATA_LAYERS)),
     "pascalcontext": Family(
-        "pascalcontext", ("train", "val"), 5105, dict.fromkeys(("train", "val"), "pascalcontext_layers.PASCALContextSegDataLayer")
+        "pascalcontext",
+        ("train", "val"),
+        5105,
+        dict.fromkeys(("train", "val"), "pascalcontext_layers.PASCALContextSegDataLayer"),
     ),
-    "nyud": Family("nyud", ("trainval", "test"), 654, dict.fromkeys(("trainval", "test"), "nyud_layers.NYUDSegDataLayer")),
+    "nyud": Family(
+        "nyud", ("trainval", "test"), 654, dict.fromkeys(("trainval", "test"), "nyud_layers.NYUDSegDataLayer")
+    ),
     "siftflow": Family(
-        "siftflow", ("trainval", "test"), 200, dict.fromkeys(("trainval", "test"), "siftflow_layers.SIFTFlowSegDataLayer")
+        "siftflow",
+        ("trainval", "test"),
+        200,
+        dict.fromkeys(("trainval", "test"), "siftflow_layers.SIFTFlowSegDataLayer"),
     ),
 }
 
@@ -88,7 +96,10 @@ def _voc_vgg(net: str) -> Callable[..., NetSpec]:
 def _pascalcontext(skips: tuple[str, ...]) -> Callable[..., NetSpec]:
     def define(split: str, data_params: Mapping[str, Any] | None = None, **options: Any) -> NetSpec:
         params = data_params or {
-            "context_dir": "../data/pascal-context", "seed": SEED, "split": split, "voc_dir": "../data/pascal"
+            "context_dir": "../data/pascal-context",
+            "seed": SEED,
+            "split": split,
+            "voc_dir": "../data/pascal",
         }
         options = {"num_classes": PASCALCONTEXT_CLASSES, **options}
         layer = FAMILIES["pascalcontext"].data_layer.get(split)

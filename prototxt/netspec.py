@@ -6,8 +6,9 @@ settings as keywords; they return `Top` objects that later calls use as bottoms.
 
     n = NetSpec()
     n.data = layers.Input(shape=dict(dim=[1, 3, 500, 500]), name="input")
-    n.conv1 = layers.Convolution(n.data, num_output=64, kernel_size=3,
-                                 param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)])
+    n.conv1 = layers.Convolution(
+        n.data, num_output=64, kernel_size=3, param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+    )
     n.relu1 = layers.ReLU(n.conv1, in_place=True)
     net = n.to_proto()
 

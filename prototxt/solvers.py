@@ -93,12 +93,21 @@ PRESETS: dict[str, Preset] = {
     "heavy": Preset(
         description="reference repo (PAMI): batch 1, momentum 0.99, unnormalized loss, fixed lr",
         base_lr={
-            "voc-fcn32s": 1e-10, "voc-fcn16s": 1e-12, "voc-fcn8s": 1e-14, "voc-fcn8s-atonce": 1e-10,
+            "voc-fcn32s": 1e-10,
+            "voc-fcn16s": 1e-12,
+            "voc-fcn8s": 1e-14,
+            "voc-fcn8s-atonce": 1e-10,
             "voc-fcn-alexnet": 1e-4,
-            "pascalcontext-fcn32s": 1e-10, "pascalcontext-fcn16s": 1e-12, "pascalcontext-fcn8s": 1e-14,
-            "nyud-fcn32s-color": 1e-10, "nyud-fcn32s-hha": 1e-10, "nyud-fcn32s-color-d": 1e-10,
+            "pascalcontext-fcn32s": 1e-10,
+            "pascalcontext-fcn16s": 1e-12,
+            "pascalcontext-fcn8s": 1e-14,
+            "nyud-fcn32s-color": 1e-10,
+            "nyud-fcn32s-hha": 1e-10,
+            "nyud-fcn32s-color-d": 1e-10,
             "nyud-fcn32s-color-hha": 1e-12,
-            "siftflow-fcn32s": 1e-10, "siftflow-fcn16s": 1e-12, "siftflow-fcn8s": 1e-12,
+            "siftflow-fcn32s": 1e-10,
+            "siftflow-fcn16s": 1e-12,
+            "siftflow-fcn8s": 1e-12,
         },
         max_iter={
             **dict.fromkeys(("voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn-alexnet"), 100000),
@@ -119,9 +128,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "cvpr": Preset(
         description="CVPR 2015 as its Caffe computed: 20 images summed per update, momentum 0.9, normalized loss, "
-                    "fixed lr 1e-4 / 1e-6 / 1e-8",
-        base_lr={"voc-fcn32s": 1e-4, "voc-fcn16s": 1e-6, "voc-fcn8s": 1e-8, "voc-fcn32s-alexnet": 1e-3,
-                 "voc-fcn32s-caffenet": 1e-3, "voc-fcn32s-googlenet": 5e-5},
+        "fixed lr 1e-4 / 1e-6 / 1e-8",
+        base_lr={
+            "voc-fcn32s": 1e-4,
+            "voc-fcn16s": 1e-6,
+            "voc-fcn8s": 1e-8,
+            "voc-fcn32s-alexnet": 1e-3,
+            "voc-fcn32s-caffenet": 1e-3,
+            "voc-fcn32s-googlenet": 5e-5,
+        },
         max_iter={"voc-fcn32s": 5000, "voc-fcn16s": 5000, "voc-fcn8s": 5000, **dict.fromkeys(CAST_NETS, 5000)},
         momentum=0.9,
         weight_decay=0.0005,
@@ -149,8 +164,13 @@ PRESETS: dict[str, Preset] = {
 def averaging_equivalent(sums: Preset, description: str) -> Preset:
     """The "mean"-accumulation recipe making the same updates as the "sum" one (module docstring)."""
     k = sums.iter_size
-    return replace(sums, description=description, base_lr={net: lr * k for net, lr in sums.base_lr.items()},
-                   weight_decay=sums.weight_decay / k, accumulation="mean")
+    return replace(
+        sums,
+        description=description,
+        base_lr={net: lr * k for net, lr in sums.base_lr.items()},
+        weight_decay=sums.weight_decay / k,
+        accumulation="mean",
+    )
 
 
 PRESETS["cvpr-mean"] = averaging_equivalent(

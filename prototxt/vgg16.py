@@ -60,8 +60,9 @@ def trunk(
     for stage, (channels, convs) in enumerate(VGG16_STAGES, start=1):
         for index in range(1, convs + 1):
             first = (stage, index) == (1, 1)
-            options: dict[str, Any] = dict(num_output=scaled_width(channels, width), pad=first_pad if first else 1,
-                                           kernel_size=3, stride=1)
+            options: dict[str, Any] = dict(
+                num_output=scaled_width(channels, width), pad=first_pad if first else 1, kernel_size=3, stride=1
+            )
             if param is not None:
                 options["param"] = list(param)
             options.update((first_fillers if first and first_fillers is not None else fillers) or {})

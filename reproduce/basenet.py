@@ -89,9 +89,9 @@ class CentreSampler:
         bottom = min(label.shape[0], y + half, y - centre + INPUT_SIZE)
         right = min(label.shape[1], x + half, x - centre + INPUT_SIZE)
         canvas = torch.zeros(3, INPUT_SIZE, INPUT_SIZE)
-        canvas[:, centre - (y - top) : centre + (bottom - y), centre - (x - left) : centre + (right - x)] = (
-            image[:, top:bottom, left:right]
-        )
+        canvas[:, centre - (y - top) : centre + (bottom - y), centre - (x - left) : centre + (right - x)] = image[
+            :, top:bottom, left:right
+        ]
         return canvas, target
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,12 +165,18 @@ class BaseNetCheck:
 
     def line(self) -> str:
         scale = ", ".join(f"{name} {value:.3g}" for name, value in self.mean_activation.items())
-        return (f"held-out view accuracy {self.accuracy:.2f} (most frequent class {self.chance:.2f}); "
-                f"mean activation {scale}")
+        return (
+            f"held-out view accuracy {self.accuracy:.2f} (most frequent class {self.chance:.2f}); "
+            f"mean activation {scale}"
+        )
 
 
 def check_base_net(
-    caffemodel: str | Path, samples: Sequence[Sample], *, views: int = 256, view_range: tuple[int, int] = (32, 128),
+    caffemodel: str | Path,
+    samples: Sequence[Sample],
+    *,
+    views: int = 256,
+    view_range: tuple[int, int] = (32, 128),
     seed: int = 1,
 ) -> BaseNetCheck:
     """Score the written classifier, loaded as FCN-32s will load it, on centred views of `samples`.

@@ -65,10 +65,31 @@ class DemoPlan:
     segment_images: int = 4  # held-out images the last step segments
 
 
-FULL = DemoPlan(n_train=300, n_val=96, image_size=(96, 160), width=1 / 8, base_steps=500, base_batch=16,
-                base_views=256, eval_every=20, eval_images=16)
-FAST = DemoPlan(n_train=12, n_val=6, image_size=(32, 40), width=1 / 32, base_steps=2, base_batch=4, base_views=4,
-                eval_every=1, eval_images=2, max_iter=1, images_per_update=2, segment_images=2)
+FULL = DemoPlan(
+    n_train=300,
+    n_val=96,
+    image_size=(96, 160),
+    width=1 / 8,
+    base_steps=500,
+    base_batch=16,
+    base_views=256,
+    eval_every=20,
+    eval_images=16,
+)
+FAST = DemoPlan(
+    n_train=12,
+    n_val=6,
+    image_size=(32, 40),
+    width=1 / 32,
+    base_steps=2,
+    base_batch=4,
+    base_views=4,
+    eval_every=1,
+    eval_images=2,
+    max_iter=1,
+    images_per_update=2,
+    segment_images=2,
+)
 
 
 @dataclass(frozen=True)
@@ -88,12 +109,22 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
     size: dict[str, Any] = dict(n_train=plan.n_train, n_val=plan.n_val, size=plan.image_size)
     if dataset == "voc":
         paths = write_synthetic(root, **size)
-        held_out: SegmentationFiles = VOCSegmentation(paths.voc_root, "2011", "seg11valid",
-                                   ids=seg11valid_ids(paths.voc_root, paths.sbd_root), sbd_root=paths.sbd_root)
+        held_out: SegmentationFiles = VOCSegmentation(
+            paths.voc_root,
+            "2011",
+            "seg11valid",
+            ids=seg11valid_ids(paths.voc_root, paths.sbd_root),
+            sbd_root=paths.sbd_root,
+        )
         roots = ["--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root)]
-        return DemoData(SBDSegmentation(paths.sbd_root, "train"), held_out, held_out.num_classes,
-                        dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root),
-                        ["--split", "voc2011seg11valid", *roots], "synthetic VOC2011 + SBD (seg11valid)")
+        return DemoData(
+            SBDSegmentation(paths.sbd_root, "train"),
+            held_out,
+            held_out.num_classes,
+            dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root),
+            ["--split", "voc2011seg11valid", *roots],
+            "synthetic VOC2011 + SBD (seg11valid)",
+        )
     if dataset == "folder":
         spec = parse_dataset(f"folder:{write_synthetic_folder(root / 'mine', **size)}")
     elif dataset == "ade20k":
@@ -101,13 +132,21 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
     else:
         raise FcnError(f"unknown demo dataset {dataset!r}; one of {', '.join(DATASETS)}")
     held_out = spec.open(spec.kind.val_split)
-    return DemoData(spec.open(spec.kind.train_split), held_out, held_out.num_classes, dict(dataset=str(spec)),
-                    ["--dataset", str(spec), "--split", spec.kind.val_split],
-                    f"synthetic {spec.kind.name} dataset ({spec.kind.val_split} split)")
+    return DemoData(
+        spec.open(spec.kind.train_split),
+        held_out,
+        held_out.num_classes,
+        dict(dataset=str(spec)),
+        ["--dataset", str(spec), "--split", spec.kind.val_split],
+        f"synthetic {spec.kind.name} dataset ({spec.kind.val_split} split)",
+    )
 
 
 def run_demo(
-    out: Path, plan: DemoPlan = FULL, log: Callable[[str], None] = logger.info, dataset: str = "voc",
+    out: Path,
+    plan: DemoPlan = FULL,
+    log: Callable[[str], None] = logger.info,
+    dataset: str = "voc",
     device: str = "cpu",
 ) -> dict:
     """Run the five steps into `out` on the synthetic `dataset`.
@@ -131,9 +170,14 @@ def run_demo(
     data = write_demo_data(dataset, out / "data", plan)
     done(f"{data.description} written to {out / 'data'}")
 
-    base = train_base_net([data.train[i] for i in range(len(data.train))], out / "base" / "vgg16-demo.caffemodel",
-                          num_classes=data.num_classes, width=plan.width, steps=plan.base_steps,
-                          batch_size=plan.base_batch)
+    base = train_base_net(
+        [data.train[i] for i in range(len(data.train))],
+        out / "base" / "vgg16-demo.caffemodel",
+        num_classes=data.num_classes,
+        width=plan.width,
+        steps=plan.base_steps,
+        batch_size=plan.base_batch,
+    )
     done(f"base classifier trained: {base}")
     check = check_base_net(base, [data.held_out[i] for i in range(len(data.held_out))], views=plan.base_views)
     log(f"demo: base classifier on the held-out images: {check.line()}")
@@ -141,9 +185,17 @@ def run_demo(
     runs = out / "runs"
     for name in DEMO_STAGES:
         options = stage.StageOptions(
-            stage=name, out=runs, preset="demo", width=plan.width, device=device, eval_every=plan.eval_every,
-            eval_images=plan.eval_images, max_iter=plan.max_iter, images_per_update=plan.images_per_update,
-            base_weights=base if STAGES[name].previous is None else None, **data.stage_data,  # type: ignore[arg-type]
+            stage=name,
+            out=runs,
+            preset="demo",
+            width=plan.width,
+            device=device,
+            eval_every=plan.eval_every,
+            eval_images=plan.eval_images,
+            max_iter=plan.max_iter,
+            images_per_update=plan.images_per_update,
+            base_weights=base if STAGES[name].previous is None else None,
+            **data.stage_data,  # type: ignore[arg-type]
         )
         stage.run_stage(options, log=log)
         done(f"{name} trained")
@@ -172,9 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (data, base net, runs, eval.json)")
     parser.add_argument("--fast", action="store_true", help="tiny run (under a minute) that only checks the plumbing")
-    parser.add_argument("--dataset", choices=DATASETS, default="voc",
-                        help="synthetic data to write and train on: voc (VOC2011 + SBD, the papers'), folder (a "
-                             "dataset of one's own, folder:ROOT), ade20k (an ADE20K release, 150 classes)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="voc",
+        help="synthetic data to write and train on: voc (VOC2011 + SBD, the papers'), folder (a "
+        "dataset of one's own, folder:ROOT), ade20k (an ADE20K release, 150 classes)",
+    )
     cli.add_device(parser)
     cli.add_quiet(parser)
     return parser

@@ -50,8 +50,9 @@ def init_distributed(backend: str | None = None) -> DistContext:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         chosen = backend or ("nccl" if device.type == "cuda" else "gloo")
-        dist.init_process_group(chosen, rank=rank, world_size=world_size,
-                                device_id=device if chosen == "nccl" else None)
+        dist.init_process_group(
+            chosen, rank=rank, world_size=world_size, device_id=device if chosen == "nccl" else None
+        )
     return current_context(device)
 
 
@@ -97,7 +98,7 @@ def all_reduce_sum(tensors: Sequence[torch.Tensor], bucket_bytes: int = BUCKET_B
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for tensor in bucket:
-            tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
             offset += tensor.numel()
 
 

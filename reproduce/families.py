@@ -93,8 +93,12 @@ def data_params(net: str, split: str, roots: Mapping[str, Path | None], seed: in
     """The `param_str` of a net's data layer for one of its splits, pointing at the user's folders."""
     kind = family(net)
     if kind == "pascalcontext":
-        return {"context_dir": str(roots["pascalcontext_root"]), "seed": seed, "split": split,
-                "voc_dir": str(roots["voc_root"])}
+        return {
+            "context_dir": str(roots["pascalcontext_root"]),
+            "seed": seed,
+            "split": split,
+            "voc_dir": str(roots["voc_root"]),
+        }
     if kind == "nyud":
         return {"tops": nets.nyud_tops(net), "seed": seed, "nyud_dir": str(roots["nyud_root"]), "split": split}
     if kind == "siftflow":
@@ -126,8 +130,10 @@ def initial_weights(net: str, out: Path, base_weights: Path | None) -> list[Path
     previous = PREVIOUS.get(net, ())
     if base_weights is not None:
         if len(previous) > 1:
-            raise FcnError(f"{net} fuses {' and '.join(previous)}: it starts from their trained weights under --out, "
-                           "not from --base-weights")
+            raise FcnError(
+                f"{net} fuses {' and '.join(previous)}: it starts from their trained weights under --out, "
+                "not from --base-weights"
+            )
         if not base_weights.is_file():
             hint = classifier_help(net) if not previous else f"the trained {previous[0]} weights"
             raise FcnError(f"{base_weights}: --base-weights file not found; {net} starts from {hint}")
@@ -156,8 +162,11 @@ def initialize(model: porting.CaffeNet, net: str, weights: list[Path]) -> Transp
             report.copied += part.copied
             report.coerced += part.coerced
             report.skipped += part.skipped
-        report.untouched = [name for name, blobs in model.blobs_numpy().items()
-                            if blobs and not any(item.startswith(f"{name}.") for item in report.copied + report.coerced)]
+        report.untouched = [
+            name
+            for name, blobs in model.blobs_numpy().items()
+            if blobs and not any(item.startswith(f"{name}.") for item in report.copied + report.coerced)
+        ]
         return report
     blobs = porting.read_caffemodel(weights[0])
     report = transplant(model, blobs)
@@ -182,7 +191,8 @@ def input_shapes(train: caffe_pb2.NetParameter, deploy: caffe_pb2.NetParameter) 
     them (channels per input), its labels 1 x 1 x H x W."""
     given = {
         top: tuple(int(d) for d in shape.dim)
-        for layer in deploy.layer if layer.type == "Input"
+        for layer in deploy.layer
+        if layer.type == "Input"
         for top, shape in zip(layer.top, layer.input_param.shape)
     }
     size = next(iter(given.values()))[2:] if given else (500, 500)

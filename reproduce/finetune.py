@@ -43,8 +43,9 @@ class ClassTransfer:
         return out
 
 
-def source_class_names(caffemodel: Path, blobs: dict[str, list[np.ndarray]], classes_file: Path | None,
-                       score_layer: str) -> tuple[str, ...]:
+def source_class_names(
+    caffemodel: Path, blobs: dict[str, list[np.ndarray]], classes_file: Path | None, score_layer: str
+) -> tuple[str, ...]:
     """The source net's class names: `classes_file`, else its sidecar, else the defaults for its width."""
     if classes_file is not None:
         return read_class_names(classes_file)

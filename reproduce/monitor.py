@@ -39,8 +39,11 @@ LOG_SCALE_SPAN = 100.0
 
 def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     """(updates, values) of the records that carry a finite number under `key`."""
-    points = [(record["iter"], float(record[key])) for record in records
-              if isinstance(record.get(key), (int, float)) and math.isfinite(record[key])]
+    points = [
+        (record["iter"], float(record[key]))
+        for record in records
+        if isinstance(record.get(key), (int, float)) and math.isfinite(record[key])
+    ]
     return [point[0] for point in points], [point[1] for point in points]
 
 
@@ -153,8 +156,13 @@ class TrainLog:
             key = f"{action} {path.name}"
             if key not in self._reported:
                 self._reported.add(key)
-                logger.warning("%s %s failed (%s: %s); training goes on, further failures of it are not reported",
-                               action, path, type(error).__name__, error)
+                logger.warning(
+                    "%s %s failed (%s: %s); training goes on, further failures of it are not reported",
+                    action,
+                    path,
+                    type(error).__name__,
+                    error,
+                )
 
 
 class Progress:
@@ -171,8 +179,15 @@ class Progress:
     """
 
     def __init__(self, total: int, initial: int = 0, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.bar = tqdm(total=total, initial=initial, unit="update", file=stream, dynamic_ncols=True,
-                        disable=None if enabled else True, leave=True)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="update",
+            file=stream,
+            dynamic_ncols=True,
+            disable=None if enabled else True,
+            leave=True,
+        )
         self.enabled = enabled
 
     def __enter__(self) -> Progress:

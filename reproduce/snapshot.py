@@ -84,6 +84,9 @@ def latest_snapshot(directory: Path) -> Path | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = [(int(match.group(1)), entry) for entry in directory.iterdir()
-             if (match := _NAME.match(entry.name)) and entry.is_file()]
+    found = [
+        (int(match.group(1)), entry)
+        for entry in directory.iterdir()
+        if (match := _NAME.match(entry.name)) and entry.is_file()
+    ]
     return max(found)[1] if found else None

@@ -141,8 +141,14 @@ class SolverConfig:
 
 def _legacy_solver_type(solver_param: caffe_pb2.SolverParameter) -> str:
     """Old files say `solver_type: NESTEROV` instead of `type: "Nesterov"`."""
-    names = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
-             "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+    names = {
+        "SGD": "SGD",
+        "NESTEROV": "Nesterov",
+        "ADAGRAD": "AdaGrad",
+        "RMSPROP": "RMSProp",
+        "ADADELTA": "AdaDelta",
+        "ADAM": "Adam",
+    }
     return names[caffe_pb2.SolverParameter.SolverType.Name(solver_param.solver_type)]
 
 
@@ -198,8 +204,7 @@ class CaffeSGD:
                 spec.parameter.requires_grad_(False)
                 continue
             self._slots.append(_Slot(f"{spec.layer}.{spec.index}", spec.parameter, spec.lr_mult, spec.decay_mult))
-        self._history = {slot.name: torch.zeros_like(slot.parameter)
-                         for slot in self._slots}
+        self._history = {slot.name: torch.zeros_like(slot.parameter) for slot in self._slots}
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -219,8 +224,10 @@ class CaffeSGD:
         """Apply one Caffe update from the accumulated gradients (averaged, or summed under
         "sum" accumulation); return the rate used."""
         rate = self.learning_rate()
-        grads = [slot.parameter.grad if slot.parameter.grad is not None else torch.zeros_like(slot.parameter)
-                 for slot in self._slots]
+        grads = [
+            slot.parameter.grad if slot.parameter.grad is not None else torch.zeros_like(slot.parameter)
+            for slot in self._slots
+        ]
         self._clip(grads)
         for slot, grad in zip(self._slots, grads):
             local_decay = self.config.weight_decay * slot.decay_mult

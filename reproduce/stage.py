@@ -153,8 +153,10 @@ def net_name(stage: str, backbone: str = backbones.GENERATED_BACKBONE) -> str:
 
 def roots(options: StageOptions) -> dict[str, Path | None]:
     """The dataset folders given on the command line, by option name."""
-    return {key: getattr(options, key) for key in ("voc_root", "sbd_root", "pascalcontext_root", "nyud_root",
-                                                   "siftflow_root")}
+    return {
+        key: getattr(options, key)
+        for key in ("voc_root", "sbd_root", "pascalcontext_root", "nyud_root", "siftflow_root")
+    }
 
 
 def classifier_help(backbone: str) -> str:
@@ -209,8 +211,13 @@ def definitions(options: StageOptions, data: StageData | None = None, ranks: int
     if options.backbone == backbones.GENERATED_BACKBONE:
         messages = {
             split: fcn.build(
-                name, split, num_classes=len(data.classes), width=options.width, normalize_loss=recipe.normalize_loss,
-                learn_skip_upsampling=recipe.learn_skip_upsampling, data_params=params,
+                name,
+                split,
+                num_classes=len(data.classes),
+                width=options.width,
+                normalize_loss=recipe.normalize_loss,
+                learn_skip_upsampling=recipe.learn_skip_upsampling,
+                data_params=params,
                 data_layer=data.data_layer if params is not None else None,
             )
             for split, params in data_params.items()
@@ -267,8 +274,12 @@ def family_definitions(options: StageOptions, ranks: int = 1) -> dict[str, Defin
     else:
         settings["learn_skip_upsampling"] = recipe.learn_skip_upsampling
     messages: dict[str, Definition] = {
-        kind: nets.build(name, split, data_params=None if split == "deploy" else
-                         families.data_params(name, split, roots(options), options.seed), **settings)
+        kind: nets.build(
+            name,
+            split,
+            data_params=None if split == "deploy" else families.data_params(name, split, roots(options), options.seed),
+            **settings,
+        )
         for kind, split in (("train", train_split), ("val", test_split), ("deploy", "deploy"))
     }
     solver = solvers.build(options.recipe, name, train_net="train.prototxt", test_net="val.prototxt")
@@ -278,8 +289,13 @@ def family_definitions(options: StageOptions, ranks: int = 1) -> dict[str, Defin
 
 def stage_data(options: StageOptions, evaluating: bool) -> StageData:
     """The stage's data: `--dataset`, or VOC + SBD from their roots."""
-    common: dict[str, Any] = dict(classes=options.classes, mean=options.mean, seed=options.seed, evaluating=evaluating,
-                  eval_images=options.eval_images)
+    common: dict[str, Any] = dict(
+        classes=options.classes,
+        mean=options.mean,
+        seed=options.seed,
+        evaluating=evaluating,
+        eval_images=options.eval_images,
+    )
     if options.dataset is None:
         return voc_data(options.voc_root, options.sbd_root, ids=options.ids, **common)
     if options.voc_root is not None or options.sbd_root is not None or options.ids is not None:
@@ -287,8 +303,7 @@ def stage_data(options: StageOptions, evaluating: bool) -> StageData:
     return dataset_data(options.dataset, **common)
 
 
-def initial_blobs(options: StageOptions, weights: Path, net: porting.CaffeNet, classes: tuple[str, ...],
-                  log) -> dict:
+def initial_blobs(options: StageOptions, weights: Path, net: porting.CaffeNet, classes: tuple[str, ...], log) -> dict:
     """The initial weights' blobs; from `--from-net`, fitted to this stage's classes (reproduce.finetune)."""
     blobs = porting.read_caffemodel(weights)
     if options.from_net is None:
@@ -300,8 +315,13 @@ def initial_blobs(options: StageOptions, weights: Path, net: porting.CaffeNet, c
     return blobs
 
 
-def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device, num_classes: int,
-                   heads: tuple[Head, ...] | None = None):
+def make_evaluator(
+    dataset,
+    deploy: caffe_pb2.NetParameter,
+    device: torch.device,
+    num_classes: int,
+    heads: tuple[Head, ...] | None = None,
+):
     """Score the training net's current weights on `dataset` through a deploy net: the first
     head's metrics as they are, the other heads' prefixed (`geo_mean_iu`)."""
     deploy_net = porting.CaffeNet(deploy, phase="TEST").to(device)
@@ -321,8 +341,9 @@ def make_evaluator(dataset, deploy: caffe_pb2.NetParameter, device: torch.device
     return evaluate
 
 
-def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
-              ) -> TrainResult:
+def run_stage(
+    options: StageOptions, ctx: DistContext | None = None, log: Callable[[str], None] = logger.info
+) -> TrainResult:
     """Train one stage end to end and log where its files are (rank 0).
 
     Args:
@@ -342,10 +363,14 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
     device = torch.device(options.device) if options.device != "auto" and ctx.world_size == 1 else ctx.device
     recipe = solvers.PRESETS[options.recipe]
     if options.backbone != backbones.GENERATED_BACKBONE and options.stage != "fcn32s":
-        raise FcnError(f"--backbone {options.backbone} trains fcn32s only (CVPR 2015 Table 1); the skip stages are VGG16's")
+        raise FcnError(
+            f"--backbone {options.backbone} trains fcn32s only (CVPR 2015 Table 1); the skip stages are VGG16's"
+        )
     name = net_name(options.stage, options.backbone)
     if name not in recipe.base_lr:
-        raise FcnError(f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}")
+        raise FcnError(
+            f"the {options.recipe} preset has no {options.run_name}; it trains {', '.join(n.removeprefix('voc-') for n in recipe.base_lr)}"
+        )
     recipe = recipe.for_net(name)
     snapshot_every = (recipe.snapshot or 0) if options.snapshot is None else options.snapshot
     eval_every = snapshot_every if options.eval_every is None else options.eval_every
@@ -354,8 +379,10 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
     family = nets.info(name).family.name if name in nets.NETS else "voc"
     if family != "voc":
         if options.dataset is not None or options.from_net is not None:
-            raise FcnError(f"--dataset and --from-net train the VOC nets (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
-                           f"{name} reads its own dataset")
+            raise FcnError(
+                f"--dataset and --from-net train the VOC nets (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
+                f"{name} reads its own dataset"
+            )
         families.check_roots(name, roots(options))
     elif options.dataset is None:
         check_voc_roots(options.voc_root, options.sbd_root, evaluating=eval_every > 0)
@@ -384,10 +411,14 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
             (directory / f"{kind}.prototxt").write_text(notes + to_text(message))
 
     torch.manual_seed(options.seed)
-    net = porting.CaffeNet(files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"]))
+    net = porting.CaffeNet(
+        files["train"], phase="TRAIN", input_shapes=families.input_shapes(files["train"], files["deploy"])
+    )
     if ctx.is_main:
-        log(f"{options.run_name}: preset {options.recipe}, initial weights from "
-            f"{', '.join(str(path) for path in weights)}")
+        log(
+            f"{options.run_name}: preset {options.recipe}, initial weights from "
+            f"{', '.join(str(path) for path in weights)}"
+        )
     if data is None:
         report = families.initialize(net, name, weights)
     else:
@@ -405,13 +436,15 @@ def run_stage(options: StageOptions, ctx: DistContext | None = None, log: Callab
     net.to(device)
 
     per_gpu = SolverConfig.from_proto(files["solver"], source=str(directory / "solver.prototxt"))
-    config = dataclasses.replace(per_gpu, iter_size=per_gpu.iter_size * ctx.world_size,
-                                 accumulation=recipe.accumulation)
+    config = dataclasses.replace(
+        per_gpu, iter_size=per_gpu.iter_size * ctx.world_size, accumulation=recipe.accumulation
+    )
     solver = CaffeSGD(net.param_specs(), config, solver_count=ctx.world_size)
     heads = family_heads(family, num_classes)
     evaluate = None if validation is None else make_evaluator(validation, files["deploy"], device, num_classes, heads)
-    train_config = TrainConfig.from_solver(config, directory, seed=options.seed, eval_every=eval_every,
-                                           order=options.order or recipe.order)
+    train_config = TrainConfig.from_solver(
+        config, directory, seed=options.seed, eval_every=eval_every, order=options.order or recipe.order
+    )
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main and data is not None:
@@ -463,59 +496,112 @@ def build_parser() -> argparse.ArgumentParser:
         "or on any dataset named by --dataset; or one of the authors' other nets (FCN-AlexNet, "
         "PASCAL-Context, NYUDv2, SIFT Flow) on its data.",
     )
-    parser.add_argument("stage", choices=TRAINABLE, metavar="STAGE",
-                        help=f"what to train: {', '.join(TRAINABLE)}. fcn16s starts from the trained fcn32s, fcn8s "
-                             "from fcn16s, fcn32s and fcn8s-atonce from the ILSVRC classifier")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)")
+    parser.add_argument(
+        "stage",
+        choices=TRAINABLE,
+        metavar="STAGE",
+        help=f"what to train: {', '.join(TRAINABLE)}. fcn16s starts from the trained fcn32s, fcn8s "
+        "from fcn16s, fcn32s and fcn8s-atonce from the ILSVRC classifier",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs"), help="runs folder; the stage writes OUT/<stage>/ (default: runs)"
+    )
     parser.add_argument("--voc-root", type=Path, help=VOC_ROOT_HELP)
     parser.add_argument("--sbd-root", type=Path, help=SBD_ROOT_HELP)
-    parser.add_argument("--pascalcontext-root", type=Path,
-                        help="PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from "
-                             "--voc-root/VOC2010")
-    parser.add_argument("--nyud-root", type=Path, help="NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)")
-    parser.add_argument("--siftflow-root", type=Path,
-                        help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)")
-    parser.add_argument("--dataset", help=f"KIND:ROOT in place of VOC/SBD ({', '.join(DATASETS)}): trains on its "
-                        "train split, validates on its validation split")
-    parser.add_argument("--base-weights", type=Path,
-                        help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
-                             "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel")
-    parser.add_argument("--preset", choices=sorted(solvers.PRESETS),
-                        help="training recipe: heavy (authors' solver files; the default for VGG16), cvpr (CVPR 2015 "
-                        "as its Caffe summed 20 gradients; the default for the other backbones), cvpr-mean (the same "
-                        "updates in today's averaging Caffe), demo (synthetic data)")
-    parser.add_argument("--backbone", choices=list(backbones.BACKBONES), default=backbones.GENERATED_BACKBONE,
-                        help="the ILSVRC classifier fcn32s is cast from (CVPR 2015 Table 1; default vgg16); "
-                        "others write OUT/fcn32s-<backbone>/")
-    parser.add_argument("--base-prototxt", type=Path,
-                        help="the classifier's deploy prototxt, for --backbone alexnet, caffenet or googlenet "
-                        "(the Caffe Model Zoo's bvlc_* deploy.prototxt)")
+    parser.add_argument(
+        "--pascalcontext-root",
+        type=Path,
+        help="PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from --voc-root/VOC2010",
+    )
+    parser.add_argument(
+        "--nyud-root", type=Path, help="NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)"
+    )
+    parser.add_argument(
+        "--siftflow-root",
+        type=Path,
+        help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help=f"KIND:ROOT in place of VOC/SBD ({', '.join(DATASETS)}): trains on its "
+        "train split, validates on its validation split",
+    )
+    parser.add_argument(
+        "--base-weights",
+        type=Path,
+        help="initial caffemodel: VGG16 for fcn32s and fcn8s-atonce (required there); "
+        "default for fcn16s/fcn8s: OUT/<previous stage>/final.caffemodel",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(solvers.PRESETS),
+        help="training recipe: heavy (authors' solver files; the default for VGG16), cvpr (CVPR 2015 "
+        "as its Caffe summed 20 gradients; the default for the other backbones), cvpr-mean (the same "
+        "updates in today's averaging Caffe), demo (synthetic data)",
+    )
+    parser.add_argument(
+        "--backbone",
+        choices=list(backbones.BACKBONES),
+        default=backbones.GENERATED_BACKBONE,
+        help="the ILSVRC classifier fcn32s is cast from (CVPR 2015 Table 1; default vgg16); "
+        "others write OUT/fcn32s-<backbone>/",
+    )
+    parser.add_argument(
+        "--base-prototxt",
+        type=Path,
+        help="the classifier's deploy prototxt, for --backbone alexnet, caffenet or googlenet "
+        "(the Caffe Model Zoo's bvlc_* deploy.prototxt)",
+    )
     parser.add_argument("--max-iter", type=cli.non_negative_int, help="updates to train (default: the preset's)")
-    parser.add_argument("--images-per-update", type=cli.positive_int,
-                        help="images per update, accumulated (Caffe iter_size; default: the preset's)")
-    parser.add_argument("--display", type=cli.non_negative_int,
-                        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)")
-    parser.add_argument("--snapshot", type=cli.non_negative_int,
-                        help="snapshot every N updates (0: only at the end; default: the preset's)")
-    parser.add_argument("--classes", type=cli.positive_int,
-                        help="number of classes incl. background (default: the dataset's; 21 for VOC)")
-    parser.add_argument("--from-net", type=Path,
-                        help="start from this trained FCN caffemodel (any class list: matching classes keep their "
-                             "score filters, new ones start at zero) instead of --base-weights / the previous stage")
-    parser.add_argument("--from-classes", type=Path,
-                        help="class names of --from-net, one per line (default: its sidecar .json, else by its width)")
+    parser.add_argument(
+        "--images-per-update",
+        type=cli.positive_int,
+        help="images per update, accumulated (Caffe iter_size; default: the preset's)",
+    )
+    parser.add_argument(
+        "--display",
+        type=cli.non_negative_int,
+        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)",
+    )
+    parser.add_argument(
+        "--snapshot",
+        type=cli.non_negative_int,
+        help="snapshot every N updates (0: only at the end; default: the preset's)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=cli.positive_int,
+        help="number of classes incl. background (default: the dataset's; 21 for VOC)",
+    )
+    parser.add_argument(
+        "--from-net",
+        type=Path,
+        help="start from this trained FCN caffemodel (any class list: matching classes keep their "
+        "score filters, new ones start at zero) instead of --base-weights / the previous stage",
+    )
+    parser.add_argument(
+        "--from-classes",
+        type=Path,
+        help="class names of --from-net, one per line (default: its sidecar .json, else by its width)",
+    )
     parser.add_argument("--mean", type=_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
     parser.add_argument("--width", type=cli.positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
-    parser.add_argument("--eval-every", type=cli.non_negative_int,
-                        help="validate every N updates (0: never; default: the snapshot interval)")
+    parser.add_argument(
+        "--eval-every",
+        type=cli.non_negative_int,
+        help="validate every N updates (0: never; default: the snapshot interval)",
+    )
     parser.add_argument("--eval-images", type=cli.positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")
     cli.add_device(parser)
     parser.add_argument("--seed", type=int, default=1337, help="data order and dropout seed (default: 1337)")
-    parser.add_argument("--order", choices=ORDERS,
-                        help="image order: authors (seeded draws with replacement, their data layer's) or "
-                             "permutation (one per epoch); default: the preset's")
+    parser.add_argument(
+        "--order",
+        choices=ORDERS,
+        help="image order: authors (seeded draws with replacement, their data layer's) or "
+        "permutation (one per epoch); default: the preset's",
+    )
     parser.add_argument("--tf32", action="store_true", help=TF32_HELP)
     cli.add_quiet(parser)
     return parser

@@ -103,8 +103,15 @@ def voc_data(
     if evaluating:
         assert voc_root is not None  # check_voc_roots raised otherwise
         val_ids = seg11valid_ids(voc_root, sbd_root, ids)
-        validation = VOCSegmentation(voc_root, "2011", "seg11valid", ids=val_ids[:eval_images] if eval_images else val_ids,
-                                     sbd_root=sbd_root, num_classes=num_classes, mean=mean)
+        validation = VOCSegmentation(
+            voc_root,
+            "2011",
+            "seg11valid",
+            ids=val_ids[:eval_images] if eval_images else val_ids,
+            sbd_root=sbd_root,
+            num_classes=num_classes,
+            mean=mean,
+        )
     params = {
         "train": {"sbdd_dir": str(sbd_root), "seed": seed, "split": "train", "mean": mean},
         "val": {"voc_dir": str(Path(voc_root or "") / "VOC2011"), "seed": seed, "split": "seg11valid", "mean": mean},

@@ -72,8 +72,14 @@ class TrainConfig:
     @classmethod
     def from_solver(cls, solver: SolverConfig, out_dir: Path, **overrides: Any) -> TrainConfig:
         """Loop settings as a Caffe solver file gives them (batch 1, so images per update = iter_size)."""
-        fields: dict[str, Any] = dict(images_per_update=solver.iter_size, max_iter=solver.max_iter, display=solver.display,
-                      average_loss=solver.average_loss, snapshot_every=solver.snapshot, out_dir=Path(out_dir))
+        fields: dict[str, Any] = dict(
+            images_per_update=solver.iter_size,
+            max_iter=solver.max_iter,
+            display=solver.display,
+            average_loss=solver.average_loss,
+            snapshot_every=solver.snapshot,
+            out_dir=Path(out_dir),
+        )
         if solver.random_seed >= 0:
             fields["seed"] = solver.random_seed
         fields.update(overrides)
@@ -144,7 +150,9 @@ def image_seed(seed: int, position: int) -> int:
 class _RankSampler:
     """This rank's share of the global image sequence, from update `start` to `stop`."""
 
-    def __init__(self, order: AuthorsOrder | ImageOrder, start: int, stop: int, images_per_update: int, ctx: DistContext) -> None:
+    def __init__(
+        self, order: AuthorsOrder | ImageOrder, start: int, stop: int, images_per_update: int, ctx: DistContext
+    ) -> None:
         self.order, self.start, self.stop = order, start, stop
         self.images_per_update = images_per_update
         self.per_rank = images_per_update // ctx.world_size
@@ -169,11 +177,20 @@ class Trainer:
     and returns metrics such as {"mean_iu": ...}; it must leave the weights alone.
     """
 
-    def __init__(self, net: nn.Module, solver: CaffeSGD, dataset: Dataset, config: TrainConfig, *,
-                 evaluate: Evaluate | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        solver: CaffeSGD,
+        dataset: Dataset,
+        config: TrainConfig,
+        *,
+        evaluate: Evaluate | None = None,
+    ) -> None:
         if solver.config.iter_size != config.images_per_update:
-            raise FcnError(f"solver iter_size {solver.config.iter_size} differs from images_per_update "
-                           f"{config.images_per_update}; with batch 1 they must agree")
+            raise FcnError(
+                f"solver iter_size {solver.config.iter_size} differs from images_per_update "
+                f"{config.images_per_update}; with batch 1 they must agree"
+            )
         if len(cast(Sized, dataset)) == 0:
             raise FcnError("the training dataset is empty")
         self.net = net
@@ -185,8 +202,9 @@ class Trainer:
         self.ctx = current_context(first.device)
         self.dtype = first.dtype
         if config.images_per_update % self.ctx.world_size:
-            raise FcnError(f"images_per_update {config.images_per_update} is not divisible by "
-                           f"{self.ctx.world_size} processes")
+            raise FcnError(
+                f"images_per_update {config.images_per_update} is not divisible by {self.ctx.world_size} processes"
+            )
         self.loss_weights: dict[str, float] = dict(cast(Mapping[str, float], net.loss_weights))
         #: the net's input blobs, fed with an example's tops in order (data and label for VOC)
         self.inputs = list(getattr(net, "inputs", ("data", "label")))
@@ -198,9 +216,14 @@ class Trainer:
 
     def trainer_state(self) -> dict[str, Any]:
         """The loop's part of a snapshot: data-order position and the smoothed-loss window."""
-        return {"iter": self.solver.iter, "images_seen": self.solver.iter * self.config.images_per_update,
-                "seed": self.config.seed, "images_per_update": self.config.images_per_update,
-                "order": self.config.order, "losses": list(self.losses)}
+        return {
+            "iter": self.solver.iter,
+            "images_seen": self.solver.iter * self.config.images_per_update,
+            "seed": self.config.seed,
+            "images_per_update": self.config.images_per_update,
+            "order": self.config.order,
+            "losses": list(self.losses),
+        }
 
     def _resume(self, resume: Path) -> None:
         path = latest_snapshot(resume) if Path(resume).is_dir() else Path(resume)
@@ -209,10 +232,14 @@ class Trainer:
         state = load_snapshot(path, self.net, self.solver)
         for key in ("seed", "images_per_update", "order"):
             if state.get(key) != getattr(self.config, key):
-                raise CheckpointError(f"{path}: snapshot was taken with {key} {state.get(key)}, "
-                                      f"this run has {getattr(self.config, key)}; resume needs the same")
+                raise CheckpointError(
+                    f"{path}: snapshot was taken with {key} {state.get(key)}, "
+                    f"this run has {getattr(self.config, key)}; resume needs the same"
+                )
         if state.get("iter") != self.solver.iter:
-            raise CheckpointError(f"{path}: trainer iteration {state.get('iter')} differs from solver {self.solver.iter}")
+            raise CheckpointError(
+                f"{path}: trainer iteration {state.get('iter')} differs from solver {self.solver.iter}"
+            )
         self.losses.extend(state["losses"])
 
     def _snapshot(self) -> Path | None:
@@ -224,8 +251,9 @@ class Trainer:
         torch.manual_seed(image_seed(self.config.seed, position))
         device = self.ctx.device
         feed = {name: value.to(device, non_blocking=True) for name, value in net_feed(sample, self.inputs).items()}
-        outputs = self.net(**{name: value.to(self.dtype) if value.is_floating_point() else value
-                              for name, value in feed.items()})
+        outputs = self.net(
+            **{name: value.to(self.dtype) if value.is_floating_point() else value for name, value in feed.items()}
+        )
         loss = sum(weight * outputs[name].sum() for name, weight in self.loss_weights.items())
         loss.backward()
         return loss.detach()
@@ -259,19 +287,38 @@ class Trainer:
         if self.ctx.is_main:
             self.log.restart(self.solver.iter)
         start = self.solver.iter
-        sampler = _RankSampler(image_order(config.order, config.seed, len(cast(Sized, self.dataset))), start,
-                               max(start, config.max_iter), config.images_per_update, self.ctx)
-        loader = DataLoader(self.dataset, batch_size=None, sampler=sampler, num_workers=config.num_workers,
-                            pin_memory=self.ctx.device.type == "cuda")
-        with Progress(config.max_iter, initial=start, enabled=self.ctx.is_main) as progress, \
-                progress.redirect_logging():
+        sampler = _RankSampler(
+            image_order(config.order, config.seed, len(cast(Sized, self.dataset))),
+            start,
+            max(start, config.max_iter),
+            config.images_per_update,
+            self.ctx,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
+        with (
+            Progress(config.max_iter, initial=start, enabled=self.ctx.is_main) as progress,
+            progress.redirect_logging(),
+        ):
             last_snapshot = self._loop(sampler, iter(loader), progress)
         caffemodel = self.out_dir / "final.caffemodel"
         if self.ctx.is_main:
             porting.write_caffemodel(self.net, caffemodel)  # atomic itself (temp + rename)
         smoothed = sum(self.losses) / len(self.losses) if self.losses else None
-        return TrainResult(self.solver.iter, smoothed, last_snapshot or latest_snapshot(self.out_dir), caffemodel,
-                           self.log.csv, self.log.jsonl, self.log.plot)
+        return TrainResult(
+            self.solver.iter,
+            smoothed,
+            last_snapshot or latest_snapshot(self.out_dir),
+            caffemodel,
+            self.log.csv,
+            self.log.jsonl,
+            self.log.plot,
+        )
 
     def _loop(self, sampler: _RankSampler, samples: Iterator[Any], progress: Progress) -> Path | None:
         """Updates until max_iter with display, validation and snapshots; returns the last snapshot."""

@@ -156,17 +156,25 @@ def voc_val(root: Path):
 
 @entry("prototxt syntax error (a `}` missing)")
 def _syntax(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace("} } }\nlayer { name: \"relu1\"", "} }\nlayer { name: \"relu1\"")))
+    return porting.read_prototxt(
+        write_text(
+            folder, "net.prototxt", TINY_NET.replace('} } }\nlayer { name: "relu1"', '} }\nlayer { name: "relu1"')
+        )
+    )
 
 
 @entry("unknown field (`kernel_sise`)")
 def _unknown_field(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4 kernel_size", "num_output: 4 kernel_sise")))
+    return porting.read_prototxt(
+        write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4 kernel_size", "num_output: 4 kernel_sise"))
+    )
 
 
 @entry("non-repeated field given twice")
 def _field_twice(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4", "num_output: 4 num_output: 8")))
+    return porting.read_prototxt(
+        write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4", "num_output: 4 num_output: 8"))
+    )
 
 
 @entry("V1 enum type inside a V2 `layer { }`")
@@ -193,7 +201,9 @@ def _unknown_type(folder: Path):
 
 @entry("bottom produced by no layer")
 def _missing_bottom(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace('bottom: "pool1"', 'bottom: "pool2"')))
+    return porting.read_prototxt(
+        write_text(folder, "net.prototxt", TINY_NET.replace('bottom: "pool1"', 'bottom: "pool2"'))
+    )
 
 
 @entry("top produced twice (not in place)")
@@ -204,17 +214,25 @@ def _duplicate_top(folder: Path):
 
 @entry("cycle (`score` reads `upscore`, which reads `score`)")
 def _cycle(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace('bottom: "pool1" top: "score"', 'bottom: "upscore" top: "score"')))
+    return porting.read_prototxt(
+        write_text(
+            folder, "net.prototxt", TINY_NET.replace('bottom: "pool1" top: "score"', 'bottom: "upscore" top: "score"')
+        )
+    )
 
 
 @entry("absurd size (`num_output: 1000000000`)")
 def _absurd_num_output(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4", "num_output: 1000000000")))
+    return porting.read_prototxt(
+        write_text(folder, "net.prototxt", TINY_NET.replace("num_output: 4", "num_output: 1000000000"))
+    )
 
 
 @entry("absurd input shape (1 x 3 x 10^6 x 10^6)")
 def _absurd_input(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace("dim: 16 dim: 16", "dim: 1000000 dim: 1000000")))
+    return porting.read_prototxt(
+        write_text(folder, "net.prototxt", TINY_NET.replace("dim: 16 dim: 16", "dim: 1000000 dim: 1000000"))
+    )
 
 
 @entry("huge weights within the per-field limits (`num_output: 16777216` after 4096 channels)")
@@ -226,7 +244,15 @@ def _huge_weights(folder: Path):
 
 @entry("kernel larger than its input")
 def _kernel_too_big(folder: Path):
-    return porting.load(write_text(folder, "net.prototxt", TINY_NET.replace("pool: MAX kernel_size: 2", "pool: MAX kernel_size: 64").replace("kernel_size: 1 weight", "kernel_size: 64 weight")))
+    return porting.load(
+        write_text(
+            folder,
+            "net.prototxt",
+            TINY_NET.replace("pool: MAX kernel_size: 2", "pool: MAX kernel_size: 64").replace(
+                "kernel_size: 1 weight", "kernel_size: 64 weight"
+            ),
+        )
+    )
 
 
 @entry("Crop whose offset runs past the reference")
@@ -236,7 +262,16 @@ def _crop_offset(folder: Path):
 
 @entry("both include and exclude rules on one layer")
 def _include_exclude(folder: Path):
-    return porting.read_prototxt(write_text(folder, "net.prototxt", TINY_NET.replace('name: "relu1" type: "ReLU"', 'name: "relu1" type: "ReLU" include { phase: TEST } exclude { phase: TRAIN }')))
+    return porting.read_prototxt(
+        write_text(
+            folder,
+            "net.prototxt",
+            TINY_NET.replace(
+                'name: "relu1" type: "ReLU"',
+                'name: "relu1" type: "ReLU" include { phase: TEST } exclude { phase: TRAIN }',
+            ),
+        )
+    )
 
 
 @entry("Python layer whose `param_str` is code (`__import__('os').system(...)`)")
@@ -262,7 +297,9 @@ def _no_layers(folder: Path):
 
 @entry("solver prototxt with an unknown field")
 def _solver_field(folder: Path):
-    return porting.read_solver(write_text(folder, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 1e-10\nlr_polcy: "fixed"\n'))
+    return porting.read_solver(
+        write_text(folder, "solver.prototxt", 'net: "train.prototxt"\nbase_lr: 1e-10\nlr_polcy: "fixed"\n')
+    )
 
 
 # ---------------------------------------------------------------- caffemodel
@@ -388,7 +425,9 @@ def _checkpoint_weights(folder: Path):
     from porting.checkpoint import FORMAT
 
     path = folder / "model.pt"
-    torch.save({"format": FORMAT, "net_text": TINY_NET, "phase": "TEST", "state_dict": {"conv1.0": torch.zeros(1)}}, path)
+    torch.save(
+        {"format": FORMAT, "net_text": TINY_NET, "phase": "TEST", "state_dict": {"conv1.0": torch.zeros(1)}}, path
+    )
     return porting.load(path)
 
 
@@ -653,7 +692,9 @@ def _corrupt_base(folder: Path):
     paths = write_synthetic(folder / "data", n_train=2, n_val=3, size=(16, 24))
     weights = folder / "vgg16.caffemodel"
     weights.write_bytes(b"\x0a\xff\xff\xff\xff\x0f" + bytes(10))
-    options = StageOptions(stage="fcn32s", out=folder / "runs", sbd_root=paths.sbd_root, base_weights=weights, eval_every=0)
+    options = StageOptions(
+        stage="fcn32s", out=folder / "runs", sbd_root=paths.sbd_root, base_weights=weights, eval_every=0
+    )
     return run_stage(options)
 
 
@@ -685,13 +726,18 @@ def _no_classifier(folder: Path):
 
 @entry("classifier with global pooling before its classifier")
 def _global_pooling(folder: Path):
-    return cast(folder, replace_line(CLASSIFIER, "pool: MAX kernel_size: 2 stride: 2", "pool: AVE global_pooling: true"))
+    return cast(
+        folder, replace_line(CLASSIFIER, "pool: MAX kernel_size: 2 stride: 2", "pool: AVE global_pooling: true")
+    )
 
 
 @entry("a layer that mixes locations after a cast fully connected layer")
 def _mixing_layer(folder: Path):
-    text = replace_line(CLASSIFIER, 'layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }',
-                        'layer { name: "norm6" type: "Softmax" bottom: "fc6" top: "fc6" }')
+    text = replace_line(
+        CLASSIFIER,
+        'layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }',
+        'layer { name: "norm6" type: "Softmax" bottom: "fc6" top: "fc6" }',
+    )
     return cast(folder, text)
 
 

@@ -163,7 +163,9 @@ def listed(pattern: str) -> list[str]:
     Tests parametrize over this list at collection time, whether or not the files are present.
     """
     parts = len(PurePosixPath(pattern).parts)
-    return sorted(local for local in FILES if len(PurePosixPath(local).parts) == parts and PurePosixPath(local).match(pattern))
+    return sorted(
+        local for local in FILES if len(PurePosixPath(local).parts) == parts and PurePosixPath(local).match(pattern)
+    )
 
 
 def url_of(local: str, base_url: str = BASE_URL) -> str:

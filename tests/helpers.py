@@ -26,7 +26,7 @@ def layer_net(layers: str, **inputs: tuple[int, ...]) -> CaffeNet:
     """A net of one Input layer per keyword (blob name -> shape) followed by `layers` (prototxt text)."""
     heads = "".join(
         f'layer {{ name: "in_{name}" type: "Input" top: "{name}" '
-        f'input_param {{ shape {{ {" ".join(f"dim: {d}" for d in shape)} }} }} }}\n'
+        f"input_param {{ shape {{ {' '.join(f'dim: {d}' for d in shape)} }} }} }}\n"
         for name, shape in inputs.items()
     )
     return net_from_text(heads + layers)
@@ -34,7 +34,9 @@ def layer_net(layers: str, **inputs: tuple[int, ...]) -> CaffeNet:
 
 def random_inputs(net: CaffeNet, seed: int = 0, scale: float = 1.0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(net.input_shapes[name], dtype=np.float32) * np.float32(scale) for name in net.inputs}
+    return {
+        name: rng.standard_normal(net.input_shapes[name], dtype=np.float32) * np.float32(scale) for name in net.inputs
+    }
 
 
 def randomize(net: CaffeNet, seed: int = 0, bilinear_deconv: bool = False) -> CaffeNet:
@@ -49,7 +51,11 @@ def randomize(net: CaffeNet, seed: int = 0, bilinear_deconv: bool = False) -> Ca
         arrays = []
         for index, shape in enumerate(shapes):
             if layer.layer_type == "Deconvolution" and index == 0 and bilinear_deconv:
-                arrays.append(bilinear_kernel(shape[0], shape[2]) if shape[1] == shape[0] else np.repeat(bilinear_kernel(1, shape[2]), shape[0], 0))
+                arrays.append(
+                    bilinear_kernel(shape[0], shape[2])
+                    if shape[1] == shape[0]
+                    else np.repeat(bilinear_kernel(1, shape[2]), shape[0], 0)
+                )
                 continue
             if layer.layer_type == "Deconvolution" and index == 0:
                 fan_in = shape[0] * shape[2] * shape[3] / (layer.stride[0] * layer.stride[1])
@@ -96,7 +102,9 @@ def opencv_forward(cv_net: cv2.dnn.Net, inputs: dict[str, np.ndarray], layers: l
     return dict(zip(layers, cv_net.forward(layers)))
 
 
-def compare_with_opencv(net: CaffeNet, tmp_path: Path, inputs: dict[str, np.ndarray], layers: list[str] | None = None) -> dict[str, float]:
+def compare_with_opencv(
+    net: CaffeNet, tmp_path: Path, inputs: dict[str, np.ndarray], layers: list[str] | None = None
+) -> dict[str, float]:
     """Relative difference per layer between `net.trace` and OpenCV on the same files."""
     prototxt, caffemodel = write_net(net, tmp_path)
     trace = net.trace(**{k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in inputs.items()})

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 
-from bench.__main__ import main
 from conftest import find_reference_dir
+
+from bench.__main__ import main
 
 DESIGN_KEYS = {
     "fcn8s_forward_cpu": {"ours_ms", "onnxruntime_ms", "opencv_ms", "bf16_ms", "peak_gflop_s"},
@@ -40,7 +41,9 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys, mon
     assert min(row["ratio_to_fastest"] for row in cpu["peers"].values()) == 1.0
     assert cpu["gflop"] > 0
     peak = results["peak_cpu"]
-    measured = [peak[k] for k in ("fma_loop_gflop_s", "blas_gemm_gflop_s", "onednn_gemm_gflop_s") if peak[k] is not None]
+    measured = [
+        peak[k] for k in ("fma_loop_gflop_s", "blas_gemm_gflop_s", "onednn_gemm_gflop_s") if peak[k] is not None
+    ]
     assert cpu["peak_gflop_s"] == peak["peak_gflop_s"] == max(measured)
     for row in cpu["peers"].values():
         assert row["fraction_of_peak"] == row["gflop_s"] / peak["peak_gflop_s"]
@@ -60,10 +63,17 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys, mon
         assert row["median_ms"] > 0 and 0.9 <= row["argmax_agreement_vs_fp32"] <= 1.0, row
     smoke = device["device"].endswith("(smoke run)")
     assert all(row["argmax_agreement_vs_fp32"] == 1.0 for row in device["rows"] if smoke and row["precision"] == "fp32")
-    assert {"fp32_ms", "tf32_ms", "bf16_ms", "fp16_ms", "onnxruntime_cuda_ms", "provider", "peak_memory_mb"} <= set(device)
+    assert {"fp32_ms", "tf32_ms", "bf16_ms", "fp16_ms", "onnxruntime_cuda_ms", "provider", "peak_memory_mb"} <= set(
+        device
+    )
 
     markdown = (tmp_path / "results.md").read_text()
     assert markdown.strip() in capsys.readouterr().out, "the printed table is the written one"
     assert "| mode | precision | batch | median ms |" in markdown
-    for heading in ("## FCN-8s forward, CPU", "## CUDA", "## Porting a VGG16-sized caffemodel", "## Confusion-matrix accumulation"):
+    for heading in (
+        "## FCN-8s forward, CPU",
+        "## CUDA",
+        "## Porting a VGG16-sized caffemodel",
+        "## Confusion-matrix accumulation",
+    ):
         assert heading in markdown

@@ -14,8 +14,15 @@ import pytest
 from error_catalog import jpeg, tiny_files, voc_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ("porting.convert", "porting.onnx", "prototxt.generate", "reproduce.stage", "reproduce.demo", "eval.table",
-            "bench.__main__")
+COMMANDS = (
+    "porting.convert",
+    "porting.onnx",
+    "prototxt.generate",
+    "reproduce.stage",
+    "reproduce.demo",
+    "eval.table",
+    "bench.__main__",
+)
 #: commands whose parsers follow the convention but whose unwritable-output case is tested with their own inputs
 PARSERS = (*COMMANDS, "eval.segment", "porting.models")
 #: a 1x1 convolution to 21 classes named `score`: the smallest net eval.table accepts
@@ -33,8 +40,11 @@ def parser_of(module: str) -> argparse.ArgumentParser:
 @pytest.mark.parametrize("module", PARSERS)
 def test_every_argument_has_help(module):
     parser = parser_of(module)
-    undocumented = [action.option_strings or [action.dest] for action in parser._actions
-                    if not (action.help and action.help.strip()) or action.help == argparse.SUPPRESS]
+    undocumented = [
+        action.option_strings or [action.dest]
+        for action in parser._actions
+        if not (action.help and action.help.strip()) or action.help == argparse.SUPPRESS
+    ]
     assert not undocumented, f"{module}: arguments without help: {undocumented}"
     assert parser.prog == f"python -m {module.removesuffix('.__main__')}"
 
@@ -59,8 +69,14 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     voc_root = voc_folder(folder / "voc", {"2008_000001": (jpeg(8, 8), np.zeros((8, 8), np.uint8))})
     blocker = folder / "a-file"
     blocker.write_text("outputs cannot go below a plain file")
-    return {"prototxt": prototxt, "caffemodel": caffemodel, "score_prototxt": score_prototxt,
-            "score_caffemodel": score_caffemodel, "voc_root": voc_root, "blocked": blocker / "out"}
+    return {
+        "prototxt": prototxt,
+        "caffemodel": caffemodel,
+        "score_prototxt": score_prototxt,
+        "score_caffemodel": score_caffemodel,
+        "voc_root": voc_root,
+        "blocked": blocker / "out",
+    }
 
 
 def unwritable_argv(module: str, f: dict[str, Path]) -> list[str]:
@@ -71,8 +87,20 @@ def unwritable_argv(module: str, f: dict[str, Path]) -> list[str]:
         "prototxt.generate": ["--out", out, "--classes", "5"],
         "reproduce.stage": ["fcn32s", "--out", out, "--sbd-root", out, "--eval-every", "0", "--device", "cpu"],
         "reproduce.demo": ["--out", out, "--fast", "--device", "cpu"],
-        "eval.table": ["--split", "voc2012val", "--voc-root", f["voc_root"], "--prototxt", f["score_prototxt"],
-                       "--caffemodel", f["score_caffemodel"], "--device", "cpu", "--json", out / "eval.json"],
+        "eval.table": [
+            "--split",
+            "voc2012val",
+            "--voc-root",
+            f["voc_root"],
+            "--prototxt",
+            f["score_prototxt"],
+            "--caffemodel",
+            f["score_caffemodel"],
+            "--device",
+            "cpu",
+            "--json",
+            out / "eval.json",
+        ],
         "bench.__main__": ["--quick", "--out", out],
     }[module]
 
@@ -90,20 +118,47 @@ def test_unwritable_output_is_one_error_line_and_exit_1(module, inputs, capfd):
 
 def test_unwritable_output_in_a_process_prints_no_traceback(inputs):
     argv = unwritable_argv("eval.table", inputs)
-    result = subprocess.run([sys.executable, "-m", "eval.table", *map(str, argv)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "eval.table", *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error:")
 
 
-@pytest.mark.parametrize("module, argv", [
-    ("porting.convert", lambda f, o: ["--prototxt", f["prototxt"], "--caffemodel", f["caffemodel"], "--out", o / "m.pt"]),
-    ("eval.table", lambda f, o: ["--split", "voc2012val", "--voc-root", f["voc_root"], "--prototxt", f["score_prototxt"],
-                                 "--caffemodel", f["score_caffemodel"], "--device", "cpu", "--json", o / "e.json"]),
-])
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        (
+            "porting.convert",
+            lambda f, o: ["--prototxt", f["prototxt"], "--caffemodel", f["caffemodel"], "--out", o / "m.pt"],
+        ),
+        (
+            "eval.table",
+            lambda f, o: [
+                "--split",
+                "voc2012val",
+                "--voc-root",
+                f["voc_root"],
+                "--prototxt",
+                f["score_prototxt"],
+                "--caffemodel",
+                f["score_caffemodel"],
+                "--device",
+                "cpu",
+                "--json",
+                o / "e.json",
+            ],
+        ),
+    ],
+)
 def test_piped_output_has_no_carriage_returns(module, argv, inputs, tmp_path):
-    result = subprocess.run([sys.executable, "-m", module, *map(str, argv(inputs, tmp_path))], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", module, *map(str, argv(inputs, tmp_path))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("wrote "), "what was written is reported on stderr"

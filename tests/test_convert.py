@@ -55,8 +55,20 @@ def test_mismatched_weights_fail_with_one_line(tmp_path, caffe_files):
     other = tmp_path / "other.prototxt"
     other.write_text(prototxt.read_text().replace("num_output: 4", "num_output: 5", 1))
     result = subprocess.run(
-        [sys.executable, "-m", "porting.convert", "--prototxt", str(other), "--caffemodel", str(caffemodel), "--out", str(tmp_path / "x.pt")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "porting.convert",
+            "--prototxt",
+            str(other),
+            "--caffemodel",
+            str(caffemodel),
+            "--out",
+            str(tmp_path / "x.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -66,7 +78,9 @@ def test_mismatched_weights_fail_with_one_line(tmp_path, caffe_files):
 
 
 def test_missing_file_is_one_line(tmp_path, capsys):
-    assert main(["--prototxt", str(tmp_path / "nope.prototxt"), "--caffemodel", "w", "--out", str(tmp_path / "o.pt")]) == 1
+    assert (
+        main(["--prototxt", str(tmp_path / "nope.prototxt"), "--caffemodel", "w", "--out", str(tmp_path / "o.pt")]) == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.prototxt" in err and "\n" not in err
 
@@ -74,9 +88,13 @@ def test_missing_file_is_one_line(tmp_path, capsys):
 def test_layers_without_weights_get_their_fillers(tmp_path, caffe_files, capsys):
     net, prototxt, caffemodel = caffe_files
     extended = tmp_path / "extended.prototxt"
-    extended.write_text(prototxt.read_text() + (
-        'layer { name: "extra" type: "Convolution" bottom: "up" top: "extra" convolution_param { num_output: 2 '
-        'kernel_size: 1 weight_filler { type: "constant" value: 0.5 } bias_filler { type: "constant" value: -1 } } }\n'))
+    extended.write_text(
+        prototxt.read_text()
+        + (
+            'layer { name: "extra" type: "Convolution" bottom: "up" top: "extra" convolution_param { num_output: 2 '
+            'kernel_size: 1 weight_filler { type: "constant" value: 0.5 } bias_filler { type: "constant" value: -1 } } }\n'
+        )
+    )
     out = tmp_path / "model.pt"
     assert main(["--prototxt", str(extended), "--caffemodel", str(caffemodel), "--out", str(out), "--quiet"]) == 0
     assert "no weights for extra" in capsys.readouterr().err

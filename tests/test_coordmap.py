@@ -27,7 +27,9 @@ def _ramp(size: int) -> torch.Tensor:
     return torch.arange(size, dtype=torch.float64).expand(size, size).reshape(1, 1, size, size).clone()
 
 
-@pytest.mark.parametrize("kernel,stride,pad,dilation", [(3, 1, 1, 1), (7, 1, 0, 1), (4, 2, 3, 1), (3, 2, 100, 1), (3, 1, 2, 2), (5, 3, 1, 2)])
+@pytest.mark.parametrize(
+    "kernel,stride,pad,dilation", [(3, 1, 1, 1), (7, 1, 0, 1), (4, 2, 3, 1), (3, 2, 100, 1), (3, 1, 2, 2), (5, 3, 1, 2)]
+)
 def test_convolution_maps_each_output_to_its_window_centre(kernel, stride, pad, dilation):
     data = layers.Input(shape=dict(dim=[1, 1, SIZE, SIZE]))
     conv = layers.Convolution(data, num_output=1, kernel_size=kernel, stride=stride, pad=pad, dilation=dilation)
@@ -99,9 +101,9 @@ def test_crop_layer_from_the_analysis_is_emitted_like_the_authors():
     expected = parse_prototxt(
         'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 50 dim: 50 } } }'
         'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"'
-        '        convolution_param { num_output: 2 kernel_size: 3 pad: 10 } }'
+        "        convolution_param { num_output: 2 kernel_size: 3 pad: 10 } }"
         'layer { name: "cropped" type: "Crop" bottom: "conv" bottom: "data" top: "cropped"'
-        '        crop_param { axis: 2 offset: 9 } }'
+        "        crop_param { axis: 2 offset: 9 } }"
     )
     assert n.to_proto() == expected
 

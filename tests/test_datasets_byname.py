@@ -17,14 +17,16 @@ NAMES = ("background", "aeroplane", "car", "widget")
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    return write_synthetic_folder(tmp_path_factory.mktemp("folder") / "mine", n_train=4, n_val=3, size=(16, 24),
-                                  class_names=NAMES)
+    return write_synthetic_folder(
+        tmp_path_factory.mktemp("folder") / "mine", n_train=4, n_val=3, size=(16, 24), class_names=NAMES
+    )
 
 
 @pytest.fixture(scope="module")
 def ade(tmp_path_factory) -> Path:
-    return write_synthetic_ade20k(tmp_path_factory.mktemp("ade") / "ADEChallengeData2016", n_train=3, n_val=2,
-                                  size=(16, 24))
+    return write_synthetic_ade20k(
+        tmp_path_factory.mktemp("ade") / "ADEChallengeData2016", n_train=3, n_val=2, size=(16, 24)
+    )
 
 
 def test_folder_reads_classes_splits_and_both_label_modes(folder):
@@ -45,14 +47,24 @@ def test_folder_reads_classes_splits_and_both_label_modes(folder):
         expected = (rgb[:, :, ::-1] - np.asarray(MEAN_BGR)).transpose(2, 0, 1).astype(np.float32)
         np.testing.assert_array_equal(sample.image.numpy(), expected)
     assert modes == {"P", "L"}
-    assert set(np.unique(np.concatenate([train[i].label.numpy().ravel() for i in range(len(train))]))) <= {0, 1, 2, 3, 255}
+    assert set(np.unique(np.concatenate([train[i].label.numpy().ravel() for i in range(len(train))]))) <= {
+        0,
+        1,
+        2,
+        3,
+        255,
+    }
 
 
 def test_dataset_mean_is_applied(folder):
-    plain, zero = parse_dataset(f"folder:{folder}").open("val"), parse_dataset(f"folder:{folder}").open("val", (0, 0, 0))
+    plain, zero = (
+        parse_dataset(f"folder:{folder}").open("val"),
+        parse_dataset(f"folder:{folder}").open("val", (0, 0, 0)),
+    )
     difference = zero[0].image.numpy() - plain[0].image.numpy()
-    np.testing.assert_allclose(difference, np.broadcast_to(np.asarray(MEAN_BGR, np.float32)[:, None, None],
-                                                           difference.shape), rtol=1e-6)
+    np.testing.assert_allclose(
+        difference, np.broadcast_to(np.asarray(MEAN_BGR, np.float32)[:, None, None], difference.shape), rtol=1e-6
+    )
 
 
 def test_ade20k_maps_other_to_ignore_and_shifts_classes(ade):
@@ -159,8 +171,9 @@ def test_bad_layouts_on_the_command_lines_give_one_error_line(folder, tmp_path, 
     weights.write_bytes(b"")
     for run in (
         lambda: table(["--dataset", f"folder:{root}", "--prototxt", str(weights), "--caffemodel", str(weights)]),
-        lambda: stage(["fcn32s", "--dataset", f"folder:{root}", "--base-weights", str(weights), "--out",
-                       str(tmp_path / "runs")]),
+        lambda: stage(
+            ["fcn32s", "--dataset", f"folder:{root}", "--base-weights", str(weights), "--out", str(tmp_path / "runs")]
+        ),
     ):
         assert run() != 0
         err = capsys.readouterr().err

@@ -114,10 +114,29 @@ def test_scores_every_kind_of_net_source_with_exact_metrics(voc, tmp_path, capsy
     porting.save_checkpoint(porting.load(prototxt, weights), tmp_path / "converted.pt")
 
     out_json, predictions = tmp_path / "out" / "eval.json", tmp_path / "pred"
-    argv = ["--split", "voc2011seg11valid", "--voc-root", str(voc_root), "--sbd-root", str(sbd_root),
-            "--runs", str(runs), "--checkpoint", str(tmp_path / "converted.pt"),
-            "--prototxt", str(prototxt), "--caffemodel", str(weights),
-            "--json", str(out_json), "--predictions", str(predictions), "--panels", "--device", "cpu"]
+    argv = [
+        "--split",
+        "voc2011seg11valid",
+        "--voc-root",
+        str(voc_root),
+        "--sbd-root",
+        str(sbd_root),
+        "--runs",
+        str(runs),
+        "--checkpoint",
+        str(tmp_path / "converted.pt"),
+        "--prototxt",
+        str(prototxt),
+        "--caffemodel",
+        str(weights),
+        "--json",
+        str(out_json),
+        "--predictions",
+        str(predictions),
+        "--panels",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
 
@@ -147,8 +166,9 @@ def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
     prototxt, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
     write_net(prototxt, weights)
     missing = tmp_path / "nowhere"
-    code = main(["--split", "voc2012val", "--voc-root", str(missing), "--prototxt", str(prototxt),
-                 "--caffemodel", str(weights)])
+    code = main(
+        ["--split", "voc2012val", "--voc-root", str(missing), "--prototxt", str(prototxt), "--caffemodel", str(weights)]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert str(missing) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

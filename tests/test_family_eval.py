@@ -59,8 +59,23 @@ def test_siftflow_scores_each_head_on_its_labels(tmp_path: Path, capsys) -> None
     root = write_siftflow(tmp_path / "data", n_trainval=1, n_test=6, size=(36, 48))
     prototxt, caffemodel = _write_net(tmp_path, "siftflow-fcn16s", "siftflow-fcn16s-random")
     out = tmp_path / "scores.json"
-    code = table.main(["--split", "siftflow-test", "--siftflow-root", str(root), "--prototxt", str(prototxt),
-                       "--caffemodel", str(caffemodel), "--json", str(out), "--device", "cpu", "--quiet"])
+    code = table.main(
+        [
+            "--split",
+            "siftflow-test",
+            "--siftflow-root",
+            str(root),
+            "--prototxt",
+            str(prototxt),
+            "--caffemodel",
+            str(caffemodel),
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     entry = json.loads(out.read_text())["siftflow-fcn16s-random"]
@@ -93,24 +108,53 @@ def test_siftflow_scores_each_head_on_its_labels(tmp_path: Path, capsys) -> None
 
 def test_siftflow_published_rows_on_the_real_test_set() -> None:
     metrics = {"pixel_acc": 0.85, "mean_acc": 0.5, "mean_iu": 0.4, "fw_iu": 0.75, "n_images": 200}
-    rows, notes = table.table_rows("siftflow-test", {"siftflow-fcn16s-heavy": {
-        "score_sem": {**metrics, "mean_iu_all_classes": 0.38, "convention": "present classes"},
-        "score_geo": {**metrics, "pixel_acc": 0.94}}})
+    rows, notes = table.table_rows(
+        "siftflow-test",
+        {
+            "siftflow-fcn16s-heavy": {
+                "score_sem": {**metrics, "mean_iu_all_classes": 0.38, "convention": "present classes"},
+                "score_geo": {**metrics, "pixel_acc": 0.94},
+            }
+        },
+    )
     published = {tuple(row[:2]): row[2:] for row in rows}
-    assert published[("", "CVPR15 T5 (siftflow-fcn16s sem)")] == ["85.2 (-0.20)", "51.7 (-1.70)", "39.5 (+0.50)",
-                                                                  "76.1 (-1.10)"]
+    assert published[("", "CVPR15 T5 (siftflow-fcn16s sem)")] == [
+        "85.2 (-0.20)",
+        "51.7 (-1.70)",
+        "39.5 (+0.50)",
+        "76.1 (-1.10)",
+    ]
     assert published[("", "CVPR15 T5 (siftflow-fcn16s geo)")][0] == "94.3 (-0.30)"
     assert any("present classes: 38.00" in note for note in notes)
 
 
-@pytest.mark.parametrize("net,stem", [("nyud-fcn32s-hha", "nyud-fcn32s-hha-heavy"),
-                                      ("nyud-fcn32s-color-hha", "color-hha-random")])
+@pytest.mark.parametrize(
+    "net,stem", [("nyud-fcn32s-hha", "nyud-fcn32s-hha-heavy"), ("nyud-fcn32s-color-hha", "color-hha-random")]
+)
 def test_nyud_nets_read_their_inputs(tmp_path: Path, capsys, net: str, stem: str) -> None:
     root = write_nyud(tmp_path / "data", n_train=1, n_val=1, n_test=3, size=(36, 44))
     prototxt, caffemodel = _write_net(tmp_path, net, stem)
     out = tmp_path / "scores.json"
-    assert table.main(["--split", "nyud-test", "--nyud-root", str(root), "--prototxt", str(prototxt),
-                       "--caffemodel", str(caffemodel), "--json", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        table.main(
+            [
+                "--split",
+                "nyud-test",
+                "--nyud-root",
+                str(root),
+                "--prototxt",
+                str(prototxt),
+                "--caffemodel",
+                str(caffemodel),
+                "--json",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     entry = json.loads(out.read_text())[stem]
     model = porting.load(str(prototxt), str(caffemodel))
     hist = np.zeros((40, 40), np.int64)
@@ -125,15 +169,33 @@ def test_nyud_nets_read_their_inputs(tmp_path: Path, capsys, net: str, stem: str
         hist += _hist(pred, np.where(label == 0, 255, label - 1), 40)
     mean_acc, mean_iu = _means(hist, present_only=False)
     assert entry["n_images"] == 3
-    assert entry["mean_acc"] == pytest.approx(mean_acc, rel=1e-5) and entry["mean_iu"] == pytest.approx(mean_iu, rel=1e-5)
+    assert entry["mean_acc"] == pytest.approx(mean_acc, rel=1e-5) and entry["mean_iu"] == pytest.approx(
+        mean_iu, rel=1e-5
+    )
     assert "nyud-test: 3 images" in capsys.readouterr().out
 
 
 def test_nyud_net_of_unknown_inputs_is_refused(tmp_path: Path, capsys) -> None:
     root = write_nyud(tmp_path / "data", n_train=1, n_val=1, n_test=1)
     prototxt, caffemodel = _write_net(tmp_path, "nyud-fcn32s-color", "mystery")
-    assert table.main(["--split", "nyud-test", "--nyud-root", str(root), "--prototxt", str(prototxt),
-                       "--caffemodel", str(caffemodel), "--device", "cpu", "--quiet"]) == 1
+    assert (
+        table.main(
+            [
+                "--split",
+                "nyud-test",
+                "--nyud-root",
+                str(root),
+                "--prototxt",
+                str(prototxt),
+                "--caffemodel",
+                str(caffemodel),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "cannot tell which NYUDv2 inputs the net reads (its inputs: data)" in capsys.readouterr().err
     assert table.main(["--split", "nyud-test", "--prototxt", str(prototxt), "--caffemodel", str(caffemodel)]) == 1
     assert "split 'nyud-test' needs --nyud-root" in capsys.readouterr().err
@@ -146,9 +208,26 @@ def test_pascalcontext_val_scores_60_classes(tmp_path: Path, capsys) -> None:
     _write_net(runs, "pascalcontext-fcn8s", "deploy")
     (runs / "deploy.caffemodel").rename(runs / "final.caffemodel")
     out = tmp_path / "scores.json"
-    assert table.main(["--split", "pascalcontext-val", "--voc-root", str(paths.voc_root), "--pascalcontext-root",
-                       str(paths.context_root), "--runs", str(tmp_path / "runs"), "--json", str(out),
-                       "--device", "cpu", "--quiet"]) == 0
+    assert (
+        table.main(
+            [
+                "--split",
+                "pascalcontext-val",
+                "--voc-root",
+                str(paths.voc_root),
+                "--pascalcontext-root",
+                str(paths.context_root),
+                "--runs",
+                str(tmp_path / "runs"),
+                "--json",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     entry = json.loads(out.read_text())["pascalcontext-fcn8s"]
     assert len(entry["per_class_iu"]) == 60 and entry["n_images"] == 2
     assert "pascalcontext-fcn8s" in PUBLISHED["pascalcontext-val"]

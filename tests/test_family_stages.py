@@ -29,12 +29,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("families")
     voc = write_synthetic(root / "voc", n_train=4, n_val=3, size=(32, 40))
     train = SBDSegmentation(voc.sbd_root, "train")
-    vgg16 = train_base_net([train[i] for i in range(len(train))], root / "vgg16.caffemodel", width=WIDTH, steps=1,
-                           batch_size=2)
+    vgg16 = train_base_net(
+        [train[i] for i in range(len(train))], root / "vgg16.caffemodel", width=WIDTH, steps=1, batch_size=2
+    )
     context = write_pascalcontext(root / "context", n_train=3, n_val=2, size=(32, 44))
     return {
-        "root": root, "vgg16": vgg16, "sbd": voc.sbd_root,
-        "voc": voc.voc_root, "context_voc": context.voc_root, "context": context.context_root,
+        "root": root,
+        "vgg16": vgg16,
+        "sbd": voc.sbd_root,
+        "voc": voc.voc_root,
+        "context_voc": context.voc_root,
+        "context": context.context_root,
         "nyud": write_nyud(root / "nyud", n_train=2, n_val=1, n_test=2, size=(32, 44)),
         "siftflow": write_siftflow(root / "siftflow", n_trainval=3, n_test=2, size=(32, 44)),
     }
@@ -67,8 +72,23 @@ def _log(runs: Path, net: str) -> list[dict]:
 
 def test_fcn_alexnet_from_caffenet(tmp_path: Path, capsys: pytest.CaptureFixture, data, caffenet) -> None:
     runs = tmp_path / "runs"
-    out = _run(capsys, runs, "voc-fcn-alexnet", "--sbd-root", str(data["sbd"]), "--voc-root", str(data["voc"]),
-               "--base-weights", str(caffenet), "--max-iter", "1", "--images-per-update", "2", "--eval-every", "1")
+    out = _run(
+        capsys,
+        runs,
+        "voc-fcn-alexnet",
+        "--sbd-root",
+        str(data["sbd"]),
+        "--voc-root",
+        str(data["voc"]),
+        "--base-weights",
+        str(caffenet),
+        "--max-iter",
+        "1",
+        "--images-per-update",
+        "2",
+        "--eval-every",
+        "1",
+    )
     solver = porting.read_solver(runs / "voc-fcn-alexnet" / "solver.prototxt")
     assert (solver.momentum, solver.iter_size, solver.base_lr) == (pytest.approx(0.9), 2, pytest.approx(1e-4))
     train = porting.read_prototxt(runs / "voc-fcn-alexnet" / "train.prototxt")
@@ -84,8 +104,10 @@ def test_pascalcontext_32s_then_16s(tmp_path: Path, capsys: pytest.CaptureFixtur
     _run(capsys, runs, "pascalcontext-fcn32s", *roots, "--base-weights", str(data["vgg16"]))
     out = _run(capsys, runs, "pascalcontext-fcn16s", *roots)
     assert str(runs / "pascalcontext-fcn32s" / "final.caffemodel") in out
-    first, second = (porting.read_caffemodel(runs / net / "final.caffemodel")
-                     for net in ("pascalcontext-fcn32s", "pascalcontext-fcn16s"))
+    first, second = (
+        porting.read_caffemodel(runs / net / "final.caffemodel")
+        for net in ("pascalcontext-fcn32s", "pascalcontext-fcn16s")
+    )
     assert first["score_fr"][0].shape[0] == 60 and "score_pool4" in second
     records = [record for record in _log(runs, "pascalcontext-fcn16s") if "mean_iu" in record]
     assert records and 0 <= records[-1]["pixel_acc"] <= 1
@@ -111,8 +133,19 @@ def test_nyud_single_modalities_early_and_late_fusion(tmp_path: Path, capsys: py
 
 def test_nyud_early_fusion_starts_from_vgg16_conv1_1(tmp_path: Path, capsys: pytest.CaptureFixture, data) -> None:
     runs = tmp_path / "runs"
-    _run(capsys, runs, "nyud-fcn32s-color-d", "--nyud-root", str(data["nyud"]), "--base-weights", str(data["vgg16"]),
-         "--max-iter", "0", "--eval-every", "0")
+    _run(
+        capsys,
+        runs,
+        "nyud-fcn32s-color-d",
+        "--nyud-root",
+        str(data["nyud"]),
+        "--base-weights",
+        str(data["vgg16"]),
+        "--max-iter",
+        "0",
+        "--eval-every",
+        "0",
+    )
     conv = porting.read_caffemodel(runs / "nyud-fcn32s-color-d" / "final.caffemodel")["conv1_1_bgrd"]
     weight, bias = porting.read_caffemodel(data["vgg16"])["conv1_1"]
     np.testing.assert_array_equal(conv[0][:, :3], weight)
@@ -141,8 +174,12 @@ def test_family_errors_name_the_missing_flag(tmp_path: Path, capsys: pytest.Capt
     assert "python -m reproduce.stage siftflow-fcn32s" in err
     assert stage.main(["nyud-fcn32s-color-hha", "--out", str(tmp_path), "--nyud-root", str(data["nyud"])]) == 1
     assert "nyud-fcn32s-color/final.caffemodel" in capsys.readouterr().err
-    assert stage.main(["voc-fcn-alexnet", "--out", str(tmp_path), "--sbd-root", str(data["sbd"]),
-                       "--voc-root", str(data["voc"])]) == 1
+    assert (
+        stage.main(
+            ["voc-fcn-alexnet", "--out", str(tmp_path), "--sbd-root", str(data["sbd"]), "--voc-root", str(data["voc"])]
+        )
+        == 1
+    )
     assert "bvlc_reference_caffenet" in capsys.readouterr().err
     assert stage.main(["pascalcontext-fcn32s", "--out", str(tmp_path), "--preset", "cvpr"]) == 1
     assert "the cvpr preset has no pascalcontext-fcn32s" in capsys.readouterr().err

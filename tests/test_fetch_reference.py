@@ -50,7 +50,10 @@ def test_pins_are_the_commits_the_reference_readme_names(reference_dir: Path):
 
 def test_upstream_paths_follow_the_documented_layout():
     assert upstream("fcn-berkeleyvision/voc-fcn8s/deploy.prototxt") == (AUTHORS, "voc-fcn8s/deploy.prototxt")
-    assert upstream("fcn-berkeleyvision-extra/nyud-fcn32s-hha/test.prototxt") == (AUTHORS, "nyud-fcn32s-hha/test.prototxt")
+    assert upstream("fcn-berkeleyvision-extra/nyud-fcn32s-hha/test.prototxt") == (
+        AUTHORS,
+        "nyud-fcn32s-hha/test.prototxt",
+    )
     assert upstream("fcn-berkeleyvision-extra/data/pascal-README.md") == (AUTHORS, "data/pascal/README.md")
     assert upstream("caffe-models/bvlc_alexnet/deploy.prototxt") == (CAFFE, "models/bvlc_alexnet/deploy.prototxt")
     assert url_of("fcn-berkeleyvision/demo/image.jpg") == (
@@ -125,7 +128,10 @@ def test_cli_fills_a_directory_from_a_mirror(reference_dir: Path, tmp_path: Path
 
 
 def test_cli_reports_a_failure_in_one_line(tmp_path: Path, capsys):
-    assert fetch_reference.main(["--dest", str(tmp_path / "out"), "--base-url", (tmp_path / "none").as_uri() + "/{path}"]) == 1
+    assert (
+        fetch_reference.main(["--dest", str(tmp_path / "out"), "--base-url", (tmp_path / "none").as_uri() + "/{path}"])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot download" in err and "Traceback" not in err
 
@@ -180,4 +186,6 @@ def test_reference_dir_from_the_environment_or_the_fetch_cache(reference_dir: Pa
 def test_a_reference_dir_that_does_not_exist_is_a_usage_error(tmp_path: Path):
     result = run_clone(tmp_path, FCN_REFERENCE_DIR=str(tmp_path / "missing"))
     assert result.returncode != 0
-    assert "FCN_REFERENCE_DIR" in result.stdout + result.stderr and "is not a directory" in result.stdout + result.stderr
+    assert (
+        "FCN_REFERENCE_DIR" in result.stdout + result.stderr and "is not a directory" in result.stdout + result.stderr
+    )

@@ -73,7 +73,12 @@ def test_cast_net_matches_opencv_on_the_written_files(tmp_path, reference_dir, n
     out = tmp_path / "fcn"
     argv = ["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out)]
     assert cli(argv + [arg for layer in drop for arg in ("--drop", layer)]) == 0
-    assert {path.name for path in out.iterdir()} == {"deploy.prototxt", "train.prototxt", "val.prototxt", "init.caffemodel"}
+    assert {path.name for path in out.iterdir()} == {
+        "deploy.prototxt",
+        "train.prototxt",
+        "val.prototxt",
+        "init.caffemodel",
+    }
     deploy, init = out / "deploy.prototxt", out / "init.caffemodel"
     fcn_net = load(str(deploy), str(init))
     blobs = fcn_net.blobs_numpy()
@@ -85,7 +90,10 @@ def test_cast_net_matches_opencv_on_the_written_files(tmp_path, reference_dir, n
         x = rng.standard_normal((1, 3, *size), dtype=np.float32) * np.float32(60)
         assert_layers_match_opencv(fcn_net, deploy, init, x, f"{name} init {size}")
     scored = tmp_path / "scored.caffemodel"
-    score_blobs = {**blobs, "score_fr": [rng.standard_normal(b.shape, dtype=np.float32) * 0.05 for b in blobs["score_fr"]]}
+    score_blobs = {
+        **blobs,
+        "score_fr": [rng.standard_normal(b.shape, dtype=np.float32) * 0.05 for b in blobs["score_fr"]],
+    }
     write_caffemodel((fcn_net.net_param, score_blobs), scored)
     fcn_net.load_blobs(score_blobs)
     x = rng.standard_normal((1, 3, 59, 83), dtype=np.float32) * np.float32(60)
@@ -101,7 +109,10 @@ def test_full_width_googlenet_matches_opencv(tmp_path, reference_dir):
     deploy, init = tmp_path / "deploy.prototxt", tmp_path / "init.caffemodel"
     deploy.write_text(to_text(result.nets["deploy"]))
     rng = np.random.default_rng(2)
-    blobs = {**result.blobs, "score_fr": [rng.standard_normal(b.shape, dtype=np.float32) * 0.05 for b in result.blobs["score_fr"]]}
+    blobs = {
+        **result.blobs,
+        "score_fr": [rng.standard_normal(b.shape, dtype=np.float32) * 0.05 for b in result.blobs["score_fr"]],
+    }
     write_caffemodel((result.nets["deploy"], blobs), init)
     x = rng.standard_normal((1, 3, 67, 53), dtype=np.float32) * np.float32(60)
     assert_layers_match_opencv(load(str(deploy), str(init)), deploy, init, x, "googlenet full width (67, 53)")
@@ -139,7 +150,13 @@ def _without_defaults(message):
         if field.message_type is not None:
             for item in value if field.is_repeated else [value]:
                 _without_defaults(item)
-        elif not field.is_repeated and value == field.default_value or field.is_repeated and field.name in ("pad", "stride", "dilation") and list(value) == [int(field.name != "pad")]:
+        elif (
+            not field.is_repeated
+            and value == field.default_value
+            or field.is_repeated
+            and field.name in ("pad", "stride", "dilation")
+            and list(value) == [int(field.name != "pad")]
+        ):
             message.ClearField(field.name)
     return message
 
@@ -151,7 +168,9 @@ def test_cast_caffenet_is_the_authors_voc_fcn_alexnet(reference_dir, split):
     nets, head = fcn32s_nets(cast_classifier(zoo_net(reference_dir, "caffenet")))
     ours = _without_defaults(nets[split])
     ours.ClearField("name")
-    theirs = _without_defaults(read_prototxt(reference_dir / "fcn-berkeleyvision-extra" / "voc-fcn-alexnet" / f"{split}.prototxt"))
+    theirs = _without_defaults(
+        read_prototxt(reference_dir / "fcn-berkeleyvision-extra" / "voc-fcn-alexnet" / f"{split}.prototxt")
+    )
     assert text_format.MessageToString(ours) == text_format.MessageToString(theirs)
     assert (head.stride, head.kernel, head.offset) == (32, 63, 18)
 
@@ -184,10 +203,16 @@ def test_measures_equal_table1(request, backbone):
         net = fcn32s_nets(cast_classifier(zoo_net(reference_dir, backbone)), splits=["deploy"])[0]["deploy"]
     row = TABLE1["alexnet" if backbone == "caffenet" else backbone]
     measured = measure(net)
-    assert (measured.conv_layers, _rounded_millions(measured.parameters), measured.receptive_field,
-            measured.max_stride) == (row.conv_layers, row.parameters_m, row.receptive_field, row.max_stride)
+    assert (
+        measured.conv_layers,
+        _rounded_millions(measured.parameters),
+        measured.receptive_field,
+        measured.max_stride,
+    ) == (row.conv_layers, row.parameters_m, row.receptive_field, row.max_stride)
     if backbone == "googlenet":
-        dropped = fcn32s_nets(cast_classifier(zoo_net(reference_dir, backbone), drop=["pool5/7x7_s1"]), splits=["deploy"])[0]
+        dropped = fcn32s_nets(
+            cast_classifier(zoo_net(reference_dir, backbone), drop=["pool5/7x7_s1"]), splits=["deploy"]
+        )[0]
         assert measure(dropped["deploy"]).receptive_field == row.receptive_field - 6 * 32
 
 
@@ -209,18 +234,40 @@ layer {{ name: "fc8" type: "InnerProduct" bottom: "{last}" top: "fc8" inner_prod
     "text, says",
     [
         (NO_CLASSIFIER, "no spatial-to-dense boundary to cast: the net has no InnerProduct"),
-        (IN_THE_WAY.format(middle='layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }', bottom="flat",
-                           after="", last="fc6"),
-         "layer 'flat': type 'Flatten' is not supported"),
-        (IN_THE_WAY.format(middle='layer { name: "gp" type: "Pooling" bottom: "conv" top: "gp" '
-                                  'pooling_param { pool: AVE global_pooling: true } }', bottom="gp", after="", last="fc6"),
-         "layer 'gp': global pooling collapses any input to 1x1"),
-        (IN_THE_WAY.format(middle="", bottom="conv", last="norm",
-                           after='layer { name: "norm" type: "Softmax" bottom: "fc6" top: "norm" }'),
-         "layer 'norm': a Softmax layer reads 'fc6', the output of a cast fully connected layer"),
-        (IN_THE_WAY.format(middle="", bottom="conv", last="fc6", after="")
-         .replace('top: "data" input_param', 'top: "data" top: "label" input_param'),
-         "needs its deploy form: exactly one Input layer with one top"),
+        (
+            IN_THE_WAY.format(
+                middle='layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }',
+                bottom="flat",
+                after="",
+                last="fc6",
+            ),
+            "layer 'flat': type 'Flatten' is not supported",
+        ),
+        (
+            IN_THE_WAY.format(
+                middle='layer { name: "gp" type: "Pooling" bottom: "conv" top: "gp" '
+                "pooling_param { pool: AVE global_pooling: true } }",
+                bottom="gp",
+                after="",
+                last="fc6",
+            ),
+            "layer 'gp': global pooling collapses any input to 1x1",
+        ),
+        (
+            IN_THE_WAY.format(
+                middle="",
+                bottom="conv",
+                last="norm",
+                after='layer { name: "norm" type: "Softmax" bottom: "fc6" top: "norm" }',
+            ),
+            "layer 'norm': a Softmax layer reads 'fc6', the output of a cast fully connected layer",
+        ),
+        (
+            IN_THE_WAY.format(middle="", bottom="conv", last="fc6", after="").replace(
+                'top: "data" input_param', 'top: "data" top: "label" input_param'
+            ),
+            "needs its deploy form: exactly one Input layer with one top",
+        ),
     ],
 )
 def test_clear_errors(text, says):
@@ -237,8 +284,10 @@ def test_cli_errors_name_the_problem(tmp_path, reference_dir, capsys):
     base = ["--prototxt", str(prototxt), "--out", out]
     cases = [
         (base + ["--caffemodel", str(caffemodel), "--drop", "fc9"], "--drop fc9: no such layer"),
-        (base + ["--caffemodel", str(caffemodel), "--pad", "0"],
-         "no crop can align it; pad the first convolution by at least 82 (--pad)"),
+        (
+            base + ["--caffemodel", str(caffemodel), "--pad", "0"],
+            "no crop can align it; pad the first convolution by at least 82 (--pad)",
+        ),
         (base + ["--caffemodel", str(other)], "the weights do not fit the classifier: conv1.0"),
     ]
     for argv, says in cases:

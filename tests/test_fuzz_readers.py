@@ -58,11 +58,44 @@ layers { name: "prob" type: SOFTMAX bottom: "fc" top: "prob" }
 
 #: tokens that tend to make text structurally wrong rather than merely unparsable
 TEXT_TOKENS = [
-    "{", "}", ":", '"', "\n", "#", "\\", "'", "\x00", "é", "-", "nan", "inf", "1e999", "0x7fffffff",
-    "layer {", "layers {", 'bottom: "data"', 'top: "data"', 'bottom: "score"', 'top: "conv1"',
-    'type: "Python"', 'type: "Crop"', "type: CONVOLUTION", "num_output: 99999999", "num_output: 0",
-    "kernel_size: 0", "stride: 0", "group: 3", "dim: -1", "dim: 0", "dim: 2147483647", "input_dim: 1",
-    'input: "data"', "include { phase: TRAIN }", "exclude { phase: TEST }", "axis: -9", "offset: 99",
+    "{",
+    "}",
+    ":",
+    '"',
+    "\n",
+    "#",
+    "\\",
+    "'",
+    "\x00",
+    "é",
+    "-",
+    "nan",
+    "inf",
+    "1e999",
+    "0x7fffffff",
+    "layer {",
+    "layers {",
+    'bottom: "data"',
+    'top: "data"',
+    'bottom: "score"',
+    'top: "conv1"',
+    'type: "Python"',
+    'type: "Crop"',
+    "type: CONVOLUTION",
+    "num_output: 99999999",
+    "num_output: 0",
+    "kernel_size: 0",
+    "stride: 0",
+    "group: 3",
+    "dim: -1",
+    "dim: 0",
+    "dim: 2147483647",
+    "input_dim: 1",
+    'input: "data"',
+    "include { phase: TRAIN }",
+    "exclude { phase: TEST }",
+    "axis: -9",
+    "offset: 99",
     'python_param { module: "os" layer: "system" param_str: "__import__(\'os\')" }',
 ]
 NUMBERS = st.one_of(
@@ -215,14 +248,25 @@ def caffemodels(tmp_path_factory) -> dict[str, bytes]:
 
 
 #: edit kinds, weighted towards the ones that keep the text parsable and break the net instead
-TEXT_EDITS = ["number"] * 3 + ["rename"] * 3 + ["field"] * 3 + ["drop_layer", "swap_layers", "duplicate_layer"] * 2 + [
-    "truncate", "delete", "insert"]
+TEXT_EDITS = (
+    ["number"] * 3
+    + ["rename"] * 3
+    + ["field"] * 3
+    + ["drop_layer", "swap_layers", "duplicate_layer"] * 2
+    + ["truncate", "delete", "insert"]
+)
 
 
 @st.composite
 def text_edit(draw, names: list[str]):
-    return (draw(st.sampled_from(TEXT_EDITS)), draw(st.integers(0, 10**6)), draw(st.integers(1, 40)),
-            draw(st.one_of(st.sampled_from(TEXT_TOKENS), st.text(max_size=6))), draw(NUMBERS), draw(st.sampled_from(names)))
+    return (
+        draw(st.sampled_from(TEXT_EDITS)),
+        draw(st.integers(0, 10**6)),
+        draw(st.integers(1, 40)),
+        draw(st.one_of(st.sampled_from(TEXT_TOKENS), st.text(max_size=6))),
+        draw(NUMBERS),
+        draw(st.sampled_from(names)),
+    )
 
 
 def _replace_match(text: str, pattern: str, position: int, new: str) -> str:
@@ -266,9 +310,13 @@ def mutate_text(text: str, edits) -> str:
 @st.composite
 def byte_edit(draw):
     kind = draw(st.sampled_from(["truncate", "flip", "set", "insert", "delete", "varint"]))
-    return (kind, draw(st.integers(0, 10**7)), draw(st.integers(0, 7)),
-            draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255)),
-            draw(st.binary(min_size=1, max_size=12)))
+    return (
+        kind,
+        draw(st.integers(0, 10**7)),
+        draw(st.integers(0, 7)),
+        draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFF]) | st.integers(0, 255)),
+        draw(st.binary(min_size=1, max_size=12)),
+    )
 
 
 def mutate_bytes(data: bytes, edits) -> bytes:
@@ -292,8 +340,12 @@ def mutate_bytes(data: bytes, edits) -> bytes:
 
 
 NET_NAMES = ["data", "conv1", "pool1", "score", "upscore", "out", "fc", "label", "loss", "score_fr", "fc7", ""]
-REFERENCE_NETS = ["voc-fcn8s/deploy.prototxt", "voc-fcn8s/train.prototxt", "voc-fcn32s/val.prototxt",
-                  "voc-fcn8s-atonce/train.prototxt"]
+REFERENCE_NETS = [
+    "voc-fcn8s/deploy.prototxt",
+    "voc-fcn8s/train.prototxt",
+    "voc-fcn32s/val.prototxt",
+    "voc-fcn8s-atonce/train.prototxt",
+]
 
 
 # ---------------------------------------------------------------- properties

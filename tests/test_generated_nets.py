@@ -73,7 +73,9 @@ def _path_only(difference: str, ours: caffe_pb2.NetParameter, theirs: caffe_pb2.
 
 
 #: net -> its folder inside the reference root (fcn-berkeleyvision/ or fcn-berkeleyvision-extra/)
-REFERENCE_DIRS = {path.parent.name: path.parent for path in map(PurePosixPath, listed("fcn-berkeleyvision*/*/solver.prototxt"))}
+REFERENCE_DIRS = {
+    path.parent.name: path.parent for path in map(PurePosixPath, listed("fcn-berkeleyvision*/*/solver.prototxt"))
+}
 REFERENCE_NETS = sorted(
     (path.parent.name, path.stem)
     for path in map(PurePosixPath, listed("fcn-berkeleyvision*/*/*.prototxt"))
@@ -237,7 +239,10 @@ def test_training_nets_with_several_inputs_or_labels_run_to_their_losses(net, lo
     shapes = {top: (1, channels.get(top, 1), *size) for top in data_tops}
     model = CaffeNet(train, phase="TRAIN", input_shapes=shapes)
     assert model.inputs == data_tops
-    feed = {top: torch.randn(shape) if top in channels else torch.randint(0, 3, shape).float() for top, shape in shapes.items()}
+    feed = {
+        top: torch.randn(shape) if top in channels else torch.randint(0, 3, shape).float()
+        for top, shape in shapes.items()
+    }
     out = model(**feed)
     assert sorted(name for name in out if name.startswith("loss")) == losses
     assert all(torch.isfinite(out[name]).all() for name in losses)
@@ -251,4 +256,10 @@ def test_alexnet_and_vgg_crop_offsets_come_from_the_coordinate_maps():
     # hand-computed: AlexNet's input-side offset 32*0 + 13 (conv1..fc6) and its upsampling's -31 give 18; VGG16's 19
     assert offsets == {"voc-fcn-alexnet": [18], "voc-fcn32s": [19]}
     narrow = nets.build("voc-fcn-alexnet", "deploy", width=1 / 16)
-    assert [layer.convolution_param.num_output for layer in narrow.layer if layer.type == "Convolution"][:5] == [6, 16, 24, 24, 16]
+    assert [layer.convolution_param.num_output for layer in narrow.layer if layer.type == "Convolution"][:5] == [
+        6,
+        16,
+        24,
+        24,
+        16,
+    ]

@@ -33,7 +33,9 @@ from reproduce.train import TrainConfig, Trainer
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the gpu tier: python -m pytest -m gpu)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA device (the gpu tier: python -m pytest -m gpu)"
+    ),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,18 +90,22 @@ def _samples():
 
 def train_one_update(device: torch.device, out_dir: Path) -> CaffeNet:
     """The tiny FCN-8s (width 1/8, seeded weights) after one update of 2 accumulated images on `device`."""
-    net = randomize(CaffeNet(fcn.build("voc-fcn8s", "train", width=TRAIN_WIDTH), phase="TRAIN"), seed=4,
-                    bilinear_deconv=True).to(device)
-    solver = CaffeSGD(net.param_specs(), SolverConfig(base_lr=1e-6, lr_policy="fixed", momentum=0.9,
-                                                      weight_decay=5e-4, iter_size=IMAGES_PER_UPDATE))
+    net = randomize(
+        CaffeNet(fcn.build("voc-fcn8s", "train", width=TRAIN_WIDTH), phase="TRAIN"), seed=4, bilinear_deconv=True
+    ).to(device)
+    solver = CaffeSGD(
+        net.param_specs(),
+        SolverConfig(base_lr=1e-6, lr_policy="fixed", momentum=0.9, weight_decay=5e-4, iter_size=IMAGES_PER_UPDATE),
+    )
     config = TrainConfig(images_per_update=IMAGES_PER_UPDATE, max_iter=1, display=1, out_dir=out_dir)
     Trainer(net, solver, _samples(), config).run()
     return net
 
 
 def _initial() -> dict[str, torch.Tensor]:
-    net = randomize(CaffeNet(fcn.build("voc-fcn8s", "train", width=TRAIN_WIDTH), phase="TRAIN"), seed=4,
-                    bilinear_deconv=True)
+    net = randomize(
+        CaffeNet(fcn.build("voc-fcn8s", "train", width=TRAIN_WIDTH), phase="TRAIN"), seed=4, bilinear_deconv=True
+    )
     return net.state_dict()
 
 
@@ -126,9 +132,20 @@ def test_one_training_update_on_cuda_equals_cpu(tmp_path):
 
 def test_torchrun_two_processes_equal_one(tmp_path):
     backend = "nccl" if torch.cuda.device_count() >= 2 else "gloo"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "tests" / "gpu_train_worker.py"), str(tmp_path), backend]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "tests" / "gpu_train_worker.py"),
+        str(tmp_path),
+        backend,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
     assert result.returncode == 0, f"torchrun ({backend}) failed:\n{result.stderr[-4000:]}"
     ranks = torch.load(tmp_path / "weights.pt", weights_only=True)

@@ -43,7 +43,9 @@ SIZES = [(37, 53), (101, 77), (64, 64)]
 ROOT = Path(__file__).resolve().parents[1]
 #: convolution kernel per `onednn` setting; the private one only where this torch has it
 KERNELS = [
-    pytest.param(True, PackedConvolution, marks=pytest.mark.skipif(not onednn_kernels_available(), reason="no oneDNN kernels")),
+    pytest.param(
+        True, PackedConvolution, marks=pytest.mark.skipif(not onednn_kernels_available(), reason="no oneDNN kernels")
+    ),
     pytest.param(False, ChannelsLastConvolution),
 ]
 

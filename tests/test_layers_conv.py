@@ -20,7 +20,12 @@ CONVOLUTIONS = {
 
 
 # OpenCV ignores dilation in Deconvolution: that case is hand-computed below.
-CASES = [(t, c) for t in ("Convolution", "Deconvolution") for c in sorted(CONVOLUTIONS) if (t, c) != ("Deconvolution", "dilation")]
+CASES = [
+    (t, c)
+    for t in ("Convolution", "Deconvolution")
+    for c in sorted(CONVOLUTIONS)
+    if (t, c) != ("Deconvolution", "dilation")
+]
 
 
 @pytest.mark.parametrize("layer_type, config", CASES)
@@ -75,7 +80,7 @@ def test_grouped_convolution_weight_layout_hand_computed():
     net.load_blobs({"c": [weight, bias]})
     x = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
     out = net(torch.from_numpy(x).reshape(1, 4, 1, 1))["c"].detach().flatten().numpy()
-    expected = [weight[o, :, 0, 0] @ x[(o // 2) * 2:(o // 2) * 2 + 2] + bias[o] for o in range(4)]
+    expected = [weight[o, :, 0, 0] @ x[(o // 2) * 2 : (o // 2) * 2 + 2] + bias[o] for o in range(4)]
     np.testing.assert_allclose(out, expected)
 
 
@@ -93,6 +98,6 @@ def test_dilated_deconvolution_hand_computed():
     full = np.zeros((2, height + 2 * p, width + 2 * p))
     for c, i, j, o, ki, kj in np.ndindex(3, 4, 5, 2, k, k):
         full[o, i * s + d * ki, j * s + d * kj] += x[c, i, j] * weight[c, o, ki, kj]
-    expected = full[:, p:p + height, p:p + width] + bias[:, None, None]
+    expected = full[:, p : p + height, p : p + width] + bias[:, None, None]
     out = net(torch.from_numpy(x[None]))["up"][0].detach().numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

@@ -19,20 +19,44 @@ OPENCV_CASES = {
         'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }',
         ["e"],
     ),
-    "eltwise_prod": ('layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" eltwise_param { operation: PROD } }', ["e"]),
-    "eltwise_max": ('layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" eltwise_param { operation: MAX } }', ["e"]),
-    "scale_learned_bias": ('layer { name: "s" type: "Scale" bottom: "a" top: "s" scale_param { bias_term: true } }', ["s"]),
-    "scale_two_bottoms": ('layer { name: "s" type: "Scale" bottom: "a" bottom: "c" top: "s" scale_param { axis: 1 } }', ["s"]),
+    "eltwise_prod": (
+        'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" eltwise_param { operation: PROD } }',
+        ["e"],
+    ),
+    "eltwise_max": (
+        'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" eltwise_param { operation: MAX } }',
+        ["e"],
+    ),
+    "scale_learned_bias": (
+        'layer { name: "s" type: "Scale" bottom: "a" top: "s" scale_param { bias_term: true } }',
+        ["s"],
+    ),
+    "scale_two_bottoms": (
+        'layer { name: "s" type: "Scale" bottom: "a" bottom: "c" top: "s" scale_param { axis: 1 } }',
+        ["s"],
+    ),
     "lrn_across_k1": (
         'layer { name: "n" type: "LRN" bottom: "a" top: "n" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 1 } }',
         ["n"],
     ),
     "concat": ('layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" }', ["cat"]),
-    "concat_h": ('layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" concat_param { axis: 2 } }', ["cat"]),
-    "slice": ('layer { name: "sl" type: "Slice" bottom: "a" top: "s1" top: "s2" slice_param { slice_point: 1 } }', ["sl"]),
+    "concat_h": (
+        'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" concat_param { axis: 2 } }',
+        ["cat"],
+    ),
+    "slice": (
+        'layer { name: "sl" type: "Slice" bottom: "a" top: "s1" top: "s2" slice_param { slice_point: 1 } }',
+        ["sl"],
+    ),
     "softmax": ('layer { name: "sm" type: "Softmax" bottom: "a" top: "sm" }', ["sm"]),
-    "crop": ('layer { name: "cr" type: "Crop" bottom: "a" bottom: "d" top: "cr" crop_param { axis: 2 offset: 1 offset: 3 } }', ["cr"]),
-    "inner_product": ('layer { name: "ip" type: "InnerProduct" bottom: "a" top: "ip" inner_product_param { num_output: 7 } }', ["ip"]),
+    "crop": (
+        'layer { name: "cr" type: "Crop" bottom: "a" bottom: "d" top: "cr" crop_param { axis: 2 offset: 1 offset: 3 } }',
+        ["cr"],
+    ),
+    "inner_product": (
+        'layer { name: "ip" type: "InnerProduct" bottom: "a" top: "ip" inner_product_param { num_output: 7 } }',
+        ["ip"],
+    ),
 }
 
 
@@ -50,10 +74,10 @@ def test_layer_matches_opencv(tmp_path, case):
 def test_crop_offsets_and_axes_are_views():
     x = torch.arange(2 * 3 * 8 * 9, dtype=torch.float32).reshape(2, 3, 8, 9)
     cases = {
-        'axis: 2 offset: 3': (slice(None), slice(None), slice(3, 6), slice(3, 7)),
-        'axis: 2 offset: 1 offset: 5': (slice(None), slice(None), slice(1, 4), slice(5, 9)),
-        'axis: 1 offset: 1 offset: 0 offset: 2': (slice(None), slice(1, 3), slice(0, 3), slice(2, 6)),
-        'axis: -1 offset: 4': (slice(None), slice(None), slice(None), slice(4, 8)),
+        "axis: 2 offset: 3": (slice(None), slice(None), slice(3, 6), slice(3, 7)),
+        "axis: 2 offset: 1 offset: 5": (slice(None), slice(None), slice(1, 4), slice(5, 9)),
+        "axis: 1 offset: 1 offset: 0 offset: 2": (slice(None), slice(1, 3), slice(0, 3), slice(2, 6)),
+        "axis: -1 offset: 4": (slice(None), slice(None), slice(None), slice(4, 8)),
         "": (slice(None), slice(None), slice(0, 3), slice(0, 4)),
     }
     for params, index in cases.items():
@@ -68,8 +92,11 @@ def test_crop_offsets_and_axes_are_views():
 
 
 def test_crop_too_small_input_names_the_layer():
-    net = layer_net('layer { name: "score" type: "Crop" bottom: "x" bottom: "ref" top: "score" crop_param { offset: 19 } }',
-                    x=(1, 1, 40, 40), ref=(1, 1, 10, 10))
+    net = layer_net(
+        'layer { name: "score" type: "Crop" bottom: "x" bottom: "ref" top: "score" crop_param { offset: 19 } }',
+        x=(1, 1, 40, 40),
+        ref=(1, 1, 10, 10),
+    )
     with pytest.raises(Exception, match="layer 'score'"):
         net(x=torch.zeros(1, 1, 20, 20), ref=torch.zeros(1, 1, 10, 10))
 
@@ -80,10 +107,10 @@ def lrn_numpy(x, size, alpha, beta, k, across):
     sq = x**2
     if across:
         padded = np.pad(sq, ((0, 0), (pad, pad), (0, 0), (0, 0)))
-        window = sum(padded[:, i:i + x.shape[1]] for i in range(size))
+        window = sum(padded[:, i : i + x.shape[1]] for i in range(size))
         return x * (k + alpha / size * window) ** -beta
     padded = np.pad(sq, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    window = sum(padded[:, :, i:i + x.shape[2], j:j + x.shape[3]] for i in range(size) for j in range(size))
+    window = sum(padded[:, :, i : i + x.shape[2], j : j + x.shape[3]] for i in range(size) for j in range(size))
     return x * (1 + alpha * window / size**2) ** -beta  # Caffe's within-channel shift is 1, not k
 
 
@@ -181,7 +208,9 @@ def test_softmax_with_loss_normalization(loss_param, mode):
     )
     loss = net(s=torch.from_numpy(scores), l=torch.from_numpy(labels.astype(np.float32)))["loss"]
     assert loss.shape == ()
-    np.testing.assert_allclose(loss.item(), softmax_loss_numpy(scores.astype(np.float64), labels[:, 0], 255, mode), rtol=1e-5)
+    np.testing.assert_allclose(
+        loss.item(), softmax_loss_numpy(scores.astype(np.float64), labels[:, 0], 255, mode), rtol=1e-5
+    )
     assert net.loss_weights == {"loss": 2.0}
 
 
@@ -196,8 +225,11 @@ def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true
     logits = [0.0, 0.0]
     logits[1 - true_class] = 100.0
     scores = torch.tensor(logits).reshape(1, 2, 1, 1).requires_grad_()
-    net = layer_net('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',
-                    s=(1, 2, 1, 1), l=(1, 1, 1, 1))
+    net = layer_net(
+        'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',
+        s=(1, 2, 1, 1),
+        l=(1, 1, 1, 1),
+    )
     loss = net(s=scores, l=torch.tensor([[[[float(true_class)]]]]))["loss"]
     flt_min = np.finfo(np.float32).tiny
     assert loss.item() == pytest.approx(-math.log(flt_min), rel=1e-6)
@@ -237,7 +269,9 @@ def test_fillers_scale_by_fan(kind):
     values = fill(filler, (64, 32, 3, 3), torch.Generator().manual_seed(0)).numpy()
     fan_in = 32 * 9
     if kind == "xavier":
-        assert np.abs(values).max() <= math.sqrt(3 / fan_in) and values.std() == pytest.approx(math.sqrt(1 / fan_in), rel=0.05)
+        assert np.abs(values).max() <= math.sqrt(3 / fan_in) and values.std() == pytest.approx(
+            math.sqrt(1 / fan_in), rel=0.05
+        )
     else:
         assert values.std() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
 

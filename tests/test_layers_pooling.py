@@ -64,7 +64,9 @@ def test_pooling_matches_opencv_and_caffe_loops(tmp_path, pool, kernel, stride, 
     out = net(torch.from_numpy(inputs["data"]))["pool"].numpy()
     expected_size = tuple(caffe_pooled_size(n, kernel, stride, pad) for n in size)
     assert out.shape[2:] == expected_size
-    expected = caffe_pool(inputs["data"].astype(np.float64), pool, (kernel,) * 2, (stride,) * 2, (pad,) * 2, expected_size)
+    expected = caffe_pool(
+        inputs["data"].astype(np.float64), pool, (kernel,) * 2, (stride,) * 2, (pad,) * 2, expected_size
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert compare_with_opencv(net, tmp_path, inputs)["pool"] < 1e-4
 
@@ -138,4 +140,6 @@ def test_pad_larger_than_half_kernel_matches_caffe_loops(pool):
     x = np.random.default_rng(5).standard_normal((1, 2, 6, 5)).astype(np.float32)
     out = net(torch.from_numpy(x))["pool"].numpy()
     size = tuple(caffe_pooled_size(n, 3, 2, 2) for n in (6, 5))
-    np.testing.assert_allclose(out, caffe_pool(x.astype(np.float64), pool, (3, 3), (2, 2), (2, 2), size), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out, caffe_pool(x.astype(np.float64), pool, (3, 3), (2, 2), (2, 2), size), rtol=1e-5, atol=1e-6
+    )

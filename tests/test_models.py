@@ -73,7 +73,11 @@ def test_missing_weights_name_the_url_and_the_file(tmp_path, narrow_registry, re
     missing = tmp_path / "absent.caffemodel"
     assert convert(["--model", "voc-fcn8s", "--caffemodel", str(missing), "--out", str(tmp_path / "m.pt")]) != 0
     err = capsys.readouterr().err
-    assert str(missing) in err and authors_url(reference_dir, "voc-fcn8s") in err and "fcn8s-heavy-pascal.caffemodel" in err
+    assert (
+        str(missing) in err
+        and authors_url(reference_dir, "voc-fcn8s") in err
+        and "fcn8s-heavy-pascal.caffemodel" in err
+    )
 
 
 def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry, reference):
@@ -92,8 +96,9 @@ def test_model_flag_on_convert_onnx_and_segment(tmp_path, narrow_registry, refer
     assert segment([str(image), *weights, "--out", str(tmp_path / "b"), "--quiet"]) == 0
     from PIL import Image
 
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "image.png")),
-                                  np.asarray(Image.open(tmp_path / "b" / "image.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "a" / "image.png")), np.asarray(Image.open(tmp_path / "b" / "image.png"))
+    )
 
 
 def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
@@ -104,9 +109,23 @@ def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
 
     paths = write_synthetic(tmp_path / "data", n_train=3, n_val=3, size=(32, 40))
     report = tmp_path / "scores.json"
-    argv = ["--split", "voc2011seg11valid", "--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root),
-            "--model", "voc-fcn8s", "--caffemodel", str(narrow_registry), "--json", str(report), "--quiet",
-            "--device", "cpu"]
+    argv = [
+        "--split",
+        "voc2011seg11valid",
+        "--voc-root",
+        str(paths.voc_root),
+        "--sbd-root",
+        str(paths.sbd_root),
+        "--model",
+        "voc-fcn8s",
+        "--caffemodel",
+        str(narrow_registry),
+        "--json",
+        str(report),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert table(argv) == 0
     entry = json.loads(report.read_text())["voc-fcn8s"]
     assert entry["n_images"] == paths.seg11valid_count and len(entry["per_class_iu"]) == 21

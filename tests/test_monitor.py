@@ -34,14 +34,17 @@ def _loss_records(losses: list[float]) -> list[dict]:
     return [{"iter": 20 * index, "loss": loss, "lr": 1e-10} for index, loss in enumerate(losses)]
 
 
-@pytest.mark.parametrize("losses", [
-    [64458.6],  # the crash: one unnormalized loss record
-    [5.7e5] * 6,  # constant
-    list(np.geomspace(1e6, 1e-3, 10)),  # nine orders of magnitude
-    [0.0, 3.0, 2.5],  # a zero loss (no log axis then)
-    [float("nan"), 2.0, float("inf"), 1.5],  # non-finite records are left out
-    [],
-])
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [64458.6],  # the crash: one unnormalized loss record
+        [5.7e5] * 6,  # constant
+        list(np.geomspace(1e6, 1e-3, 10)),  # nine orders of magnitude
+        [0.0, 3.0, 2.5],  # a zero loss (no log axis then)
+        [float("nan"), 2.0, float("inf"), 1.5],  # non-finite records are left out
+        [],
+    ],
+)
 def test_plot_draws_any_loss(tmp_path: Path, losses: list[float]) -> None:
     records = _loss_records(losses) + [{"iter": 40, "mean_iu": 0.25}, {"iter": 80, "mean_iu": 0.5}]
     plot_curves(records, tmp_path / "loss.png")
@@ -73,8 +76,9 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
 
 
-def test_failing_plot_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_plot_does_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_caffemodel_writer(monkeypatch)
     calls = []
 
@@ -97,8 +101,9 @@ def test_failing_plot_does_not_stop_training(tmp_path: Path, monkeypatch: pytest
     assert not result.plot.exists()
 
 
-def test_unwritable_log_file_does_not_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_unwritable_log_file_does_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_caffemodel_writer(monkeypatch)
     (tmp_path / "log.csv").mkdir()  # a folder where the CSV log should go
     result = _train(tmp_path).result

@@ -63,22 +63,32 @@ def test_state_dict_keys_and_blobs_numpy(small):
     assert set(small.state_dict()) == {"conv1.0", "conv1.1", "score.0", "score.1"}
     blobs = small.blobs_numpy()
     assert [b.shape for b in blobs["conv1"]] == [(4, 3, 3, 3), (4,)]
-    dotted = layer_net('layer { name: "a.b" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 1 kernel_size: 1 } }', x=(1, 1, 2, 2))
+    dotted = layer_net(
+        'layer { name: "a.b" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: 1 kernel_size: 1 } }',
+        x=(1, 1, 2, 2),
+    )
     assert set(dotted.state_dict()) == {"a\u2024b.0", "a\u2024b.1"} and set(dotted.blobs_numpy()) == {"a.b"}
 
 
 def test_load_blobs_shape_mismatch_is_located(small):
     with pytest.raises(ShapeMismatchError) as info:
-        small.load_blobs({"conv1": [np.zeros((4, 3, 5, 5), np.float32), np.zeros(4, np.float32)]}, source="w.caffemodel")
+        small.load_blobs(
+            {"conv1": [np.zeros((4, 3, 5, 5), np.float32), np.zeros(4, np.float32)]}, source="w.caffemodel"
+        )
     message = str(info.value)
     assert "w.caffemodel" in message and "'conv1'" in message and "blob 0" in message
     assert "(4, 3, 3, 3)" in message and "(4, 3, 5, 5)" in message
 
 
 def test_load_blobs_accepts_legacy_dims_and_reports():
-    net = layer_net('layer { name: "fc6" type: "InnerProduct" bottom: "x" top: "fc6" inner_product_param { num_output: 4 } }', x=(1, 3, 2, 2))
+    net = layer_net(
+        'layer { name: "fc6" type: "InnerProduct" bottom: "x" top: "fc6" inner_product_param { num_output: 4 } }',
+        x=(1, 3, 2, 2),
+    )
     weight = np.arange(48, dtype=np.float32)
-    report = net.load_blobs({"fc6": [weight.reshape(1, 1, 4, 12), np.ones((1, 1, 1, 4), np.float32)], "fc8": [np.zeros(2)]})
+    report = net.load_blobs(
+        {"fc6": [weight.reshape(1, 1, 4, 12), np.ones((1, 1, 1, 4), np.float32)], "fc8": [np.zeros(2)]}
+    )
     assert report.loaded == ["fc6"] and report.ignored == ["fc8"] and report.missing == []
     np.testing.assert_array_equal(net.blobs_numpy()["fc6"][0], weight.reshape(4, 12))
     with pytest.raises(ShapeMismatchError):
@@ -100,7 +110,8 @@ def test_multiple_inputs_outputs_and_in_place_eltwise():
     net = layer_net(
         'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "a" }'
         'layer { name: "neg" type: "ReLU" bottom: "b" top: "c" relu_param { negative_slope: -1 } }',
-        a=(1, 2), b=(1, 2),
+        a=(1, 2),
+        b=(1, 2),
     )
     a, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, -4.0]])
     out = net(b=b, a=a)
@@ -110,7 +121,10 @@ def test_multiple_inputs_outputs_and_in_place_eltwise():
 
 
 def test_val_net_with_python_data_layer_needs_label(reference):
-    net = CaffeNet(read_prototxt(reference / "voc-fcn32s" / "val.prototxt"), input_shapes={"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)})
+    net = CaffeNet(
+        read_prototxt(reference / "voc-fcn32s" / "val.prototxt"),
+        input_shapes={"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)},
+    )
     assert net.inputs == ["data", "label"] and net.outputs == ["loss"]
     assert net.data_layers["data"].params["split"] == "seg11valid"
     with pytest.raises(TypeError, match="label"):
@@ -151,8 +165,10 @@ def ip_chain(width: int, outputs: list[int]) -> str:
     text = f'layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: {width} }} }} }}\n'
     bottom = "x"
     for index, out in enumerate(outputs):
-        text += (f'layer {{ name: "ip{index}" type: "InnerProduct" bottom: "{bottom}" top: "ip{index}" '
-                 f"inner_product_param {{ num_output: {out} bias_term: false }} }}\n")
+        text += (
+            f'layer {{ name: "ip{index}" type: "InnerProduct" bottom: "{bottom}" top: "ip{index}" '
+            f"inner_product_param {{ num_output: {out} bias_term: false }} }}\n"
+        )
         bottom = f"ip{index}"
     return text
 
@@ -186,12 +202,20 @@ def test_cycle_is_named_as_such():
         porting.parse_prototxt(text, source="c.prototxt")
 
 
-@pytest.mark.parametrize("change, says", [
-    (("pool: MAX kernel_size: 2", "pool: MAX kernel_size: 900"), "layer 'pool.1' \\(Pooling\\): input 500x500 is too small"),
-    (('type: "ReLU"', 'type: "Frobnicate"'), "layer 'relu1': type 'Frobnicate' is not supported"),
-    (("num_output: 2 kernel_size: 1", "num_output: 2 kernel_size: 1 weight_filler { type: 'nope' }"),
-     "layer 'score'.*unknown filler type 'nope'"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (
+            ("pool: MAX kernel_size: 2", "pool: MAX kernel_size: 900"),
+            "layer 'pool.1' \\(Pooling\\): input 500x500 is too small",
+        ),
+        (('type: "ReLU"', 'type: "Frobnicate"'), "layer 'relu1': type 'Frobnicate' is not supported"),
+        (
+            ("num_output: 2 kernel_size: 1", "num_output: 2 kernel_size: 1 weight_filler { type: 'nope' }"),
+            "layer 'score'.*unknown filler type 'nope'",
+        ),
+    ],
+)
 def test_build_errors_name_the_file(tmp_path, change, says):
     path = tmp_path / "broken.prototxt"
     path.write_text(SMALL.replace(*change))
@@ -203,11 +227,14 @@ def test_build_errors_name_the_file(tmp_path, change, says):
 def test_param_str_error_names_the_construct():
     text = SMALL.replace(
         'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 500 dim: 500 } } }',
-        'layer { name: "data" type: "Python" top: "data" python_param { module: "m" layer: "L" param_str: "{\'a\': f(1)}" } }')
+        'layer { name: "data" type: "Python" top: "data" python_param { module: "m" layer: "L" param_str: "{\'a\': f(1)}" } }',
+    )
     with pytest.raises(porting.PrototxtError) as info:
         CaffeNet(porting.parse_prototxt(text), source="p.prototxt")
-    assert str(info.value) == ("p.prototxt: layer 'data' (Python): param_str must be a Python literal, "
-                               "but a function call (column 7) is not a literal: \"{'a': f(1)}\"")
+    assert str(info.value) == (
+        "p.prototxt: layer 'data' (Python): param_str must be a Python literal, "
+        "but a function call (column 7) is not a literal: \"{'a': f(1)}\""
+    )
 
 
 def test_unfilled_net_adopts_writable_arrays_and_fills_the_rest():
@@ -274,8 +301,9 @@ def test_net_without_layers_is_a_format_error_naming_the_file(tmp_path):
     with pytest.raises(porting.FormatError, match=rf"{re.escape(str(empty))}: the net has no layers;.*empty file"):
         porting.load(empty)
     train_only = tmp_path / "train_only.prototxt"
-    train_only.write_text('layer { name: "x" type: "Input" top: "x" include { phase: TRAIN } '
-                          "input_param { shape { dim: 1 } } }\n")
+    train_only.write_text(
+        'layer { name: "x" type: "Input" top: "x" include { phase: TRAIN } input_param { shape { dim: 1 } } }\n'
+    )
     with pytest.raises(porting.FormatError, match=r"no layers in phase TEST \(all 1 are excluded\)"):
         porting.load(train_only)
 
@@ -283,17 +311,22 @@ def test_net_without_layers_is_a_format_error_naming_the_file(tmp_path):
 def test_caffemodel_matching_no_layer_is_a_format_error_naming_both(tmp_path):
     """Caffe's CopyTrainedLayersFrom matches by layer name; 2 learnable layers in the file,
     named unlike the net's 2, must not load silently as random weights."""
-    text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }'
-            'layer { name: "{a}" type: "Convolution" bottom: "x" top: "a" convolution_param { num_output: 1 kernel_size: 1 } }'
-            'layer { name: "{b}" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 1 kernel_size: 1 } }')
+    text = (
+        'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }'
+        'layer { name: "{a}" type: "Convolution" bottom: "x" top: "a" convolution_param { num_output: 1 kernel_size: 1 } }'
+        'layer { name: "{b}" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 1 kernel_size: 1 } }'
+    )
     source = porting.CaffeNet(porting.parse_prototxt(text.replace("{a}", "fc6").replace("{b}", "fc7")))
     weights = tmp_path / "other.caffemodel"
     porting.write_caffemodel(source, weights)
     prototxt = tmp_path / "net.prototxt"
     prototxt.write_text(text.replace("{a}", "conv1").replace("{b}", "conv2"))
-    with pytest.raises(porting.FormatError, match=rf"{re.escape(str(weights))}: none of its 2 layers with weights "
-                                                  rf"is named like a layer of {re.escape(str(prototxt))} "
-                                                  r"\('fc6', 'fc7' vs the net's 'conv1', 'conv2'\)"):
+    with pytest.raises(
+        porting.FormatError,
+        match=rf"{re.escape(str(weights))}: none of its 2 layers with weights "
+        rf"is named like a layer of {re.escape(str(prototxt))} "
+        r"\('fc6', 'fc7' vs the net's 'conv1', 'conv2'\)",
+    ):
         porting.load(prototxt, weights)
     prototxt.write_text(text.replace("{a}", "fc6").replace("{b}", "conv2"))
     assert porting.load(prototxt, weights) is not None  # one layer matching is a partial load, as in Caffe

@@ -31,16 +31,26 @@ def _spec() -> NetSpec:
     n = NetSpec()
     n.data, n.label = layers.Python(module="voc_layers", layer="SBDDSegDataLayer", param_str="{'seed': 1337}", ntop=2)
     n.conv1 = layers.Convolution(
-        n.data, num_output=8, pad=100, kernel_size=3, stride=1, param=LEARNED,
+        n.data,
+        num_output=8,
+        pad=100,
+        kernel_size=3,
+        stride=1,
+        param=LEARNED,
         weight_filler=dict(type="gaussian", std=0.01),
     )
     n.relu1 = layers.ReLU(n.conv1, in_place=True)
     n.drop1 = layers.Dropout(n.relu1, dropout_ratio=0.5, in_place=True)
     n.pool1 = layers.Pooling(n.drop1, pool="AVE", kernel_size=2, stride=2)
-    n.up = layers.Deconvolution(n.pool1, num_output=2, bias_term=False, kernel_size=4, stride=2, param=[dict(lr_mult=0)])
+    n.up = layers.Deconvolution(
+        n.pool1, num_output=2, bias_term=False, kernel_size=4, stride=2, param=[dict(lr_mult=0)]
+    )
     fused = layers.Eltwise(n.up, n.up, operation="PROD")
     n.loss = layers.SoftmaxWithLoss(
-        fused, n.label, include=dict(phase="TRAIN"), loss_weight=1,
+        fused,
+        n.label,
+        include=dict(phase="TRAIN"),
+        loss_weight=1,
         loss_param=dict(ignore_label=255, normalize=False),
     )
     return n

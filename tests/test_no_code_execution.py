@@ -13,22 +13,29 @@ import porting
 from porting.checkpoint import CheckpointError
 from porting.errors import FcnError, PrototxtError
 
-INPUT_LAYER = 'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }'
+INPUT_LAYER = (
+    'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }'
+)
 
 
 def python_data_layer(module: str, param_str: str) -> str:
     escaped = param_str.replace("\\", "\\\\").replace('"', '\\"')
-    layer = (f'layer {{ name: "data" type: "Python" top: "data" '
-             f'python_param {{ module: "{module}" layer: "Layer" param_str: "{escaped}" }} }}')
+    layer = (
+        f'layer {{ name: "data" type: "Python" top: "data" '
+        f'python_param {{ module: "{module}" layer: "Layer" param_str: "{escaped}" }} }}'
+    )
     return TINY_NET.replace(INPUT_LAYER, layer)
 
 
-@pytest.mark.parametrize("template", [
-    "__import__('os').system('touch {marker}')",
-    "{{'split': __import__('os').system('touch {marker}')}}",
-    "(lambda: open('{marker}', 'w'))()",
-    "{{'seed': 1, **__import__('pathlib').Path('{marker}').touch()}}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "__import__('os').system('touch {marker}')",
+        "{{'split': __import__('os').system('touch {marker}')}}",
+        "(lambda: open('{marker}', 'w'))()",
+        "{{'seed': 1, **__import__('pathlib').Path('{marker}').touch()}}",
+    ],
+)
 def test_param_str_code_is_refused_unrun(tmp_path, template):
     marker = tmp_path / "ran"
     text = python_data_layer("fcn_harmless_data", template.format(marker=marker))
@@ -38,10 +45,15 @@ def test_param_str_code_is_refused_unrun(tmp_path, template):
 
 
 def test_param_str_literal_is_read(tmp_path):
-    text = python_data_layer("voc_layers", "{'voc_dir': '../data/pascal', 'seed': 1337, 'mean': (104.00699, 116.66877, 122.67892)}")
+    text = python_data_layer(
+        "voc_layers", "{'voc_dir': '../data/pascal', 'seed': 1337, 'mean': (104.00699, 116.66877, 122.67892)}"
+    )
     net = porting.CaffeNet(porting.parse_prototxt(text, source="net.prototxt"))
     assert net.data_layers["data"].params == {
-        "voc_dir": "../data/pascal", "seed": 1337, "mean": (104.00699, 116.66877, 122.67892)}
+        "voc_dir": "../data/pascal",
+        "seed": 1337,
+        "mean": (104.00699, 116.66877, 122.67892),
+    }
 
 
 def test_python_module_named_in_prototxt_is_never_imported(tmp_path, monkeypatch):

@@ -18,8 +18,12 @@ TF32 = {"conv": "tf32", "matmul": "tf32"}
 
 @pytest.fixture(autouse=True)
 def restore_precision():
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-             torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision)
+    saved = (
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.mkldnn.conv.fp32_precision,
+        torch.backends.mkldnn.matmul.fp32_precision,
+    )
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
     torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = saved[2:]
@@ -39,14 +43,20 @@ def test_helper_sets_cuda_and_onednn_flags():
 @pytest.mark.parametrize("extra, expected", [([], IEEE), (["--tf32"], TF32)])
 def test_eval_table_sets_precision(tmp_path, capsys, extra, expected):
     set_fp32_precision(tf32=expected == IEEE)  # the opposite, so the entry point must change it
-    assert table.main(["--split", "voc2012val", "--runs", str(tmp_path / "none"), "--device", "cpu", *extra]) == 1  # a runtime error (no runs folder), after the precision is set
+    assert (
+        table.main(["--split", "voc2012val", "--runs", str(tmp_path / "none"), "--device", "cpu", *extra]) == 1
+    )  # a runtime error (no runs folder), after the precision is set
     assert fp32_precision() == expected
 
 
 def test_inference_net_sets_precision():
-    net = CaffeNet(parse_prototxt('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 '
-                                  'dim: 4 dim: 4 } } } layer { name: "c" type: "Convolution" bottom: "x" top: "c" '
-                                  "convolution_param { num_output: 1 kernel_size: 1 } }"))
+    net = CaffeNet(
+        parse_prototxt(
+            'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 '
+            'dim: 4 dim: 4 } } } layer { name: "c" type: "Convolution" bottom: "x" top: "c" '
+            "convolution_param { num_output: 1 kernel_size: 1 } }"
+        )
+    )
     set_fp32_precision(tf32=True)
     InferenceNet(net)
     assert fp32_precision() == IEEE

@@ -18,8 +18,19 @@ PACKAGES = ("porting", "prototxt", "fcndata", "eval", "reproduce", "bench")
 GENERATED = {ROOT / "porting" / "proto" / "caffe_pb2.py"}
 #: module-level names that hold one project-wide fact each (NUM_CLASSES and MEAN_BGR are also
 #: the names of other datasets' own facts in their modules; their VOC values are checked below)
-FACT_NAMES = ("CLASS_NAMES", "IGNORE_LABEL", "SEG11VALID_COUNT", "PREVIOUS", "METRICS", "METRIC_LABELS", "NET_NAMES",
-              "VOC_DOWNLOAD", "SBD_DOWNLOAD", "RECIPE_DATA", "VOC_STAGES")
+FACT_NAMES = (
+    "CLASS_NAMES",
+    "IGNORE_LABEL",
+    "SEG11VALID_COUNT",
+    "PREVIOUS",
+    "METRICS",
+    "METRIC_LABELS",
+    "NET_NAMES",
+    "VOC_DOWNLOAD",
+    "SBD_DOWNLOAD",
+    "RECIPE_DATA",
+    "VOC_STAGES",
+)
 
 
 def modules() -> dict[Path, ast.Module]:
@@ -30,7 +41,9 @@ def modules() -> dict[Path, ast.Module]:
 def module_level_assignments(tree: ast.Module) -> list[str]:
     names = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
         names += [target.id for target in targets if isinstance(target, ast.Name)]
     return names
 
@@ -52,8 +65,12 @@ def test_each_fact_name_is_assigned_at_most_once(trees, name):
 
 @pytest.mark.parametrize("value", [104.00699, 116.66877, 122.67892, 736, "aeroplane", "tvmonitor"])
 def test_each_fact_value_is_written_once(trees, value):
-    where = [path.relative_to(ROOT) for path, tree in trees.items() for found in constants(tree)
-             if type(found) is type(value) and found == value]
+    where = [
+        path.relative_to(ROOT)
+        for path, tree in trees.items()
+        for found in constants(tree)
+        if type(found) is type(value) and found == value
+    ]
     assert len(where) == 1, f"{value!r} written in {where}"
 
 
@@ -65,24 +82,37 @@ def test_the_voc_class_count_is_not_written_again(trees):
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant):
                 where += [path.relative_to(ROOT)] if node.value.value == NUM_CLASSES else []
             if isinstance(node, ast.arguments):
-                defaults = list(zip(node.args[len(node.args) - len(node.defaults):], node.defaults))
+                defaults = list(zip(node.args[len(node.args) - len(node.defaults) :], node.defaults))
                 defaults += [(a, d) for a, d in zip(node.kwonlyargs, node.kw_defaults) if d is not None]
-                where += [path.relative_to(ROOT) for arg, default in defaults
-                          if "classes" in arg.arg and isinstance(default, ast.Constant) and default.value == NUM_CLASSES]
+                where += [
+                    path.relative_to(ROOT)
+                    for arg, default in defaults
+                    if "classes" in arg.arg and isinstance(default, ast.Constant) and default.value == NUM_CLASSES
+                ]
     assert not where, f"the VOC class count written out in {where}"
 
 
 def test_the_stages_are_listed_only_by_the_registry(trees):
     """No module spells out the stage list (fcn32s, fcn16s, fcn8s, ...): it comes from prototxt.stages.STAGES."""
     registry = ROOT / "prototxt" / "stages.py"
-    lists = [path.relative_to(ROOT) for path, tree in trees.items() if path != registry for node in ast.walk(tree)
-             if isinstance(node, (ast.Tuple, ast.List)) and [getattr(e, "value", None) for e in node.elts][:3] == list(STAGES)[:3]]
+    lists = [
+        path.relative_to(ROOT)
+        for path, tree in trees.items()
+        if path != registry
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Tuple, ast.List))
+        and [getattr(e, "value", None) for e in node.elts][:3] == list(STAGES)[:3]
+    ]
     assert not lists, lists
 
 
 def test_metric_names_are_written_once(trees):
-    tuples = [path.relative_to(ROOT) for path, tree in trees.items() for node in ast.walk(tree)
-              if isinstance(node, ast.Tuple) and {"pixel_acc", "mean_iu"} <= set(constants(node))]
+    tuples = [
+        path.relative_to(ROOT)
+        for path, tree in trees.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Tuple) and {"pixel_acc", "mean_iu"} <= set(constants(node))
+    ]
     assert len(tuples) == 1, tuples
     assert set(METRICS) <= set(Metrics.__dataclass_fields__)
 

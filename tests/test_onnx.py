@@ -62,7 +62,9 @@ def session(path: Path, provider: str) -> ort.InferenceSession:
     return sess
 
 
-def random_inputs(net: CaffeNet, batch: int, height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_inputs(
+    net: CaffeNet, batch: int, height: int, width: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One random array per input: (batch, C, height, width) for 4-D inputs, else the built shape with `batch`."""
     arrays = {}
     for name in net.inputs:
@@ -93,7 +95,11 @@ def check_parity(net: CaffeNet, path: Path, provider: str, sizes, seed: int = 0)
 
 def published_net(name: str, width: float) -> CaffeNet:
     """A published net at `width` (generated), or its deploy file as written where the generator lacks it."""
-    definition = nets.build(name, "deploy", width=width) if name in nets.NETS else read_prototxt(ROOT / "prototxt" / name / "deploy.prototxt")
+    definition = (
+        nets.build(name, "deploy", width=width)
+        if name in nets.NETS
+        else read_prototxt(ROOT / "prototxt" / name / "deploy.prototxt")
+    )
     return randomize(CaffeNet(definition), seed=PUBLISHED.index(name), bilinear_deconv=True)
 
 
@@ -205,8 +211,20 @@ layer { name: "constant" type: "DummyData" top: "constant"
 def test_every_layer_type_matches_pytorch_at_every_size(tmp_path):
     net = randomize(layer_net(EVERY_LAYER, data=(1, 3, 24, 24)), seed=9)
     assert {layer.layer_type for layer in net.layers.values()} >= {
-        "Convolution", "ReLU", "LRN", "Pooling", "Dropout", "Eltwise", "Scale", "Concat", "Slice", "Split",
-        "Silence", "Deconvolution", "Crop", "Softmax",
+        "Convolution",
+        "ReLU",
+        "LRN",
+        "Pooling",
+        "Dropout",
+        "Eltwise",
+        "Scale",
+        "Concat",
+        "Slice",
+        "Split",
+        "Silence",
+        "Deconvolution",
+        "Crop",
+        "Softmax",
     }
     path = tmp_path / "every_layer.onnx"
     export_onnx(net, path)
@@ -223,8 +241,10 @@ def test_fixed_size_and_label_layers_export_with_dynamic_batch(tmp_path):
     sess = session(path, "CPUExecutionProvider")
     rng = np.random.default_rng(5)
     for batch in (1, 3, 4):
-        inputs = {"data": rng.standard_normal((batch, 3, 14, 14), dtype=np.float32),
-                  "label": rng.integers(0, 5, batch).astype(np.float32)}
+        inputs = {
+            "data": rng.standard_normal((batch, 3, 14, 14), dtype=np.float32),
+            "label": rng.integers(0, 5, batch).astype(np.float32),
+        }
         with torch.inference_mode():
             expected = net(**{k: torch.from_numpy(v) for k, v in inputs.items()})
         got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, inputs)))
@@ -252,7 +272,9 @@ def test_cli_exports_caffe_files_and_checkpoints(reduced, tmp_path):
     net, _ = reduced["voc-fcn16s"]
     prototxt, caffemodel = write_net(net, tmp_path)
     from_caffe, from_checkpoint = tmp_path / "caffe.onnx", tmp_path / "checkpoint.onnx"
-    assert main(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(from_caffe), "--argmax"]) == 0
+    assert (
+        main(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(from_caffe), "--argmax"]) == 0
+    )
     save_checkpoint(net, tmp_path / "net.pt")
     assert main(["--checkpoint", str(tmp_path / "net.pt"), "--out", str(from_checkpoint), "--opset", "18"]) == 0
     check_parity(net, from_caffe, "CPUExecutionProvider", REDUCED_SIZES[:1])

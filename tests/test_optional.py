@@ -34,7 +34,9 @@ def extra_distributions(extra: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("module", "extra"), [*((m, "bench") for m in BENCH_MODULES), ("onnx", "onnx"), ("onnxscript", "onnx")])
+@pytest.mark.parametrize(
+    ("module", "extra"), [*((m, "bench") for m in BENCH_MODULES), ("onnx", "onnx"), ("onnxscript", "onnx")]
+)
 def test_the_named_extra_installs_the_module(module, extra):
     installed_by = {name.lower() for name in packages_distributions()[module]}
     assert installed_by & extra_distributions(extra), f"[{extra}] lists none of {installed_by}"
@@ -42,7 +44,9 @@ def test_the_named_extra_installs_the_module(module, extra):
 
 def test_a_missing_module_names_its_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingExtraError, match=r"the bench needs the 'onnxruntime' package.*pip install -e '\.\[bench\]'"):
+    with pytest.raises(
+        MissingExtraError, match=r"the bench needs the 'onnxruntime' package.*pip install -e '\.\[bench\]'"
+    ):
         require("onnxruntime", extra="bench", needed_by="the bench")
     assert require("json", extra="bench", needed_by="the bench").dumps([]) == "[]"
 

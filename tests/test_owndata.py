@@ -31,15 +31,35 @@ def mine(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mine")
     data = write_synthetic_folder(root / "mine", n_train=6, n_val=4, size=(32, 40), class_names=NAMES)
     train = parse_dataset(f"folder:{data}").open("train")
-    base = train_base_net([train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1,
-                          batch_size=2)
+    base = train_base_net(
+        [train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1, batch_size=2
+    )
     return {"data": data, "base": base, "root": root}
 
 
 def _stage(name: str, runs: Path, data: Path, *extra: str) -> None:
-    argv = [name, "--dataset", f"folder:{data}", "--out", str(runs), "--preset", "demo", "--width", repr(WIDTH),
-            "--max-iter", "2", "--images-per-update", "2", "--eval-every", "1", "--eval-images", "2", "--device", "cpu",
-            *extra]
+    argv = [
+        name,
+        "--dataset",
+        f"folder:{data}",
+        "--out",
+        str(runs),
+        "--preset",
+        "demo",
+        "--width",
+        repr(WIDTH),
+        "--max-iter",
+        "2",
+        "--images-per-update",
+        "2",
+        "--eval-every",
+        "1",
+        "--eval-images",
+        "2",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     assert stage.main(argv) == 0
 
 
@@ -51,7 +71,8 @@ def confusion_by_hand(predictions: Path, labels: Path, num_classes: int) -> np.n
         prediction = np.asarray(Image.open(predictions / label_file.name)).astype(np.int64)
         keep = label != 255
         counts += np.bincount(num_classes * label[keep] + prediction[keep], minlength=num_classes**2).reshape(
-            num_classes, num_classes)
+            num_classes, num_classes
+        )
     return counts
 
 
@@ -62,16 +83,37 @@ def test_four_classes_train_in_stages_and_score_as_recomputed(mine, tmp_path, ca
     _stage("fcn8s", runs, mine["data"])
     for name, skips in (("fcn32s", 0), ("fcn16s", 1), ("fcn8s", 2)):
         train = porting.read_prototxt(runs / name / "train.prototxt")
-        widths = {layer.name: layer.convolution_param.num_output for layer in train.layer
-                  if layer.type in ("Convolution", "Deconvolution") and "score" in layer.name}
+        widths = {
+            layer.name: layer.convolution_param.num_output
+            for layer in train.layer
+            if layer.type in ("Convolution", "Deconvolution") and "score" in layer.name
+        }
         assert set(widths.values()) == {4} and len(widths) == 2 + 2 * skips
         assert json.loads((runs / name / "final.json").read_text())["classes"] == list(NAMES)
         records = [json.loads(line) for line in (runs / name / "log.jsonl").read_text().splitlines()]
         assert any("mean_iu" in record for record in records)
     capsys.readouterr()
     report, predictions = tmp_path / "eval.json", tmp_path / "pred"
-    assert table.main(["--dataset", f"folder:{mine['data']}", "--split", "val", "--runs", str(runs), "--json",
-                       str(report), "--predictions", str(predictions), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        table.main(
+            [
+                "--dataset",
+                f"folder:{mine['data']}",
+                "--split",
+                "val",
+                "--runs",
+                str(runs),
+                "--json",
+                str(report),
+                "--predictions",
+                str(predictions),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nothing published to compare" in out and "CVPR" not in out
     assert "fcn8s per-class IU: background" in out and "widget" in out
@@ -91,8 +133,10 @@ def test_four_classes_train_in_stages_and_score_as_recomputed(mine, tmp_path, ca
     segmented = tmp_path / "seg"
     image = next((mine["data"] / "images" / "val").iterdir())
     assert segment([str(image), "--runs", str(runs), "--out", str(segmented), "--quiet", "--device", "cpu"]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(segmented / f"{image.stem}.png")),
-                                  np.asarray(Image.open(predictions / "fcn8s" / f"{image.stem}.png")))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(segmented / f"{image.stem}.png")),
+        np.asarray(Image.open(predictions / "fcn8s" / f"{image.stem}.png")),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +150,24 @@ def voc_net(tmp_path_factory) -> tuple[Path, dict[str, list[np.ndarray]]]:
 
 
 def _fine_tune(mine, voc_net_path: Path, runs: Path, *extra: str) -> dict[str, list[np.ndarray]]:
-    argv = ["fcn32s", "--dataset", f"folder:{mine['data']}", "--out", str(runs), "--width", repr(WIDTH),
-            "--from-net", str(voc_net_path), "--max-iter", "0", "--eval-every", "0", "--device", "cpu", *extra]
+    argv = [
+        "fcn32s",
+        "--dataset",
+        f"folder:{mine['data']}",
+        "--out",
+        str(runs),
+        "--width",
+        repr(WIDTH),
+        "--from-net",
+        str(voc_net_path),
+        "--max-iter",
+        "0",
+        "--eval-every",
+        "0",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     assert stage.main(argv) == 0
     return porting.read_caffemodel(runs / "fcn32s" / "final.caffemodel")
 
@@ -144,8 +204,19 @@ def test_fine_tune_reads_the_source_names_from_a_file(mine, voc_net, tmp_path):
 
 
 def test_class_count_that_contradicts_the_dataset(mine, tmp_path, capsys):
-    code = stage.main(["fcn32s", "--dataset", f"folder:{mine['data']}", "--classes", "5", "--out", str(tmp_path),
-                       "--base-weights", str(mine["base"])])
+    code = stage.main(
+        [
+            "fcn32s",
+            "--dataset",
+            f"folder:{mine['data']}",
+            "--classes",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--base-weights",
+            str(mine["base"]),
+        ]
+    )
     assert code == 1
     assert "--classes 5 differs from the 4 classes of folder:" in capsys.readouterr().err
 
@@ -162,4 +233,5 @@ def test_demo_runs_the_whole_path_on_ade20k(tmp_path):
     assert json.loads((tmp_path / "runs" / "fcn8s" / "final.json").read_text())["classes"][0] == "synthetic 1, thing 1"
     segmented = sorted(p.name for p in (tmp_path / "segment").iterdir())
     assert len(segmented) == 2 * demo.FAST.segment_images and all(
-        name.endswith((".png", "_overlay.jpg")) for name in segmented)
+        name.endswith((".png", "_overlay.jpg")) for name in segmented
+    )

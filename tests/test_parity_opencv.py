@@ -57,7 +57,9 @@ def assert_parity(diffs: dict[str, float], label: str) -> None:
 @pytest.mark.parametrize("upsampling", ["bilinear", "random"])
 @pytest.mark.parametrize("name", VOC_NETS)
 def test_reduced_width_all_sizes(tmp_path, reference, name, upsampling):
-    net = randomize(CaffeNet(deploy_net(reference, name, width_divisor=16)), seed=11, bilinear_deconv=upsampling == "bilinear")
+    net = randomize(
+        CaffeNet(deploy_net(reference, name, width_divisor=16)), seed=11, bilinear_deconv=upsampling == "bilinear"
+    )
     cv_net = opencv_net(*write_net(net, tmp_path))
     for index, size in enumerate(SIZES):
         assert_parity(layer_differences(net, cv_net, random_image(size, index)), f"{name} /16 {upsampling} {size}")
@@ -119,7 +121,11 @@ def test_generated_deploy_nets_of_every_family(tmp_path, name):
         x = family_inputs(net, size, index)
         reference = opencv_forward(cv_net, x, names)
         trace = net.trace(**{key: torch.from_numpy(value) for key, value in x.items()})
-        scores = [top for top in trace if top.startswith("score") and net.layers[top].layer_type == "Crop" and top in net.outputs]
+        scores = [
+            top
+            for top in trace
+            if top.startswith("score") and net.layers[top].layer_type == "Crop" and top in net.outputs
+        ]
         assert scores and all(trace[top].shape[2:] == size for top in scores)
         diffs = {layer: relative_difference(trace[layer].numpy(), reference[layer]) for layer in names}
         assert_parity(diffs, f"{name} /16 {size}")

@@ -1,6 +1,5 @@
 """Net and solver text: the authors' files read, bad text is located, bad nets are named."""
 
-
 import pytest
 from fetch_reference import listed
 
@@ -56,8 +55,8 @@ def test_to_text_is_caffe_style():
         ('layer {\n  name: "a"\n  nme: "b"\n}', "3:3", 'no field named "nme"'),
         ('layer {\n  name: "a"\n  name: "b"\n}', "3:9", 'multiple "name"'),
         ('layer {\n  name: "a"\n', "2:9", 'Expected "}"'),
-        ('layer {\n  type: CONVOLUTION\n}', "2:9", "legacy 'layers"),
-        ('layer {\n  convolution_param { num_output: -3 }\n}', "2:35", "out of range: -3"),
+        ("layer {\n  type: CONVOLUTION\n}", "2:9", "legacy 'layers"),
+        ("layer {\n  convolution_param { num_output: -3 }\n}", "2:35", "out of range: -3"),
     ],
 )
 def test_broken_text_is_located_by_line_and_column(text, where, says):
@@ -195,6 +194,9 @@ def test_validation_depends_on_the_phase():
 
 
 def test_include_and_exclude_together_are_rejected():
-    text = INPUT + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" include { phase: TRAIN } exclude { phase: TEST } }'
+    text = (
+        INPUT
+        + 'layer { name: "r" type: "ReLU" bottom: "data" top: "r" include { phase: TRAIN } exclude { phase: TEST } }'
+    )
     with pytest.raises(PrototxtError, match="layer 'r'.*either include or exclude"):
         parse_prototxt(text, "x.prototxt")

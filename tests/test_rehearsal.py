@@ -61,15 +61,44 @@ def real_size(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = write_synthetic(root / "data", n_train=4, n_val=3, shapes=REAL_SHAPES)
     train = SBDSegmentation(paths.sbd_root, "train")
     assert {tuple(train[i].label.shape) for i in range(len(train))} == set(REAL_SHAPES)
-    base = train_base_net([train[i] for i in range(len(train))], root / "base" / "vgg16.caffemodel", width=WIDTH,
-                          steps=1, batch_size=2, log=io.StringIO())
+    base = train_base_net(
+        [train[i] for i in range(len(train))],
+        root / "base" / "vgg16.caffemodel",
+        width=WIDTH,
+        steps=1,
+        batch_size=2,
+        log=io.StringIO(),
+    )
     return {"voc": paths.voc_root, "sbd": paths.sbd_root, "base": base, "root": root}
 
 
 def stage_argv(name: str, preset: str, data: dict[str, Path], runs: Path, *extra: str) -> list[str]:
-    argv = [name, "--out", str(runs), "--voc-root", str(data["voc"]), "--sbd-root", str(data["sbd"]),
-            "--preset", preset, "--width", repr(WIDTH), "--device", "cpu", "--images-per-update", "1",
-            "--display", "1", "--snapshot", "1", "--eval-every", "1", "--eval-images", "1", *extra]
+    argv = [
+        name,
+        "--out",
+        str(runs),
+        "--voc-root",
+        str(data["voc"]),
+        "--sbd-root",
+        str(data["sbd"]),
+        "--preset",
+        preset,
+        "--width",
+        repr(WIDTH),
+        "--device",
+        "cpu",
+        "--images-per-update",
+        "1",
+        "--display",
+        "1",
+        "--snapshot",
+        "1",
+        "--eval-every",
+        "1",
+        "--eval-images",
+        "1",
+        *extra,
+    ]
     if STAGES[name].previous is None:
         argv += ["--base-weights", str(data["base"])]
     return argv
@@ -92,18 +121,25 @@ def assert_rehearsed(directory: Path, preset: str, name: str) -> None:
     if STAGES[name].previous is None:
         assert losses[0]["loss"] == pytest.approx(first_loss(preset), rel=1e-4)
     with open(directory / "log.csv") as handle:
-        assert [int(row["iter"]) for row in csv.DictReader(handle)] == [record["iter"] for record in logged if "ids" not in record]
+        assert [int(row["iter"]) for row in csv.DictReader(handle)] == [
+            record["iter"] for record in logged if "ids" not in record
+        ]
     with Image.open(directory / "loss.png") as plot:
         assert plot.format == "PNG"
-    assert sorted(path.name for path in directory.glob("snapshot_iter_*.pt")) == ["snapshot_iter_1.pt",
-                                                                                   "snapshot_iter_2.pt"]
+    assert sorted(path.name for path in directory.glob("snapshot_iter_*.pt")) == [
+        "snapshot_iter_1.pt",
+        "snapshot_iter_2.pt",
+    ]
     for file in ("train.prototxt", "val.prototxt", "deploy.prototxt", "solver.prototxt", "final.caffemodel"):
         assert (directory / file).is_file(), file
 
 
 @pytest.mark.parametrize("preset", sorted(solvers.PRESETS))
 def test_every_stage_of_the_preset_trains_on_real_size_images(
-    preset: str, real_size: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture,
+    preset: str,
+    real_size: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     runs = tmp_path / "runs"
@@ -124,17 +160,35 @@ def test_every_stage_of_the_preset_trains_on_real_size_images(
         caplog.clear()
 
 
-def test_eval_table_scores_the_rehearsed_nets_on_real_size_images(real_size: dict[str, Path], tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture) -> None:
+def test_eval_table_scores_the_rehearsed_nets_on_real_size_images(
+    real_size: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from eval.table import main as eval_table
 
     runs = tmp_path / "runs"
     for name in ("fcn32s", "fcn8s-atonce"):  # no update: the transplanted classifier with zero score layers
         assert stage.main(stage_argv(name, "heavy", real_size, runs, "--max-iter", "0", "--eval-every", "0")) == 0
     report = tmp_path / "eval.json"
-    assert eval_table(["--split", "voc2011seg11valid", "--voc-root", str(real_size["voc"]), "--sbd-root",
-                       str(real_size["sbd"]), "--runs", str(runs), "--device", "cpu", "--quiet",
-                       "--json", str(report)]) == 0
+    assert (
+        eval_table(
+            [
+                "--split",
+                "voc2011seg11valid",
+                "--voc-root",
+                str(real_size["voc"]),
+                "--sbd-root",
+                str(real_size["sbd"]),
+                "--runs",
+                str(runs),
+                "--device",
+                "cpu",
+                "--quiet",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     scored = json.loads(report.read_text())
     expected = len(seg11valid_ids(real_size["voc"], real_size["sbd"]))
     assert set(scored) == {"fcn32s", "fcn8s-atonce"}
@@ -147,8 +201,7 @@ def test_eval_table_scores_the_rehearsed_nets_on_real_size_images(real_size: dic
 def run_cli(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """A command as a user runs it, its output piped (no terminal)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_fcn32s_heavy_at_full_vgg16_width(tmp_path: Path) -> None:
@@ -158,9 +211,29 @@ def test_fcn32s_heavy_at_full_vgg16_width(tmp_path: Path) -> None:
     train = SBDSegmentation(data.sbd_root, "train")
     base = train_base_net([train[0]], tmp_path / "vgg16.caffemodel", width=1.0, steps=0, log=io.StringIO())
     runs = tmp_path / "runs"
-    result = run_cli("-m", "reproduce.stage", "fcn32s", "--preset", "heavy", "--out", str(runs), "--voc-root",
-                     str(data.voc_root), "--sbd-root", str(data.sbd_root), "--base-weights", str(base),
-                     "--device", "cpu", "--max-iter", "2", "--display", "1", "--eval-every", "0")
+    result = run_cli(
+        "-m",
+        "reproduce.stage",
+        "fcn32s",
+        "--preset",
+        "heavy",
+        "--out",
+        str(runs),
+        "--voc-root",
+        str(data.voc_root),
+        "--sbd-root",
+        str(data.sbd_root),
+        "--base-weights",
+        str(base),
+        "--device",
+        "cpu",
+        "--max-iter",
+        "2",
+        "--display",
+        "1",
+        "--eval-every",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     losses = [record["loss"] for record in records(runs / "fcn32s") if "loss" in record]
@@ -170,15 +243,27 @@ def test_fcn32s_heavy_at_full_vgg16_width(tmp_path: Path) -> None:
     assert "fcn32s: preset heavy, 2 updates" in result.stderr
 
 
-def test_cvpr_under_torchrun_two_processes_of_ten(real_size: dict[str, Path], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cvpr_under_torchrun_two_processes_of_ten(
+    real_size: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_synthetic(tmp_path / "data", n_train=12, n_val=3, size=(64, 96))
     runs = tmp_path / "runs"
-    argv = stage_argv("fcn32s", "cvpr", {"voc": data.voc_root, "sbd": data.sbd_root, "base": real_size["base"]},
-                      runs, "--max-iter", "2", "--eval-every", "0", "--images-per-update", "20")
+    argv = stage_argv(
+        "fcn32s",
+        "cvpr",
+        {"voc": data.voc_root, "sbd": data.sbd_root, "base": real_size["base"]},
+        runs,
+        "--max-iter",
+        "2",
+        "--eval-every",
+        "0",
+        "--images-per-update",
+        "20",
+    )
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one core per process
-    result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                     "-m", "reproduce.stage", *argv)
+    result = run_cli(
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "reproduce.stage", *argv
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     losses = [record["loss"] for record in records(runs / "fcn32s") if "loss" in record]
     assert losses[0] == pytest.approx(first_loss("cvpr"), rel=1e-4)

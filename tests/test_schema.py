@@ -1,6 +1,5 @@
 """The schema reads the authors' net and solver files."""
 
-
 import pytest
 from google.protobuf import text_format
 

@@ -48,8 +48,19 @@ def by_hand(prototxt: Path, caffemodel: Path, image: Path, mean=MEAN_BGR) -> np.
 def test_demo_image_gives_the_three_outputs_equal_to_the_net_run_by_hand(fcn8s_files, tmp_path, capsys, demo_image):
     prototxt, caffemodel = fcn8s_files
     out = tmp_path / "seg"
-    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out),
-            "--scores", "--quiet", "--device", "cpu"]
+    argv = [
+        str(demo_image),
+        "--prototxt",
+        str(prototxt),
+        "--caffemodel",
+        str(caffemodel),
+        "--out",
+        str(out),
+        "--scores",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert f"wrote {out}: 1 segmentation(s)" in capsys.readouterr().err
     expected = by_hand(prototxt, caffemodel, demo_image)
@@ -102,8 +113,24 @@ def test_checkpoint_carries_classes_and_mean_into_the_outputs(fcn8s_files, tmp_p
     names = tmp_path / "names.txt"
     names.write_text("".join(f"thing{i}\n" for i in range(21)))
     checkpoint = tmp_path / "fcn8s.pt"
-    assert convert(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(checkpoint),
-                    "--classes-file", str(names), "--mean", "10,20,30", "--quiet"]) == 0
+    assert (
+        convert(
+            [
+                "--prototxt",
+                str(prototxt),
+                "--caffemodel",
+                str(caffemodel),
+                "--out",
+                str(checkpoint),
+                "--classes-file",
+                str(names),
+                "--mean",
+                "10,20,30",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     loaded = porting.load(checkpoint)
     assert loaded.metadata == NetMetadata(tuple(f"thing{i}" for i in range(21)), (10.0, 20.0, 30.0))
     out = tmp_path / "seg"
@@ -119,8 +146,10 @@ def test_converted_21_class_net_defaults_to_voc_names_and_vgg_mean(fcn8s_files, 
 
     prototxt, caffemodel = fcn8s_files
     checkpoint = tmp_path / "fcn8s.pt"
-    assert convert(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(checkpoint),
-                    "--quiet"]) == 0
+    assert (
+        convert(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(checkpoint), "--quiet"])
+        == 0
+    )
     metadata = porting.load(checkpoint).metadata
     reference_names = (reference / "data" / "pascal" / "classes.txt").read_text().split()
     assert metadata.classes == tuple(reference_names[:21])
@@ -131,8 +160,18 @@ def test_class_names_of_the_wrong_count_are_refused(fcn8s_files, tmp_path, capsy
     prototxt, caffemodel = fcn8s_files
     names = tmp_path / "names.txt"
     names.write_text("a\nb\nc\n")
-    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out",
-            str(tmp_path / "seg"), "--classes-file", str(names), "--quiet"]
+    argv = [
+        str(demo_image),
+        "--prototxt",
+        str(prototxt),
+        "--caffemodel",
+        str(caffemodel),
+        "--out",
+        str(tmp_path / "seg"),
+        "--classes-file",
+        str(names),
+        "--quiet",
+    ]
     assert main(argv) == 1
     assert "3 class names given but the net's 'score' blob has 21 classes" in capsys.readouterr().err
 
@@ -142,7 +181,17 @@ def test_inputs_sharing_a_stem_are_a_usage_error(fcn8s_files, tmp_path, capsys):
     for suffix in ("jpg", "png"):
         Image.new("RGB", (8, 8)).save(tmp_path / f"same.{suffix}")
     with pytest.raises(SystemExit) as info:
-        main([str(tmp_path / "same.jpg"), str(tmp_path / "same.png"), "--prototxt", str(prototxt), "--caffemodel",
-              str(caffemodel), "--out", str(tmp_path / "seg")])
+        main(
+            [
+                str(tmp_path / "same.jpg"),
+                str(tmp_path / "same.png"),
+                "--prototxt",
+                str(prototxt),
+                "--caffemodel",
+                str(caffemodel),
+                "--out",
+                str(tmp_path / "seg"),
+            ]
+        )
     assert info.value.code == 2
     assert "share the name 'same'" in capsys.readouterr().err

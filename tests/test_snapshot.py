@@ -26,8 +26,9 @@ SAMPLES = dict(count=7, sizes=[(8, 8), (11, 7), (5, 9)])
 def train(out_dir: Path, max_iter: int, resume: Path | None = None, snapshot_every: int = 0) -> TinyNet:
     """A run of the stand-in net: 4 images per update, dropout on (so RNG handling matters)."""
     net = TinyNet()
-    config = TrainConfig(images_per_update=4, max_iter=max_iter, display=1, snapshot_every=snapshot_every,
-                         out_dir=out_dir)
+    config = TrainConfig(
+        images_per_update=4, max_iter=max_iter, display=1, snapshot_every=snapshot_every, out_dir=out_dir
+    )
     Trainer(net, solver_for(net, 4), make_samples(**SAMPLES), config).run(resume=resume)
     return net
 
@@ -43,8 +44,10 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path, monkeypatch
     train(tmp_path / "split", 3)
     resumed = train(tmp_path / "split", 7, resume=tmp_path / "split")
     assert_same_weights(straight, resumed)
-    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
-            for run in ("straight", "split")]
+    logs = [
+        [json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        for run in ("straight", "split")
+    ]
     losses = [[r for r in log if "loss" in r] for log in logs]
     assert [r["iter"] for r in losses[1]] == list(range(7))
     assert [r["loss"] for r in losses[0]] == [r["loss"] for r in losses[1]]
@@ -121,13 +124,19 @@ train(Path({out!r}), 6, snapshot_every=2)
 """
 
 
-def test_sigkill_during_snapshot_write_resumes_from_last_complete(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigkill_during_snapshot_write_resumes_from_last_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_caffemodel_writer(monkeypatch)
     out = tmp_path / "killed"
     script = CHILD.format(tests=str(TESTS), threads=torch.get_num_threads(), out=str(out))
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, cwd=TESTS.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=TESTS.parent,
+    )
     try:
         deadline = time.monotonic() + 60
         line = ""

@@ -23,8 +23,12 @@ def _specs(rng: np.random.Generator) -> list[Spec]:
     def blob(*shape: int) -> torch.nn.Parameter:
         return torch.nn.Parameter(torch.from_numpy(rng.standard_normal(shape)))
 
-    return [Spec("conv", 0, blob(4, 3, 3, 3), 1.0, 1.0), Spec("conv", 1, blob(4), 2.0, 0.0),
-            Spec("score", 0, blob(5, 4, 1, 1), 0.1, 0.5), Spec("upscore", 0, blob(5, 1, 4, 4), 0.0, 1.0)]
+    return [
+        Spec("conv", 0, blob(4, 3, 3, 3), 1.0, 1.0),
+        Spec("conv", 1, blob(4), 2.0, 0.0),
+        Spec("score", 0, blob(5, 4, 1, 1), 0.1, 0.5),
+        Spec("upscore", 0, blob(5, 1, 4, 4), 0.0, 1.0),
+    ]
 
 
 def _caffe_reference(weights, grads_per_iter, specs, config, rate_at):
@@ -54,9 +58,17 @@ def _caffe_reference(weights, grads_per_iter, specs, config, rate_at):
 def test_update_matches_hand_computed_caffe_formula(regularization: str, clip: float) -> None:
     rng = np.random.default_rng(0)
     specs = _specs(rng)
-    config = SolverConfig(base_lr=0.01, lr_policy="step", gamma=0.5, stepsize=2, momentum=0.9,
-                          weight_decay=5e-4 * 10, regularization_type=regularization, iter_size=4,
-                          clip_gradients=clip)
+    config = SolverConfig(
+        base_lr=0.01,
+        lr_policy="step",
+        gamma=0.5,
+        stepsize=2,
+        momentum=0.9,
+        weight_decay=5e-4 * 10,
+        regularization_type=regularization,
+        iter_size=4,
+        clip_gradients=clip,
+    )
     initial = [s.parameter.detach().numpy().copy() for s in specs]
     grads_per_iter = [[rng.standard_normal(w.shape) for w in initial] for _ in range(5)]
     solver = CaffeSGD(specs, config)
@@ -64,14 +76,14 @@ def test_update_matches_hand_computed_caffe_formula(regularization: str, clip: f
         for spec, grad in zip(specs, grads):
             spec.parameter.grad = torch.from_numpy(grad.copy()) if spec.parameter.requires_grad else None
         solver.step()
-    expected = _caffe_reference(initial, grads_per_iter, specs, config,
-                                lambda it: 0.01 * 0.5 ** (it // 2))
+    expected = _caffe_reference(initial, grads_per_iter, specs, config, lambda it: 0.01 * 0.5 ** (it // 2))
     for spec, want in zip(specs, expected):
         np.testing.assert_allclose(spec.parameter.detach().numpy(), want, rtol=1e-12, atol=1e-14)
     assert solver.iter == 5
     if clip >= 0:  # the threshold must bite, or this case tests nothing
-        unclipped = _caffe_reference(initial, grads_per_iter, specs, replace(config, clip_gradients=-1.0),
-                                     lambda it: 0.01 * 0.5 ** (it // 2))
+        unclipped = _caffe_reference(
+            initial, grads_per_iter, specs, replace(config, clip_gradients=-1.0), lambda it: 0.01 * 0.5 ** (it // 2)
+        )
         assert not np.allclose(unclipped[0], expected[0])
     assert not specs[3].parameter.requires_grad
     np.testing.assert_array_equal(specs[3].parameter.detach().numpy(), initial[3])
@@ -80,8 +92,7 @@ def test_update_matches_hand_computed_caffe_formula(regularization: str, clip: f
 def test_missing_gradient_still_gets_decay_and_momentum() -> None:
     """Caffe's diff of an unused blob is zero, yet weight decay and momentum still move it."""
     weight = torch.nn.Parameter(torch.tensor([2.0], dtype=torch.float64))
-    solver = CaffeSGD([Spec("a", 0, weight, 1.0, 1.0)],
-                      SolverConfig(base_lr=0.1, momentum=0.9, weight_decay=0.5))
+    solver = CaffeSGD([Spec("a", 0, weight, 1.0, 1.0)], SolverConfig(base_lr=0.1, momentum=0.9, weight_decay=0.5))
     solver.step()
     first = 2.0 - 0.1 * 0.5 * 2.0
     assert weight.item() == pytest.approx(first, rel=1e-15)
@@ -95,17 +106,22 @@ def test_policies_match_hand_formulas() -> None:
     for it in range(10):
         assert learning_rate(SolverConfig(lr_policy="fixed", **base), it) == 0.01
         assert learning_rate(SolverConfig(lr_policy="step", **base), it) == pytest.approx(
-            0.01 * 0.1 ** math.floor(it / 3), rel=1e-12)
+            0.01 * 0.1 ** math.floor(it / 3), rel=1e-12
+        )
         steps_passed = len([v for v in (2, 5, 7) if v <= it])
         assert learning_rate(SolverConfig(lr_policy="multistep", **base), it) == pytest.approx(
-            0.01 * 0.1**steps_passed, rel=1e-12)
+            0.01 * 0.1**steps_passed, rel=1e-12
+        )
         assert learning_rate(SolverConfig(lr_policy="exp", **base), it) == pytest.approx(0.01 * 0.1**it, rel=1e-12)
         assert learning_rate(SolverConfig(lr_policy="inv", **base), it) == pytest.approx(
-            0.01 / (1 + 0.1 * it) ** 0.75, rel=1e-12)
+            0.01 / (1 + 0.1 * it) ** 0.75, rel=1e-12
+        )
         assert learning_rate(SolverConfig(lr_policy="poly", **base), it) == pytest.approx(
-            0.01 * (1 - it / 10) ** 0.75, rel=1e-12)
+            0.01 * (1 - it / 10) ** 0.75, rel=1e-12
+        )
         assert learning_rate(SolverConfig(lr_policy="sigmoid", **base), it) == pytest.approx(
-            0.01 / (1 + math.exp(-0.1 * (it - 3))), rel=1e-12)
+            0.01 / (1 + math.exp(-0.1 * (it - 3))), rel=1e-12
+        )
 
 
 def test_reads_the_authors_solver_file(reference: Path) -> None:
@@ -119,14 +135,17 @@ def test_reads_the_authors_solver_file(reference: Path) -> None:
     assert config.regularization_type == "L2" and config.clip_gradients < 0
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ('lr_policy: "cosine" base_lr: 0.1', "unknown lr_policy 'cosine'"),
-    ('lr_policy: "fixed" type: "Adam"', "solver type 'Adam'"),
-    ('lr_policy: "fixed" solver_type: NESTEROV', "solver type 'Nesterov'"),
-    ('lr_policy: "step" gamma: 0.1', "stepsize > 0"),
-    ('base_lr: 0.1', "lr_policy is required"),
-    ('lr_policy: "fixed" regularization_type: "L3"', "regularization_type 'L3'"),
-])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ('lr_policy: "cosine" base_lr: 0.1', "unknown lr_policy 'cosine'"),
+        ('lr_policy: "fixed" type: "Adam"', "solver type 'Adam'"),
+        ('lr_policy: "fixed" solver_type: NESTEROV', "solver type 'Nesterov'"),
+        ('lr_policy: "step" gamma: 0.1', "stepsize > 0"),
+        ("base_lr: 0.1", "lr_policy is required"),
+        ('lr_policy: "fixed" regularization_type: "L3"', "regularization_type 'L3'"),
+    ],
+)
 def test_bad_solver_settings_are_located_errors(text: str, complaint: str) -> None:
     param = text_format.Parse(text, caffe_pb2.SolverParameter())
     with pytest.raises(PrototxtError, match="my_solver.prototxt") as raised:

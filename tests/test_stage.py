@@ -29,8 +29,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
     paths = write_synthetic(root / "data", n_train=6, n_val=6, size=(32, 40))
     train = SBDSegmentation(paths.sbd_root, "train")
-    base = train_base_net([train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1,
-                          batch_size=2)
+    base = train_base_net(
+        [train[i] for i in range(len(train))], root / "base.caffemodel", width=WIDTH, steps=1, batch_size=2
+    )
     return {"voc": paths.voc_root, "sbd": paths.sbd_root, "base": base, "root": root}
 
 
@@ -54,8 +55,18 @@ def test_no_dataset_points_to_sources_and_demo(tmp_path: Path, capsys: pytest.Ca
 
 def test_missing_dataset_folder_names_path_and_layout(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
     missing = tmp_path / "nowhere"
-    code, err, _ = _run(capsys, "fcn32s", "--out", str(tmp_path), "--sbd-root", str(missing), "--voc-root",
-                     str(tiny["voc"]), "--base-weights", str(tiny["base"]))
+    code, err, _ = _run(
+        capsys,
+        "fcn32s",
+        "--out",
+        str(tmp_path),
+        "--sbd-root",
+        str(missing),
+        "--voc-root",
+        str(tiny["voc"]),
+        "--base-weights",
+        str(tiny["base"]),
+    )
     assert code == 1
     assert str(missing) in err and "benchmark.tgz" in err
 
@@ -83,8 +94,21 @@ def _blobs(path: Path) -> dict[str, list[np.ndarray]]:
 
 def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
     runs = tmp_path / "runs"
-    common = ["--out", str(runs), *_data(tiny), "--preset", "demo", "--width", repr(WIDTH), "--device", "cpu",
-              "--images-per-update", "2", "--eval-images", "2"]
+    common = [
+        "--out",
+        str(runs),
+        *_data(tiny),
+        "--preset",
+        "demo",
+        "--width",
+        repr(WIDTH),
+        "--device",
+        "cpu",
+        "--images-per-update",
+        "2",
+        "--eval-images",
+        "2",
+    ]
     base = _blobs(tiny["base"])
 
     # fcn32s with no update: VGG-style fc6/fc7 cast to convolutions, score zero, upsampling bilinear.
@@ -100,11 +124,22 @@ def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFix
     assert np.array_equal(start["upscore"][0], bilinear_kernel(21, 64))
 
     # fcn32s trained for two updates, validated after each.
-    assert _run(capsys, "fcn32s", *common, "--base-weights", str(tiny["base"]), "--max-iter", "2",
-                "--eval-every", "1")[0] == 0
+    assert (
+        _run(capsys, "fcn32s", *common, "--base-weights", str(tiny["base"]), "--max-iter", "2", "--eval-every", "1")[0]
+        == 0
+    )
     directory = runs / "fcn32s"
-    for name in ("train.prototxt", "val.prototxt", "deploy.prototxt", "solver.prototxt", "log.csv", "log.jsonl",
-                 "loss.png", "final.caffemodel", "snapshot_iter_2.pt"):
+    for name in (
+        "train.prototxt",
+        "val.prototxt",
+        "deploy.prototxt",
+        "solver.prototxt",
+        "log.csv",
+        "log.jsonl",
+        "loss.png",
+        "final.caffemodel",
+        "snapshot_iter_2.pt",
+    ):
         assert (directory / name).is_file(), name
     records = [json.loads(line) for line in (directory / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "mean_iu" in r] == [1, 2]
@@ -140,11 +175,27 @@ def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFix
     assert not eight["score_pool3"][0].any()
 
 
-def test_resume_continues_from_the_latest_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                   caplog: pytest.LogCaptureFixture, tiny) -> None:
-    common = ["fcn32s", "--out", str(tmp_path), *_data(tiny), "--preset", "demo", "--width", repr(WIDTH),
-              "--device", "cpu", "--images-per-update", "1", "--eval-every", "0",
-              "--base-weights", str(tiny["base"])]
+def test_resume_continues_from_the_latest_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, tiny
+) -> None:
+    common = [
+        "fcn32s",
+        "--out",
+        str(tmp_path),
+        *_data(tiny),
+        "--preset",
+        "demo",
+        "--width",
+        repr(WIDTH),
+        "--device",
+        "cpu",
+        "--images-per-update",
+        "1",
+        "--eval-every",
+        "0",
+        "--base-weights",
+        str(tiny["base"]),
+    ]
     assert _run(capsys, *common, "--max-iter", "1")[0] == 0
     with caplog.at_level(logging.INFO, logger="reproduce"):
         code, _, _ = _run(capsys, *common, "--max-iter", "2", "--resume")
@@ -166,15 +217,30 @@ def restore_precision():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def test_heavy_stage_takes_the_authors_images_in_fp32(tmp_path: Path, capsys: pytest.CaptureFixture, tiny,
-                                                      restore_precision) -> None:
+def test_heavy_stage_takes_the_authors_images_in_fp32(
+    tmp_path: Path, capsys: pytest.CaptureFixture, tiny, restore_precision
+) -> None:
     """The heavy preset's images are the authors' stream (voc_layers.py: random.seed(1337), then
     randint(0, n - 1) per image, which Python 2 computed as int(random() * n)) over SBD
     train.txt in file order; log.jsonl names them per update. The stage asks for IEEE fp32
     convolutions and matmuls, TF32 only with --tf32."""
     set_fp32_precision(tf32=True)
-    common = ["fcn32s", "--out", str(tmp_path), *_data(tiny), "--preset", "heavy", "--width", repr(WIDTH),
-              "--device", "cpu", "--eval-every", "0", "--base-weights", str(tiny["base"])]
+    common = [
+        "fcn32s",
+        "--out",
+        str(tmp_path),
+        *_data(tiny),
+        "--preset",
+        "heavy",
+        "--width",
+        repr(WIDTH),
+        "--device",
+        "cpu",
+        "--eval-every",
+        "0",
+        "--base-weights",
+        str(tiny["base"]),
+    ]
     assert _run(capsys, *common, "--max-iter", "3")[0] == 0
     assert fp32_precision() == {"conv": "ieee", "matmul": "ieee"}
     train_ids = (tiny["sbd"] / "train.txt").read_text().split()

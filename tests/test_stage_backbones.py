@@ -36,10 +36,33 @@ def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, reference_dir:
     weights = tmp_path / "classifier.caffemodel"
     write_caffemodel(classifier, weights)
     runs = tmp_path / "runs"
-    argv = ["fcn32s", "--backbone", backbone, "--base-prototxt", str(zoo), "--base-weights", str(weights),
-            "--width", repr(WIDTH[backbone]), "--out", str(runs), "--voc-root", str(synthetic.voc_root),
-            "--sbd-root", str(synthetic.sbd_root), "--device", "cpu", "--max-iter", "3", "--images-per-update", "2",
-            "--eval-every", "3", "--eval-images", "3"]
+    argv = [
+        "fcn32s",
+        "--backbone",
+        backbone,
+        "--base-prototxt",
+        str(zoo),
+        "--base-weights",
+        str(weights),
+        "--width",
+        repr(WIDTH[backbone]),
+        "--out",
+        str(runs),
+        "--voc-root",
+        str(synthetic.voc_root),
+        "--sbd-root",
+        str(synthetic.sbd_root),
+        "--device",
+        "cpu",
+        "--max-iter",
+        "3",
+        "--images-per-update",
+        "2",
+        "--eval-every",
+        "3",
+        "--eval-images",
+        "3",
+    ]
     assert stage.main(argv) == 0, capsys.readouterr().err
     directory = runs / f"fcn32s-{backbone}"
     records = [json.loads(line) for line in (directory / "log.jsonl").read_text().splitlines()]
@@ -64,9 +87,23 @@ def test_backbone_trains_and_is_scored(tmp_path: Path, synthetic, reference_dir:
         assert final["fc6"][0].shape[2:] == (6, 6)
         assert final["fc6"][0].size == start["fc6"][0].size
 
-    code = table.main(["--split", "voc2011seg11valid", "--voc-root", str(synthetic.voc_root), "--sbd-root",
-                       str(synthetic.sbd_root), "--runs", str(runs), "--quiet", "--json",
-                       str(tmp_path / "eval.json"), "--device", "cpu"])
+    code = table.main(
+        [
+            "--split",
+            "voc2011seg11valid",
+            "--voc-root",
+            str(synthetic.voc_root),
+            "--sbd-root",
+            str(synthetic.sbd_root),
+            "--runs",
+            str(runs),
+            "--quiet",
+            "--json",
+            str(tmp_path / "eval.json"),
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     scores = json.loads((tmp_path / "eval.json").read_text())
@@ -85,28 +122,87 @@ def test_vgg16_backbone_is_the_generated_fcn32s(tmp_path: Path, synthetic, capsy
     weights = tmp_path / "vgg16.caffemodel"
     write_caffemodel(classifier, weights, layout="v1", legacy_dims=True)
     runs = tmp_path / "runs"
-    argv = ["fcn32s", "--backbone", "vgg16", "--base-weights", str(weights), "--width", repr(width), "--out",
-            str(runs), "--voc-root", str(synthetic.voc_root), "--sbd-root", str(synthetic.sbd_root), "--device", "cpu",
-            "--max-iter", "1", "--eval-every", "0"]
+    argv = [
+        "fcn32s",
+        "--backbone",
+        "vgg16",
+        "--base-weights",
+        str(weights),
+        "--width",
+        repr(width),
+        "--out",
+        str(runs),
+        "--voc-root",
+        str(synthetic.voc_root),
+        "--sbd-root",
+        str(synthetic.sbd_root),
+        "--device",
+        "cpu",
+        "--max-iter",
+        "1",
+        "--eval-every",
+        "0",
+    ]
     assert stage.main(argv) == 0, capsys.readouterr().err
     solver = porting.read_solver(runs / "fcn32s" / "solver.prototxt")
     assert solver.base_lr == pytest.approx(solvers.PRESETS["heavy"].base_lr["voc-fcn32s"])
-    assert table.main(["--split", "voc2011seg11valid", "--voc-root", str(synthetic.voc_root), "--sbd-root",
-                       str(synthetic.sbd_root), "--runs", str(runs), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        table.main(
+            [
+                "--split",
+                "voc2011seg11valid",
+                "--voc-root",
+                str(synthetic.voc_root),
+                "--sbd-root",
+                str(synthetic.sbd_root),
+                "--runs",
+                str(runs),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "CVPR15 T1 (FCN-VGG16)" in out
     assert re.search(r"^fcn32s\s+measured\s+16\s+\S+M\s+404\s+32\s", out, re.MULTILINE), out
 
 
 def test_backbone_needs_its_definition(tmp_path: Path, synthetic, capsys) -> None:
-    argv = ["fcn32s", "--backbone", "googlenet", "--base-weights", str(tmp_path / "w.caffemodel"), "--out",
-            str(tmp_path), "--voc-root", str(synthetic.voc_root), "--sbd-root", str(synthetic.sbd_root)]
+    argv = [
+        "fcn32s",
+        "--backbone",
+        "googlenet",
+        "--base-weights",
+        str(tmp_path / "w.caffemodel"),
+        "--out",
+        str(tmp_path),
+        "--voc-root",
+        str(synthetic.voc_root),
+        "--sbd-root",
+        str(synthetic.sbd_root),
+    ]
     (tmp_path / "w.caffemodel").write_bytes(b"")
     assert stage.main(argv) == 1
     err = capsys.readouterr().err
     assert "--base-prototxt" in err and "bvlc_googlenet" in err
-    assert stage.main(["fcn16s", "--backbone", "alexnet", "--out", str(tmp_path), "--voc-root",
-                       str(synthetic.voc_root), "--sbd-root", str(synthetic.sbd_root)]) == 1
+    assert (
+        stage.main(
+            [
+                "fcn16s",
+                "--backbone",
+                "alexnet",
+                "--out",
+                str(tmp_path),
+                "--voc-root",
+                str(synthetic.voc_root),
+                "--sbd-root",
+                str(synthetic.sbd_root),
+            ]
+        )
+        == 1
+    )
     assert "trains fcn32s only" in capsys.readouterr().err
 
 

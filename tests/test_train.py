@@ -47,9 +47,13 @@ class TinyNet(nn.Module):
         self.loss_weights = {"loss": 1.0}
 
     def param_specs(self) -> list[ParamInfo]:
-        return [ParamInfo("conv", 0, self.conv.weight, 1.0, 1.0), ParamInfo("conv", 1, self.conv.bias, 2.0, 0.0),
-                ParamInfo("score", 0, self.score.weight, 1.0, 1.0), ParamInfo("score", 1, self.score.bias, 2.0, 0.0),
-                ParamInfo("upscore", 0, self.fixed, 0.0, 1.0)]
+        return [
+            ParamInfo("conv", 0, self.conv.weight, 1.0, 1.0),
+            ParamInfo("conv", 1, self.conv.bias, 2.0, 0.0),
+            ParamInfo("score", 0, self.score.weight, 1.0, 1.0),
+            ParamInfo("score", 1, self.score.bias, 2.0, 0.0),
+            ParamInfo("upscore", 0, self.fixed, 0.0, 1.0),
+        ]
 
     def forward(self, data: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = F.dropout(F.relu(self.conv(data)), self.dropout, self.training)
@@ -67,30 +71,37 @@ def make_samples(count: int, sizes: list[tuple[int, int]], seed: int = 0) -> lis
         height, width = sizes[index % len(sizes)]
         label = rng.integers(0, 3, (height, width))
         label[rng.random((height, width)) < 0.1] = 255
-        samples.append(Sample(torch.from_numpy(rng.standard_normal((3, height, width)).astype(np.float32)),
-                              torch.from_numpy(label), f"img{index}"))
+        samples.append(
+            Sample(
+                torch.from_numpy(rng.standard_normal((3, height, width)).astype(np.float32)),
+                torch.from_numpy(label),
+                f"img{index}",
+            )
+        )
     return samples
 
 
 def fake_caffemodel_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     """TinyNet is no CaffeNet, so the caffemodel writer gets a stand-in that records the weights."""
-    monkeypatch.setattr(porting, "write_caffemodel",
-                        lambda net, path: torch.save(net.state_dict(), path), raising=False)
+    monkeypatch.setattr(
+        porting, "write_caffemodel", lambda net, path: torch.save(net.state_dict(), path), raising=False
+    )
 
 
 def solver_for(net: nn.Module, images_per_update: int) -> CaffeSGD:
-    config = SolverConfig(base_lr=0.01, lr_policy="fixed", momentum=0.9, weight_decay=5e-4,
-                          iter_size=images_per_update)
+    config = SolverConfig(base_lr=0.01, lr_policy="fixed", momentum=0.9, weight_decay=5e-4, iter_size=images_per_update)
     return CaffeSGD(net.param_specs(), config)
-
 
 
 def assert_equals_batch_sgd(net, reference, samples, *, lr: float, updates: int) -> None:
     """`net` (trained by our Trainer) equals `reference` trained on one batch of all samples
     by torch.optim.SGD (momentum 0.9, decay 5e-4, per-blob lr/decay multipliers): for a
     fixed rate that is Caffe's update with history = lr * momentum buffer."""
-    groups = [{"params": [spec.parameter], "lr": lr * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
-              for spec in reference.param_specs() if spec.lr_mult]
+    groups = [
+        {"params": [spec.parameter], "lr": lr * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+        for spec in reference.param_specs()
+        if spec.lr_mult
+    ]
     optimizer = torch.optim.SGD(groups, momentum=0.9)
     data = torch.stack([s.image for s in samples]).double()
     label = torch.stack([s.label for s in samples])[:, None]
@@ -101,6 +112,7 @@ def assert_equals_batch_sgd(net, reference, samples, *, lr: float, updates: int)
     for (name, ours), theirs in zip(net.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12, msg=name)
 
+
 def test_accumulating_single_images_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20 per-image passes with gradients summed and scaled equal one batch of the 20 images.
 
@@ -110,8 +122,9 @@ def test_accumulating_single_images_equals_one_batch(tmp_path: Path, monkeypatch
     samples = make_samples(20, [(9, 11)])
     net = TinyNet(dropout=0.0).double()
     reference = TinyNet(dropout=0.0).double()
-    Trainer(net, solver_for(net, 20), samples, TrainConfig(images_per_update=20, max_iter=3, display=1,
-                                                           out_dir=tmp_path)).run()
+    Trainer(
+        net, solver_for(net, 20), samples, TrainConfig(images_per_update=20, max_iter=3, display=1, out_dir=tmp_path)
+    ).run()
     assert_equals_batch_sgd(net, reference, samples, lr=0.01, updates=3)
     assert not torch.equal(net.conv.weight, TinyNet().conv.weight.double())
 
@@ -120,13 +133,14 @@ def test_data_order_is_seeded_epoch_permutations() -> None:
     order = ImageOrder(seed=7, length=5)
     first_epochs = [order[n] for n in range(15)]
     for epoch in range(3):
-        assert sorted(first_epochs[5 * epoch:5 * epoch + 5]) == list(range(5))
+        assert sorted(first_epochs[5 * epoch : 5 * epoch + 5]) == list(range(5))
     assert first_epochs != [ImageOrder(seed=8, length=5)[n] for n in range(15)]
     assert [ImageOrder(seed=7, length=5)[n] for n in (14, 3, 9)] == [first_epochs[n] for n in (14, 3, 9)]
 
 
-def test_authors_order_is_their_data_layers_stream_and_goes_to_the_log(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_authors_order_is_their_data_layers_stream_and_goes_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """voc_layers.py: `random.seed(1337)` once, then `random.randint(0, len(indices) - 1)` for the
     first image and after every step. Under their Python 2, randint(0, n - 1) is
     `int(random() * n)` (randrange of a width below 2**53), and Python 3 seeds from an int
@@ -165,13 +179,16 @@ def test_ranks_share_the_same_images_per_update(world_size: int, order) -> None:
     shares = [positions(rank, world_size) for rank in range(world_size)]
     per_rank = 20 // world_size
     for update in range(3):
-        combined = [p for share in shares for p in share[update * per_rank:(update + 1) * per_rank]]
-        assert combined == single[update * 20:(update + 1) * 20]
+        combined = [p for share in shares for p in share[update * per_rank : (update + 1) * per_rank]]
+        assert combined == single[update * 20 : (update + 1) * 20]
 
 
-def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str],
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_plot_progress_and_final_files(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     fake_caffemodel_writer(monkeypatch)
     net = TinyNet()
     samples = make_samples(6, [(8, 8), (11, 7), (5, 9)])
@@ -181,14 +198,17 @@ def test_logs_plot_progress_and_final_files(tmp_path: Path, monkeypatch: pytest.
         calls.append(model.training)
         return {"mean_iu": 0.1 * len(calls)}
 
-    config = TrainConfig(images_per_update=2, max_iter=6, display=2, average_loss=3, snapshot_every=4,
-                         eval_every=3, out_dir=tmp_path)
+    config = TrainConfig(
+        images_per_update=2, max_iter=6, display=2, average_loss=3, snapshot_every=4, eval_every=3, out_dir=tmp_path
+    )
     with caplog.at_level(logging.INFO, logger="reproduce"):
         result = Trainer(net, solver_for(net, 2), samples, config, evaluate=evaluate).run()
     records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
     assert [r["iter"] for r in records if "loss" in r] == [0, 2, 4]
-    assert [(r["iter"], r["mean_iu"]) for r in records if "mean_iu" in r] == [(3, pytest.approx(0.1)),
-                                                                               (6, pytest.approx(0.2))]
+    assert [(r["iter"], r["mean_iu"]) for r in records if "mean_iu" in r] == [
+        (3, pytest.approx(0.1)),
+        (6, pytest.approx(0.2)),
+    ]
     assert all(r["lr"] == pytest.approx(0.01) and r["images_per_s"] > 0 for r in records if "loss" in r)
     with open(result.log_csv) as handle:
         rows = list(csv.DictReader(handle))
@@ -242,10 +262,12 @@ def test_caffenet_accumulation_equals_batch_and_writes_caffemodel(tmp_path: Path
     reference.load_state_dict(net.state_dict())
     bilinear = net.state_dict()["upscore.0"].clone()
     samples = make_samples(4, [(9, 11)])
-    solver = CaffeSGD(net.param_specs(), SolverConfig(base_lr=0.001, lr_policy="fixed", momentum=0.9,
-                                                      weight_decay=5e-4, iter_size=4))
-    result = Trainer(net, solver, samples, TrainConfig(images_per_update=4, max_iter=3, display=1,
-                                                       out_dir=tmp_path)).run()
+    solver = CaffeSGD(
+        net.param_specs(), SolverConfig(base_lr=0.001, lr_policy="fixed", momentum=0.9, weight_decay=5e-4, iter_size=4)
+    )
+    result = Trainer(
+        net, solver, samples, TrainConfig(images_per_update=4, max_iter=3, display=1, out_dir=tmp_path)
+    ).run()
     assert_equals_batch_sgd(net, reference, samples, lr=0.001, updates=3)
     assert torch.equal(net.state_dict()["upscore.0"], bilinear)
     written = porting.read_caffemodel(result.caffemodel)
@@ -263,18 +285,27 @@ def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.
     samples = make_samples(20, [(6, 7)])
     trained = {}
     for preset in ("cvpr", "cvpr-mean"):
-        config = dataclasses.replace(SolverConfig.from_proto(solvers.build(preset, "voc-fcn32s")),
-                                     accumulation=solvers.PRESETS[preset].accumulation)
+        config = dataclasses.replace(
+            SolverConfig.from_proto(solvers.build(preset, "voc-fcn32s")),
+            accumulation=solvers.PRESETS[preset].accumulation,
+        )
         net = TinyNet(dropout=0.0).double()
-        Trainer(net, CaffeSGD(net.param_specs(), config), samples,
-                TrainConfig(images_per_update=20, max_iter=3, display=1, out_dir=tmp_path / preset)).run()
+        Trainer(
+            net,
+            CaffeSGD(net.param_specs(), config),
+            samples,
+            TrainConfig(images_per_update=20, max_iter=3, display=1, out_dir=tmp_path / preset),
+        ).run()
         trained[preset] = net.state_dict()
     mean = SolverConfig.from_proto(solvers.build("cvpr-mean", "voc-fcn32s"))
     assert (mean.base_lr, mean.weight_decay, mean.iter_size) == (pytest.approx(2e-3), pytest.approx(2.5e-5), 20)
 
     reference = TinyNet(dropout=0.0).double()
-    groups = [{"params": [spec.parameter], "lr": 1e-4 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
-              for spec in reference.param_specs() if spec.lr_mult]
+    groups = [
+        {"params": [spec.parameter], "lr": 1e-4 * spec.lr_mult, "weight_decay": 5e-4 * spec.decay_mult}
+        for spec in reference.param_specs()
+        if spec.lr_mult
+    ]
     optimizer = torch.optim.SGD(groups, momentum=0.9)
     data = torch.stack([s.image for s in samples]).double()
     label = torch.stack([s.label for s in samples])[:, None]

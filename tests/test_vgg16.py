@@ -25,8 +25,13 @@ def test_classifier_has_vgg16s_weights():
 def test_fcn_trunk_is_the_classifiers():
     classifier = {layer.name: layer for layer in vgg16.classifier().to_proto().layer}
     voc = fcn.build("voc-fcn32s", "deploy")
-    trunk = [layer for layer in voc.layer if layer.name.startswith(("conv", "relu", "pool")) and layer.name[-1].isdigit()
-             and not layer.name.startswith(("relu6", "relu7"))]
+    trunk = [
+        layer
+        for layer in voc.layer
+        if layer.name.startswith(("conv", "relu", "pool"))
+        and layer.name[-1].isdigit()
+        and not layer.name.startswith(("relu6", "relu7"))
+    ]
     assert len(trunk) == 13 * 2 + 5
     for layer in trunk:
         ours = classifier[layer.name]
@@ -42,8 +47,9 @@ def test_v1_text_upgrades_back_to_the_definition():
     v1 = downgrade_net(net)
     assert not v1.layer and len(v1.layers) == len(net.layer) - 1 and list(v1.input_dim) == [1, 3, 224, 224]
     back = upgrade_net(v1)
-    assert [(layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in back.layer[1:]] == \
-        [(layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in net.layer[1:]]
+    assert [(layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in back.layer[1:]] == [
+        (layer.name, layer.type, list(layer.bottom), list(layer.top)) for layer in net.layer[1:]
+    ]
     assert [layer.convolution_param for layer in back.layer[1:]] == [layer.convolution_param for layer in net.layer[1:]]
 
 

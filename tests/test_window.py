@@ -21,7 +21,9 @@ INPUT = 'layer { name: "input" type: "Input" top: "data" input_param { shape { d
 
 
 def conv(fields: str, kind: str = "Convolution") -> str:
-    return f'layer {{ name: "w" type: "{kind}" bottom: "data" top: "w" convolution_param {{ num_output: 2 {fields} }} }}'
+    return (
+        f'layer {{ name: "w" type: "{kind}" bottom: "data" top: "w" convolution_param {{ num_output: 2 {fields} }} }}'
+    )
 
 
 def pool(fields: str) -> str:
@@ -35,8 +37,10 @@ def layer(text: str) -> caffe_pb2.LayerParameter:
 # Expected windows worked out from Caffe's source for each spelling.
 VALID = [
     (conv("kernel_size: 3"), Window((3, 3), (1, 1), (0, 0), (1, 1))),
-    (conv("kernel_size: 3 kernel_size: 5 stride: 2 stride: 1 pad: 1 pad: 2 dilation: 2"),
-     Window((3, 5), (2, 1), (1, 2), (2, 2))),
+    (
+        conv("kernel_size: 3 kernel_size: 5 stride: 2 stride: 1 pad: 1 pad: 2 dilation: 2"),
+        Window((3, 5), (2, 1), (1, 2), (2, 2)),
+    ),
     (conv("kernel_h: 3 kernel_w: 5 stride_h: 2 stride_w: 1 pad_h: 1"), Window((3, 5), (2, 1), (1, 0), (1, 1))),
     (conv("kernel_size: 4 stride: 2", "Deconvolution"), Window((4, 4), (2, 2), (0, 0), (1, 1))),
     (pool("kernel_size: 3 stride: 2"), Window((3, 3), (2, 2), (0, 0))),
@@ -79,8 +83,10 @@ def test_layers_validator_and_coordinate_maps_read_the_same_window(text, expecte
     if expected.kernel is None:
         assert maps is None  # global pooling keeps no coordinates
         return
-    forward = tuple(AxisMap(Fraction(s), Fraction(expected.extent(i) - 1, 2) - p)
-                    for i, (s, p) in enumerate(zip(expected.stride, expected.pad)))
+    forward = tuple(
+        AxisMap(Fraction(s), Fraction(expected.extent(i) - 1, 2) - p)
+        for i, (s, p) in enumerate(zip(expected.stride, expected.pad))
+    )
     if param.type == "Deconvolution":
         forward = tuple(AxisMap(1 / m.scale, -m.offset / m.scale) for m in forward)
     assert maps == forward

@@ -25,7 +25,9 @@ class Eltwise(CaffeLayer):
         self.operation = p.operation
         self.coeff = [float(c) for c in p.coeff]
         if self.coeff and (self.operation != E.SUM or len(self.coeff) != self.num_bottoms):
-            raise self.error(f"coeff needs operation SUM and one value per bottom ({self.num_bottoms}), found {len(self.coeff)}")
+            raise self.error(
+                f"coeff needs operation SUM and one value per bottom ({self.num_bottoms}), found {len(self.coeff)}"
+            )
 
     def forward(self, *bottoms: Tensor) -> list[Tensor]:
         first = bottoms[0]
@@ -74,10 +76,12 @@ class Scale(CaffeLayer):
             end = rank if p.num_axes == -1 else self.axis + p.num_axes
             if end > rank:
                 raise self.error(f"axis {self.axis} + num_axes {p.num_axes} exceeds the bottom's {rank} axes")
-            scale_shape = tuple(bottom_shapes[0][self.axis:end])
+            scale_shape = tuple(bottom_shapes[0][self.axis : end])
             self.add_blob(scale_shape, p.filler if p.HasField("filler") else constant_filler(1.0))
-        if tuple(bottom_shapes[0][self.axis:self.axis + len(scale_shape)]) != scale_shape:
-            raise self.error(f"scale shape {scale_shape} does not match bottom {tuple(bottom_shapes[0])} at axis {self.axis}")
+        if tuple(bottom_shapes[0][self.axis : self.axis + len(scale_shape)]) != scale_shape:
+            raise self.error(
+                f"scale shape {scale_shape} does not match bottom {tuple(bottom_shapes[0])} at axis {self.axis}"
+            )
         self.scale_rank = len(scale_shape)
         self.bias_term = p.bias_term
         if self.bias_term:
@@ -106,7 +110,7 @@ class InnerProduct(CaffeLayer):
             raise self.error("inner_product_param.num_output must be set")
         shape = bottom_shapes[0]
         self.axis = canonical_axis(self, p.axis, len(shape))
-        self.in_features = math.prod(shape[self.axis:])
+        self.in_features = math.prod(shape[self.axis :])
         self.transpose = p.transpose
         weight = (self.in_features, p.num_output) if self.transpose else (p.num_output, self.in_features)
         self.add_blob(weight, p.weight_filler)
@@ -115,8 +119,10 @@ class InnerProduct(CaffeLayer):
             self.add_blob((p.num_output,), p.bias_filler)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        if math.prod(x.shape[self.axis:]) != self.in_features:
-            raise self.bad_input(f"expected {self.in_features} features from axis {self.axis} on, found shape {tuple(x.shape)}")
-        flat = x.reshape(*x.shape[:self.axis], self.in_features)
+        if math.prod(x.shape[self.axis :]) != self.in_features:
+            raise self.bad_input(
+                f"expected {self.in_features} features from axis {self.axis} on, found shape {tuple(x.shape)}"
+            )
+        flat = x.reshape(*x.shape[: self.axis], self.in_features)
         weight = self.blob(0).t() if self.transpose else self.blob(0)
         return [F.linear(flat, weight, self.blob(1) if self.bias_term else None)]

@@ -32,7 +32,9 @@ class _ConvolutionBase(CaffeLayer):
         self.group = p.group
         channels = bottom_shapes[0][1]
         if self.group == 0 or channels % self.group or p.num_output % self.group:
-            raise self.error(f"input channels ({channels}) and num_output ({p.num_output}) must be divisible by group ({self.group})")
+            raise self.error(
+                f"input channels ({channels}) and num_output ({p.num_output}) must be divisible by group ({self.group})"
+            )
         self.in_channels = channels
         if self.transposed:
             weight_shape = (channels, p.num_output // self.group, *self.kernel)

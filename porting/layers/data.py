@@ -100,10 +100,29 @@ class DataLayer(CaffeLayer):
 
 
 #: node types `ast.literal_eval` accepts (signed numbers and complex sums are UnaryOp / BinOp)
-_LITERAL_NODES = (ast.Expression, ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
-                  ast.UAdd, ast.USub, ast.Add, ast.Sub, ast.Load)
-_NODE_NAMES = {ast.Call: "a function call", ast.Name: "a name", ast.Attribute: "an attribute access",
-               ast.Subscript: "indexing", ast.Lambda: "a lambda", ast.Starred: "unpacking"}
+_LITERAL_NODES = (
+    ast.Expression,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Set,
+    ast.Dict,
+    ast.UnaryOp,
+    ast.BinOp,
+    ast.UAdd,
+    ast.USub,
+    ast.Add,
+    ast.Sub,
+    ast.Load,
+)
+_NODE_NAMES = {
+    ast.Call: "a function call",
+    ast.Name: "a name",
+    ast.Attribute: "an attribute access",
+    ast.Subscript: "indexing",
+    ast.Lambda: "a lambda",
+    ast.Starred: "unpacking",
+}
 
 
 def _non_literal(tree: ast.Expression) -> str:

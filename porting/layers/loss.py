@@ -30,7 +30,7 @@ class Softmax(CaffeLayer):
 def _labels(layer: CaffeLayer, scores: Tensor, label: Tensor, axis: int) -> Tensor:
     """Labels as (outer, inner) integers, checked against the scores' outer x inner count."""
     outer = math.prod(scores.shape[:axis])
-    inner = math.prod(scores.shape[axis + 1:])
+    inner = math.prod(scores.shape[axis + 1 :])
     if label.numel() != outer * inner:
         raise layer.bad_input(
             f"label count {label.numel()} (shape {tuple(label.shape)}) must equal outer x inner = "
@@ -79,7 +79,9 @@ class SoftmaxWithLoss(CaffeLayer):
         exact = F.log_softmax(scores, dim=self.axis)
         log_prob = exact + (exact.clamp_min(LOG_FLT_MIN) - exact).detach()  # clamped value, unclamped gradient
         log_prob = log_prob.reshape(outer, scores.shape[self.axis], inner)
-        valid = labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+        valid = (
+            labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+        )
         picked = log_prob.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         loss = -(picked * valid).sum() / self._normalizer(labels, valid)
         if self.num_tops == 2:
@@ -105,7 +107,9 @@ class Accuracy(CaffeLayer):
         labels = _labels(self, scores, label, self.axis)
         outer, inner = labels.shape
         flat = scores.reshape(outer, scores.shape[self.axis], inner)
-        valid = labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+        valid = (
+            labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+        )
         true_score = flat.gather(1, torch.where(valid, labels, 0).unsqueeze(1))
         better = (flat >= true_score).sum(dim=1) - 1
         hits = ((better < self.top_k) & valid).sum()

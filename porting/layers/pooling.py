@@ -72,8 +72,10 @@ class Pooling(CaffeLayer):
             return 1, 1
         clip = any(self.pad)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        return (caffe_pooled_size(height, kh, sh, ph, self.ceil_mode, clip),
-                caffe_pooled_size(width, kw, sw, pw, self.ceil_mode, clip))
+        return (
+            caffe_pooled_size(height, kh, sh, ph, self.ceil_mode, clip),
+            caffe_pooled_size(width, kw, sw, pw, self.ceil_mode, clip),
+        )
 
     def forward(self, x: Tensor) -> list[Tensor]:
         if x.dim() != 4:
@@ -92,7 +94,9 @@ class Pooling(CaffeLayer):
         if native:
             if self.is_max:
                 return [F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)]
-            return [F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode, count_include_pad=True)]
+            return [
+                F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode, count_include_pad=True)
+            ]
         return [self._explicit(x, out)]
 
     def _explicit(self, x: Tensor, out: tuple[int, int]) -> Tensor:
