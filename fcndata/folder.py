@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from porting.errors import FormatError
 from porting.metadata import read_class_names
 
 from .errors import DatasetError
-from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, require_dir
+from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, load_png_label, require_dir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CLASSES_FILE = "classes.txt"
@@ -56,21 +55,15 @@ def image_ids(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+INDEX_LABEL_HINT = (
+    "labels must be one-channel ('L') or palette ('P') PNGs whose values are class indices "
+    "(a colour rendering of the classes cannot be read back)"
+)
+
+
 def load_index_png(path: Path) -> np.ndarray:
     """A one-channel ('L') or palette ('P') PNG as its stored index values, uint8 HxW."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("P", "L"):
-                raise DatasetError(
-                    f"{path}: label PNG has mode {im.mode!r}; labels must be one-channel ('L') or palette ('P') PNGs "
-                    "whose values are class indices (a colour rendering of the classes cannot be read back)"
-                )
-            return np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: label file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{path}: corrupt or unreadable label PNG: {exc}") from None
+    return load_png_label(path, INDEX_LABEL_HINT)
 
 
 class FolderSegmentation(SegmentationFiles):

@@ -85,16 +85,26 @@ def load_rgb(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: corrupt or unreadable image: {exc}") from None
 
 
-def load_png_label(path: Path) -> np.ndarray:
-    """Decode a VOC SegmentationClass PNG: its palette indices are the labels."""
+VOC_LABEL_HINT = (
+    "VOC labels are palette ('P') PNGs whose indices are the class numbers (a colour-converted copy loses them)"
+)
+
+
+def load_png_label(path: Path, hint: str = VOC_LABEL_HINT) -> np.ndarray:
+    """Decode a one-channel ('L') or palette ('P') label PNG: its stored indices are the labels.
+
+    Args:
+        path: the PNG.
+        hint: what such labels must be, said when the PNG has another mode.
+
+    Returns:
+        The index values, uint8 HxW.
+    """
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("P", "L"):
-                raise DatasetError(
-                    f"{path}: label PNG has mode {im.mode!r}; VOC labels are palette ('P') PNGs whose "
-                    "indices are the class numbers (a colour-converted copy loses them)"
-                )
+                raise DatasetError(f"{path}: label PNG has mode {im.mode!r}; {hint}")
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"{path}: label file not found") from None
