@@ -197,7 +197,22 @@ def published_name(name: str) -> str | None:
 
 
 def published_rows(split: str, model: str) -> list[tuple[str, dict[str, float | None]]]:
-    """(source label, {metric: percent or None}) for every published row of `model` on `split`."""
+    """Every published row of `model` on `split`, its heads' too (SIFT Flow's "siftflow-fcn16s sem" and "... geo").
+
+    Args:
+        split: a split of `PUBLISHED`, e.g. "nyud-test".
+        model: a net, run or file name (`published_name`).
+
+    Returns:
+        (source label, {metric: percent or None}) per row; a head's label ends in the head, e.g. "CVPR15 T5 geo".
+    """
     key = published_name(model)
-    rows = PUBLISHED.get(split, {}).get(key, ()) if key is not None else ()
-    return [(row.source.label, {metric: row.value(metric) for metric in METRICS}) for row in rows]
+    if key is None:
+        return []
+    found = [
+        (row.source.label + net.removeprefix(key), row)
+        for net, rows in PUBLISHED.get(split, {}).items()
+        if net == key or net.startswith(key + " ")
+        for row in rows
+    ]
+    return [(label, {metric: row.value(metric) for metric in METRICS}) for label, row in found]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from porting.metadata import NetMetadata
+from prototxt import nets
 from prototxt.voc import CLASS_NAMES
 
 from .image import MEAN_BGR
@@ -55,7 +56,8 @@ def match_classes(source: Sequence[str], target: Sequence[str]) -> dict[int, int
 
 
 #: Class list and mean of each task a published model was trained for, by key (`porting.models` entries
-#: name theirs); a dataset package adds its own with `register_task`.
+#: name theirs; `net_task` gives the key of each of the authors' nets); a dataset module adds its own with
+#: `register_task`.
 TASKS: dict[str, NetMetadata] = {"voc": NetMetadata(VOC_CLASSES, MEAN_BGR)}
 
 
@@ -72,3 +74,17 @@ def task_metadata(key: str) -> NetMetadata:
         return TASKS[key]
     except KeyError:
         raise KeyError(f"unknown task {key!r}; known: {', '.join(TASKS)}") from None
+
+
+def net_task(net: str) -> str:
+    """The task (`TASKS` key) one of the authors' nets (`prototxt.nets.NETS`) was trained for.
+
+    Args:
+        net: the authors' directory name, e.g. "nyud-fcn32s-hha".
+
+    Returns:
+        Its family's name ("voc", "pascalcontext", "nyud", "siftflow"); for a NYUDv2 net
+        whose first input is HHA, "nyud-hha" (the mean is that of a net's first input).
+    """
+    family = nets.info(net).family.name
+    return "nyud-hha" if family == "nyud" and nets.nyud_tops(net)[0] == "hha" else family

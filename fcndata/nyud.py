@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from porting.metadata import NetMetadata
 from prototxt.nets import NYUD_CLASSES as NUM_CLASSES
 
+from .classes import register_task
 from .errors import DatasetError
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
@@ -34,6 +36,17 @@ MEAN_LOG_DEPTH = 7.844
 SPLITS = ("train", "val", "trainval", "test")
 TEST_IMAGES = 654
 TOPS = ("color", "depth", "hha", "label")
+#: the 40 classes in the nets' output order (the authors' data/nyud/classes.txt; label k + 1 in the files)
+NYUD_NAMES: tuple[str, ...] = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat",
+    "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain", "box",
+    "whiteboard", "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure",
+    "otherfurniture", "otherprop",
+)  # fmt: skip
+# a net's mean is its first input's: colour (color, color-d, color-hha) or HHA (hha)
+register_task("nyud", NetMetadata(NYUD_NAMES, MEAN_COLOR_BGR))
+register_task("nyud-hha", NetMetadata(NYUD_NAMES, MEAN_HHA))
 
 LAYOUT = (
     "Expected <nyud_root>/ as the authors' nyud.tar.gz unpacks: data/images/img_<id>.png, data/depth/img_<id>.png, "

@@ -18,12 +18,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from porting.metadata import NetMetadata
+
+from .classes import VOC_CLASSES, register_task
 from .errors import DatasetError
 from .image import SegmentationFiles, load_ids, require_dir
 from .mat import load_label_map
 from .tops import bgr_minus_mean
 
 MEAN_BGR = (104.007, 116.669, 122.679)
+#: the task's classes in the nets' output order (the authors' classes-59.txt): background, VOC's 20, 39 more
+CONTEXT_NAMES: tuple[str, ...] = (
+    *VOC_CLASSES,
+    "bag", "bed", "bench", "book", "building", "cabinet", "ceiling", "clothes", "computer", "cup",
+    "door", "fence", "floor", "flower", "food", "grass", "ground", "keyboard", "light", "mountain",
+    "mouse", "curtain", "platform", "sign", "plate", "road", "rock", "shelves", "sidewalk", "sky",
+    "snow", "bedcloth", "track", "tree", "truck", "wall", "water", "window", "wood",
+)  # fmt: skip
+register_task("pascalcontext", NetMetadata(CONTEXT_NAMES, MEAN_BGR))
 SPLITS = ("train", "val")
 VAL_IMAGES = 5105
 #: task-list names -> full-list names, where the two lists differ

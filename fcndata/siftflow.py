@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from porting.metadata import NetMetadata
 from prototxt.nets import SIFTFLOW_HEADS
 
+from .classes import register_task
 from .errors import DatasetError
 from .image import IGNORE_LABEL, load_ids, load_rgb, require_dir
 from .mat import load_label_map
@@ -27,6 +29,13 @@ from .tops import TopsDataset, bgr_minus_mean, check_values
 
 SEMANTIC_CLASSES, GEOMETRIC_CLASSES = (head.num_classes for head in SIFTFLOW_HEADS)
 MEAN_BGR = (114.578, 115.294, 108.353)
+#: the semantic classes in the nets' output order (`score_sem`; the authors' data/sift-flow/classes.txt)
+SEMANTIC_NAMES: tuple[str, ...] = (
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
+    "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole", "river", "road",
+    "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight", "sun", "tree", "window",
+)  # fmt: skip
+register_task("siftflow", NetMetadata(SEMANTIC_NAMES, MEAN_BGR))
 SPLITS = ("trainval", "test")
 TEST_IMAGES = 200
 TOPS = ("data", "sem", "geo")

@@ -112,8 +112,13 @@ def published_scores(model: PublishedModel) -> list[tuple[str, dict[str, float |
     return _resolve(PUBLISHED_SCORES)(model.scores_on, model.name)
 
 
-_VOC = dict(dataset="voc", scores_on="voc2011seg11valid")
 _DOWNLOADS = "http://dl.caffe.berkeleyvision.org"
+_VOC = dict(dataset="voc", scores_on="voc2011seg11valid")
+_CONTEXT = dict(dataset="pascalcontext", scores_on="pascalcontext-val")
+_NYUD = dict(scores_on="nyud-test")
+_SIFTFLOW = dict(dataset="siftflow", scores_on="siftflow-test")
+#: the HHA input (the encoding of depth as horizontal disparity, height above ground and angle with gravity)
+_HHA_INPUT = "the HHA image as its PNG stores it (no channel swap), 0..255"
 for _model in (
     PublishedModel("voc-fcn32s", "voc-fcn32s/deploy.prototxt", f"{_DOWNLOADS}/fcn32s-heavy-pascal.caffemodel",
                    description="FCN-32s VGG16, PASCAL VOC, heavy (PAMI) recipe", **_VOC),
@@ -126,6 +131,28 @@ for _model in (
                    description="FCN-8s VGG16 trained at once, PASCAL VOC", **_VOC),
     PublishedModel("voc-fcn-alexnet", "voc-fcn-alexnet/deploy.prototxt", f"{_DOWNLOADS}/fcn-alexnet-pascal.caffemodel",
                    description="FCN-AlexNet, PASCAL VOC", **_VOC),
+    *(PublishedModel(f"pascalcontext-fcn{s}", f"pascalcontext-fcn{s}/deploy.prototxt",
+                     f"{_DOWNLOADS}/pascalcontext-fcn{s}-heavy.caffemodel",
+                     description=f"FCN-{s} VGG16, PASCAL-Context (59 classes and background), heavy recipe", **_CONTEXT)
+      for s in ("32s", "16s", "8s")),
+    PublishedModel("nyud-fcn32s-color", "nyud-fcn32s-color/deploy.prototxt",
+                   f"{_DOWNLOADS}/nyud-fcn32s-color-heavy.caffemodel", dataset="nyud",
+                   description="FCN-32s VGG16, NYUDv2 (40 classes), color input, heavy recipe", **_NYUD),
+    PublishedModel("nyud-fcn32s-hha", "nyud-fcn32s-hha/deploy.prototxt",
+                   f"{_DOWNLOADS}/nyud-fcn32s-hha-heavy.caffemodel", dataset="nyud-hha",
+                   input=f"blob `data`: {_HHA_INPUT}, per-channel mean subtracted, NCHW",
+                   description="FCN-32s VGG16, NYUDv2 (40 classes), HHA input, heavy recipe", **_NYUD),
+    PublishedModel("nyud-fcn32s-color-hha", "nyud-fcn32s-color-hha/deploy.prototxt",
+                   f"{_DOWNLOADS}/nyud-fcn32s-color-hha-heavy.caffemodel", dataset="nyud",
+                   input=f"blob `color`: {CAFFE_INPUT} (the mean below); blob `hha`: {_HHA_INPUT}, minus the "
+                   "mean of nyud-fcn32s-hha",
+                   description="FCN-32s VGG16, NYUDv2 (40 classes), late fusion of a color and an HHA stream "
+                   "(scores averaged), heavy recipe", **_NYUD),
+    *(PublishedModel(f"siftflow-fcn{s}", f"siftflow-fcn{s}/deploy.prototxt",
+                     f"{_DOWNLOADS}/siftflow-fcn{s}-heavy.caffemodel",
+                     description=f"FCN-{s} VGG16, SIFT Flow: two heads on one trunk, score_sem (the semantic classes "
+                     "below) and score_geo (3 geometric classes), heavy recipe", **_SIFTFLOW)
+      for s in ("32s", "16s", "8s")),
 ):  # fmt: skip
     register(_model)
 
@@ -146,8 +173,13 @@ def load_model(
 
 def _scores_text(model: PublishedModel) -> str:
     rows = published_scores(model)
-    cells = [f"{value:g}" for _, row in rows if (value := row.get("mean_iu")) is not None]
-    return f"mean IU {' / '.join(cells)} ({', '.join(label for label, _ in rows)})" if rows else "none"
+    with_iu = [(label, value) for label, row in rows if (value := row.get("mean_iu")) is not None]
+    cells, labels = " / ".join(f"{v:g}" for _, v in with_iu), ", ".join(label for label, _ in with_iu)
+    parts = [f"mean IU {cells} ({labels})"] if with_iu else []
+    for label, row in rows:
+        if row.get("mean_iu") is None:  # e.g. SIFT Flow's geometric head: pixel accuracy only
+            parts.append(f"{label}: " + ", ".join(f"{metric} {v:g}" for metric, v in row.items() if v is not None))
+    return "; ".join(parts) or "none"
 
 
 def describe(model: PublishedModel) -> str:
@@ -160,7 +192,7 @@ def describe(model: PublishedModel) -> str:
         f"{model.name}: {model.description}",
         f"  deploy     prototxt/{model.deploy}" + ("" if (PROTOTXT_DIR / model.deploy).is_file() else " (not generated yet)"),
         f"  weights    {model.filename}  <- {model.url}",
-        f"  input      {model.input}; mean (B, G, R) = ({mean})",
+        f"  input      {model.input}; mean ({mean})",
         f"  classes    {len(classes)} ({model.dataset}): {shown}",
         f"  published  {_scores_text(model)} on {model.scores_on}",
     ])  # fmt: skip

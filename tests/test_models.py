@@ -10,8 +10,10 @@ import torch
 from helpers import randomize, write_net
 
 import porting
+from fcndata import nyud, pascalcontext, siftflow
+from fcndata.classes import TASKS, net_task
 from porting import models
-from prototxt import fcn
+from prototxt import fcn, nets
 
 
 def authors_url(reference_dir: Path, name: str) -> str:
@@ -27,18 +29,95 @@ def test_url_is_the_authors_caffemodel_url(reference_dir, name):
     assert model.filename == authors_url(reference_dir, name).rsplit("/", 1)[1]
 
 
-@pytest.mark.parametrize("name", ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce", "voc-fcn-alexnet"])
-def test_every_voc_net_of_the_authors_is_registered_with_a_deploy_net(name):
+def test_every_caffemodel_url_of_the_authors_is_registered(reference_dir):
+    published = {path.parent.name: path for path in reference_dir.glob("fcn-berkeleyvision*/*/caffemodel-url")}
+    assert len(published) == 14 and "nyud-fcn32s-color-d" not in published  # the authors publish no weights for it
+    assert set(published) == set(models.MODELS)
+    for name, path in published.items():
+        assert models.get(name).url == path.read_text().strip()
+
+
+def _score_blob(model: models.PublishedModel) -> str:
+    """The blob whose channels are the model's classes: SIFT Flow's semantic head, `score` elsewhere."""
+    return "score_sem" if model.dataset == "siftflow" else "score"
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_every_model_has_a_deploy_net_a_task_and_its_inputs_named(name):
     model = models.get(name)
     net = porting.CaffeNet(porting.read_prototxt(model.deploy_path()), fill=False)
-    classes = models.class_metadata(model).classes
-    assert net.inferred_shapes["score"][1] == len(classes) == 21
+    metadata = models.class_metadata(model)
+    assert net.inferred_shapes[_score_blob(model)][1] == len(metadata.classes) == len(set(metadata.classes))
+    assert model.dataset == net_task(name) and model.dataset in TASKS
+    if len(net.inputs) > 1:  # NYUD's late fusion: the input text says what each blob takes
+        assert all(f"blob `{blob}`" in model.input for blob in net.inputs)
+
+
+def test_task_class_lists_are_the_authors(reference_dir):
+    data = reference_dir / "fcn-berkeleyvision-extra" / "data"
+    context = [line.split(":", 1)[1].strip() for line in (data / "pascal-context" / "classes-59.txt").open()]
+    assert tuple(context) == pascalcontext.CONTEXT_NAMES
+    assert tuple((data / "nyud" / "classes.txt").read_text().splitlines()[: nyud.NUM_CLASSES]) == nyud.NYUD_NAMES
+    semantic = (data / "sift-flow" / "classes.txt").read_text().split("Semantic:")[1].split("Geometric:")[0]
+    assert tuple(line[3:] for line in semantic.splitlines() if line[:2].isdigit()) == siftflow.SEMANTIC_NAMES
+    assert TASKS["pascalcontext"].mean == pascalcontext.MEAN_BGR and TASKS["siftflow"].mean == siftflow.MEAN_BGR
+    assert (TASKS["nyud"].mean, TASKS["nyud-hha"].mean) == (nyud.MEAN_COLOR_BGR, nyud.MEAN_HHA)
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_load_model_runs_every_model(name, tmp_path, monkeypatch):
+    """Random weights for the model's deploy net at 1/16 width, under the authors' file name, through `load_model`."""
+    model = models.get(name)
+    full = porting.read_prototxt(model.deploy_path())
+    narrow = nets.build(name, "deploy", width=1 / 16)
+    assert [(layer.name, layer.type) for layer in narrow.layer] == [(layer.name, layer.type) for layer in full.layer]
+    torch.manual_seed(0)
+    deploy = tmp_path / "prototxt" / model.deploy
+    deploy.parent.mkdir(parents=True)
+    _, caffemodel = write_net(randomize(porting.CaffeNet(narrow), seed=1, bilinear_deconv=True), tmp_path, "w")
+    deploy.write_text(porting.to_text(narrow))
+    weights = caffemodel.rename(tmp_path / model.filename)
+    monkeypatch.setattr(models, "PROTOTXT_DIR", tmp_path / "prototxt")
+
+    net, report = models.load_model(name, tmp_path)  # a folder: the weights under the authors' file name
+    assert not report.missing and report.loaded and weights.is_file()
+    assert net.metadata == models.class_metadata(model)
+    rng = np.random.default_rng(0)
+    inputs = {
+        blob: torch.from_numpy(rng.standard_normal((1, net.input_shapes[blob][1], 65, 67), dtype=np.float32))
+        for blob in net.inputs
+    }
+    with torch.no_grad():
+        outputs = net(**inputs)
+    score = outputs[_score_blob(model)]
+    assert score.shape == (1, len(net.metadata.classes), 65, 67) and torch.isfinite(score).all()
+    if model.dataset == "siftflow":
+        assert outputs["score_geo"].shape == (1, siftflow.GEOMETRIC_CLASSES, 65, 67)
 
 
 def test_published_scores_come_from_eval_published():
     rows = dict(models.published_scores(models.get("voc-fcn8s")))
     assert rows["repo README"]["mean_iu"] == 65.5
     assert rows["CVPR15 T2"] == {"pixel_acc": 90.3, "mean_acc": 75.9, "mean_iu": 62.7, "fw_iu": 83.2}
+
+
+def test_published_scores_of_the_other_families_and_of_sift_flows_two_heads():
+    assert [label for label, _ in models.published_scores(models.get("nyud-fcn32s-color"))] == ["CVPR15 T4"]
+    assert dict(models.published_scores(models.get("nyud-fcn32s-color-hha")))["CVPR15 T4"]["mean_iu"] == 32.8
+    assert dict(models.published_scores(models.get("pascalcontext-fcn8s")))["arXiv 1411.4038v2"]["mean_iu"] == 35.1
+    rows = dict(models.published_scores(models.get("siftflow-fcn16s")))
+    assert rows["CVPR15 T5 sem"]["mean_iu"] == 39.5 and rows["CVPR15 T5 geo"]["pixel_acc"] == 94.3
+    assert models.published_scores(models.get("siftflow-fcn8s")) == []
+
+
+def test_describe_one_model(capsys):
+    assert models.main(["nyud-fcn32s-hha", "siftflow-fcn16s"]) == 0
+    out = capsys.readouterr().out
+    hha, sift = out.split("\n\n")
+    assert hha.startswith("nyud-fcn32s-hha: ") and "nyud-fcn32s-color" not in hha
+    assert ", ".join(f"{value:g}" for value in nyud.MEAN_HHA) in hha and "40 (nyud-hha): wall, floor" in hha
+    assert "mean IU 24.2 (CVPR15 T4) on nyud-test" in hha
+    assert "mean IU 39.5 (CVPR15 T5 sem); CVPR15 T5 geo: pixel_acc 94.3 on siftflow-test" in sift
 
 
 def test_listing_names_every_model_and_url(capsys):
