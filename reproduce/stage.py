@@ -65,6 +65,7 @@ import porting
 from eval.infer import Head, family_heads, score
 from eval.metrics import METRICS
 from fcndata import NUM_CLASSES
+from fcndata.classes import net_task, task_metadata
 from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
 from fcndata.registry import DATASETS
 from porting import cli
@@ -447,9 +448,9 @@ def run_stage(
     )
     trainer = Trainer(net, solver, dataset, train_config, evaluate=evaluate)
     result = trainer.run(resume=directory if options.resume else None)
-    if ctx.is_main and data is not None:
-        write_sidecar(result.caffemodel, NetMetadata(data.classes, data.mean))
     if ctx.is_main:
+        metadata = NetMetadata(data.classes, data.mean) if data is not None else task_metadata(net_task(name))
+        write_sidecar(result.caffemodel, metadata)
         for line in summary(options.run_name, options.recipe, result):
             log(line)
     return result

@@ -17,6 +17,8 @@ import porting
 from fcndata import SBDSegmentation
 from fcndata.synthetic import write_synthetic
 from fcndata.synthetic_families import write_nyud, write_pascalcontext, write_siftflow
+from porting import models
+from porting.metadata import read_sidecar
 from reproduce import stage
 from reproduce.basenet import train_base_net
 
@@ -63,6 +65,9 @@ def _run(capsys: pytest.CaptureFixture, runs: Path, net: str, *argv: str) -> str
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert (runs / net / "final.caffemodel").is_file()
+    # final.json: the class names and mean of the published model (color-d, unpublished, is a colour net)
+    model = models.get(net if net in models.MODELS else "nyud-fcn32s-color")
+    assert read_sidecar(runs / net / "final.caffemodel") == models.class_metadata(model)
     return captured.err  # the stage's messages
 
 
