@@ -10,6 +10,7 @@ import torch
 from helpers import randomize, write_net
 
 import porting
+from eval.published import ARXIV2015_CONTEXT, CVPR2015_TABLE4, CVPR2015_TABLE5
 from fcndata import nyud, pascalcontext, siftflow
 from fcndata.classes import TASKS, net_task
 from porting import models
@@ -102,11 +103,12 @@ def test_published_scores_come_from_eval_published():
 
 
 def test_published_scores_of_the_other_families_and_of_sift_flows_two_heads():
-    assert [label for label, _ in models.published_scores(models.get("nyud-fcn32s-color"))] == ["CVPR15 T4"]
-    assert dict(models.published_scores(models.get("nyud-fcn32s-color-hha")))["CVPR15 T4"]["mean_iu"] == 32.8
-    assert dict(models.published_scores(models.get("pascalcontext-fcn8s")))["arXiv 1411.4038v2"]["mean_iu"] == 35.1
+    nyud_table, sift_table = CVPR2015_TABLE4.label, CVPR2015_TABLE5.label
+    assert [label for label, _ in models.published_scores(models.get("nyud-fcn32s-color"))] == [nyud_table]
+    assert dict(models.published_scores(models.get("nyud-fcn32s-color-hha")))[nyud_table]["mean_iu"] == 32.8
+    assert dict(models.published_scores(models.get("pascalcontext-fcn8s")))[ARXIV2015_CONTEXT.label]["mean_iu"] == 35.1
     rows = dict(models.published_scores(models.get("siftflow-fcn16s")))
-    assert rows["CVPR15 T5 sem"]["mean_iu"] == 39.5 and rows["CVPR15 T5 geo"]["pixel_acc"] == 94.3
+    assert rows[f"{sift_table} sem"]["mean_iu"] == 39.5 and rows[f"{sift_table} geo"]["pixel_acc"] == 94.3
     assert models.published_scores(models.get("siftflow-fcn8s")) == []
 
 
@@ -116,8 +118,9 @@ def test_describe_one_model(capsys):
     hha, sift = out.split("\n\n")
     assert hha.startswith("nyud-fcn32s-hha: ") and "nyud-fcn32s-color" not in hha
     assert ", ".join(f"{value:g}" for value in nyud.MEAN_HHA) in hha and "40 (nyud-hha): wall, floor" in hha
-    assert "mean IU 24.2 (CVPR15 T4) on nyud-test" in hha
-    assert "mean IU 39.5 (CVPR15 T5 sem); CVPR15 T5 geo: pixel_acc 94.3 on siftflow-test" in sift
+    assert f"mean IU 24.2 ({CVPR2015_TABLE4.label}) on nyud-test" in hha
+    table = CVPR2015_TABLE5.label
+    assert f"mean IU 39.5 ({table} sem); {table} geo: pixel_acc 94.3 on siftflow-test" in sift
 
 
 def test_listing_names_every_model_and_url(capsys):
