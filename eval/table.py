@@ -25,7 +25,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from fcndata.downloads import (
     SIFTFLOW_ROOT_HELP,
     VOC_ROOT_HELP,
 )
-from fcndata.families import FamilyDataset, check_roots, open_split
+from fcndata.families import ROOTS, FamilyDataset, check_roots, open_split
 from fcndata.image import SegmentationFiles
 from fcndata.nyud import TOPS as NYUD_TOPS
 from fcndata.registry import DATASETS, parse_dataset
@@ -66,8 +66,8 @@ from .published import (
 #: the other families' scoring splits -> family
 FAMILY_SPLITS = {"pascalcontext-val": "pascalcontext", "nyud-test": "nyud", "siftflow-test": "siftflow"}
 SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval", *FAMILY_SPLITS)
-#: the flags naming data folders and id lists (EvalData's fields of the same names)
-DATA_FLAGS = ("voc_root", "sbd_root", "pascalcontext_root", "nyud_root", "siftflow_root", "ids")
+#: the flags naming data folders (`EvalData.roots`)
+ROOT_FLAGS = tuple(dict.fromkeys(key for keys in ROOTS.values() for key in keys))
 
 
 def _percent(value: float | None) -> str:
@@ -112,27 +112,13 @@ class EvalData:
 
     split: str | None = None
     dataset: str | None = None
-    voc_root: Path | None = None
-    sbd_root: Path | None = None
-    pascalcontext_root: Path | None = None
-    nyud_root: Path | None = None
-    siftflow_root: Path | None = None
+    roots: Mapping[str, Path | None] = field(default_factory=dict)
     ids: Path | None = None
 
     @property
     def family(self) -> str | None:
         """The other family whose split this is (pascalcontext, nyud, siftflow), else None."""
         return None if self.dataset is not None else FAMILY_SPLITS.get(self.split or "")
-
-    def roots(self) -> dict[str, Path | None]:
-        """Root key -> folder, as `fcndata.families` names them."""
-        return {
-            "voc_root": self.voc_root,
-            "sbd_root": self.sbd_root,
-            "pascalcontext_root": self.pascalcontext_root,
-            "nyud_root": self.nyud_root,
-            "siftflow_root": self.siftflow_root,
-        }
 
 
 def family_dataset(data: EvalData, name: str, net) -> FamilyDataset:
@@ -142,7 +128,7 @@ def family_dataset(data: EvalData, name: str, net) -> FamilyDataset:
     split = data.split.rsplit("-", 1)[1]
     tops = nyud_tops(name, net) if family == "nyud" else None
     ids = load_ids(data.ids) if data.ids else None
-    return open_split(family, split, data.roots(), reader=data.split, tops=tops, ids=ids)
+    return open_split(family, split, data.roots, reader=data.split, tops=tops, ids=ids)
 
 
 def _display_entries(results: dict[str, dict]) -> dict[str, tuple[dict, str | None]]:
@@ -388,7 +374,7 @@ def score_nets(
     family = data.family
     heads = family_heads(family) if family else None
     if family is not None:
-        check_roots(family, data.roots(), reader=data.split or "")
+        check_roots(family, data.roots, reader=data.split or "")
         classes: tuple[str, ...] = ()
         title = data.split or ""
     elif data.dataset is not None:
@@ -399,7 +385,7 @@ def score_nets(
     else:
         if data.split not in SPLITS:
             raise FcnError(f"unknown split {data.split!r}; one of {', '.join(SPLITS)}")
-        opened = dataset_for_split(data.split, data.voc_root, data.sbd_root, data.ids)
+        opened = dataset_for_split(data.split, data.roots.get("voc_root"), data.roots.get("sbd_root"), data.ids)
         classes, title = VOC_CLASSES, data.split
     scores = Scores(title, 0, {}, classes)
     dataset: SegmentationFiles | FamilyDataset
@@ -437,8 +423,8 @@ def report(scores: Scores, markdown: bool = False) -> str:
 def score_table(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> None:
     """Score every net the flags name, print the table on stdout, write the JSON."""
     nets = net_sources(args, parser, split_stages(args.split or ""))
-    paths = {key: None if getattr(args, key) is None else Path(getattr(args, key)) for key in DATA_FLAGS}
-    data = EvalData(split=args.split, dataset=args.dataset, **paths)
+    roots = {key: None if getattr(args, key) is None else Path(getattr(args, key)) for key in ROOT_FLAGS}
+    data = EvalData(args.split, args.dataset, roots, None if args.ids is None else Path(args.ids))
     prediction_dir = Path(args.predictions) if args.predictions else None
     scores = score_nets(
         nets, data, device=device, progress=not args.quiet, prediction_dir=prediction_dir, panels=args.panels

@@ -130,7 +130,7 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
             held_out,
             held_out.num_classes,
             dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root),
-            EvalData("voc2011seg11valid", voc_root=paths.voc_root, sbd_root=paths.sbd_root),
+            EvalData("voc2011seg11valid", roots=dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root)),
             "synthetic VOC2011 + SBD (seg11valid)",
         )
     if dataset == "folder":
