@@ -178,7 +178,7 @@ def render(results: dict) -> str:
         "",
         f"{cpu['gflop']:.1f} GFLOP per forward. {_peak_line(results['peak_cpu'])}",
         "",
-        f"bf16 (`InferenceNet(net, dtype=torch.bfloat16)`, same rounds): {cpu['bf16_ms']:.1f} ms, "
+        f"bf16 (`InferenceNet(net, dtype=torch.bfloat16)`, in rounds of its own with the fp32 InferenceNet): {cpu['bf16_ms']:.1f} ms, "
         f"{cpu['bf16_speedup']:.2f}x the fp32 InferenceNet; argmax agreement with fp32 "
         f"{cpu['bf16_argmax_agreement']:.2%} of pixels (random inputs, random weights); "
         f"native bf16 on this CPU: {'yes' if cpu['bf16_native'] else 'no (emulated)'}.",

@@ -13,7 +13,8 @@ imports, i.e. what the method itself holds at its peak):
 - naive: `NetParameter.ParseFromString` + `np.array(blob.data)` per blob.
 
 The file is read once before timing so every method sees a warm page cache; each method's
-time is the best of `repeats` fresh processes (this is a shared, noisy machine).
+time is the best of `repeats` fresh processes, the methods taken in turns (this is a
+shared, noisy machine).
 `python -m bench.port [--params N]` prints a table; `run()` returns the figures.
 """
 
@@ -148,8 +149,9 @@ def _measure(method: str, path: Path) -> tuple[float, float]:
     return figures["seconds"], figures["peak_rss_mb"]
 
 
-def run(workdir: Path, params: int | None = None, repeats: int = 3) -> dict:
-    """Build the file in `workdir`, time every method (best of `repeats` fresh processes), delete the file."""
+def run(workdir: Path, params: int | None = None, repeats: int = 5) -> dict:
+    """Build the file in `workdir`, time every method (best of `repeats` fresh processes, taken in
+    turns), delete the file."""
     path = Path(workdir) / "vgg16_v1_synthetic.caffemodel"
     prototxt = path.with_suffix(".prototxt")
     try:
@@ -160,9 +162,13 @@ def run(workdir: Path, params: int | None = None, repeats: int = 3) -> dict:
             while file.read(1 << 24):
                 pass
         figures: dict[str, float] = {"params": weights, "file_mb": path.stat().st_size / 2**20}
-        for method in ("read", "ours", "porting_load", "naive"):
-            runs = [_measure(method, path) for _ in range(repeats)]
-            seconds, peak = min(s for s, _ in runs), max(p for _, p in runs)
+        methods = ("read", "ours", "porting_load", "naive")
+        runs: dict[str, list[tuple[float, float]]] = {method: [] for method in methods}
+        for _ in range(repeats):  # round-robin, so a busy spell of the machine falls on every method alike
+            for method in methods:
+                runs[method].append(_measure(method, path))
+        for method in methods:
+            seconds, peak = min(s for s, _ in runs[method]), max(p for _, p in runs[method])
             prefix = "" if method == "ours" else f"{method}_"
             figures[f"{method}_s"] = seconds
             figures[f"{prefix}peak_rss_mb" if method != "ours" else "peak_rss_mb"] = peak

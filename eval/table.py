@@ -25,20 +25,22 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from fcndata import (
-    VOC_CLASSES,
-    NYUDSegmentation,
-    PASCALContextSegmentation,
-    SIFTFlowSegmentation,
-    dataset_for_split,
-    load_ids,
+from fcndata import VOC_CLASSES, dataset_for_split, load_ids
+from fcndata.downloads import (
+    NYUD_ROOT_HELP,
+    PASCALCONTEXT_ROOT_HELP,
+    SBD_ROOT_HELP,
+    SIFTFLOW_ROOT_HELP,
+    VOC_ROOT_HELP,
 )
-from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
+from fcndata.families import ROOTS, FamilyDataset, check_roots, open_split
+from fcndata.image import SegmentationFiles
 from fcndata.nyud import TOPS as NYUD_TOPS
 from fcndata.registry import DATASETS, parse_dataset
 from porting import cli
@@ -50,7 +52,7 @@ from prototxt.backbone import BACKBONE_RUNS, Measures, measure
 
 from .infer import family_heads, score
 from .metrics import METRIC_LABELS
-from .nets import RUN_NAMES, add_net_arguments, net_sources
+from .nets import RUN_NAMES, NetSource, add_net_arguments, net_sources
 from .published import (
     CVPR2015_TABLE1,
     METRICS,
@@ -64,6 +66,8 @@ from .published import (
 #: the other families' scoring splits -> family
 FAMILY_SPLITS = {"pascalcontext-val": "pascalcontext", "nyud-test": "nyud", "siftflow-test": "siftflow"}
 SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval", *FAMILY_SPLITS)
+#: the flags naming data folders (`EvalData.roots`)
+ROOT_FLAGS = tuple(dict.fromkeys(key for keys in ROOTS.values() for key in keys))
 
 
 def _percent(value: float | None) -> str:
@@ -97,24 +101,34 @@ def nyud_tops(name: str, net) -> list[str]:
     )
 
 
-def check_roots(split: str, args: argparse.Namespace) -> None:
-    """A clear error, before any net loads, when a family split's data folder flag is missing."""
-    family = FAMILY_SPLITS[split]
-    root = {"pascalcontext": "pascalcontext_root", "nyud": "nyud_root", "siftflow": "siftflow_root"}[family]
-    for key in [root] + (["voc_root"] if family == "pascalcontext" else []):
-        if getattr(args, key) is None:
-            raise FcnError(f"split {split!r} needs --{key.replace('_', '-')}")
+@dataclass(frozen=True)
+class EvalData:
+    """The data a table scores: a VOC/SBD split, another family's split, or a split of a dataset by name.
+
+    `split` names one of `SPLITS`, or with `dataset` (KIND:ROOT, `fcndata.registry`) one of
+    that dataset's splits (None: its validation split). The roots are the folders the
+    split reads (`fcndata.families.ROOTS`); `ids` a file replacing the split's id list.
+    """
+
+    split: str | None = None
+    dataset: str | None = None
+    roots: Mapping[str, Path | None] = field(default_factory=dict)
+    ids: Path | None = None
+
+    @property
+    def family(self) -> str | None:
+        """The other family whose split this is (pascalcontext, nyud, siftflow), else None."""
+        return None if self.dataset is not None else FAMILY_SPLITS.get(self.split or "")
 
 
-def family_dataset(split: str, args: argparse.Namespace, name: str, net):
+def family_dataset(data: EvalData, name: str, net) -> FamilyDataset:
     """The dataset a net of another family is scored on (for NYUDv2, with the tops that net reads)."""
-    family = FAMILY_SPLITS[split]
-    ids = load_ids(args.ids) if args.ids else None
-    if family == "pascalcontext":
-        return PASCALContextSegmentation(args.voc_root, args.pascalcontext_root, "val", ids=ids)
-    if family == "nyud":
-        return NYUDSegmentation(args.nyud_root, "test", tops=nyud_tops(name, net), ids=ids)
-    return SIFTFlowSegmentation(args.siftflow_root, "test", ids=ids)
+    family = data.family
+    assert family is not None and data.split is not None
+    split = data.split.rsplit("-", 1)[1]
+    tops = nyud_tops(name, net) if family == "nyud" else None
+    ids = load_ids(data.ids) if data.ids else None
+    return open_split(family, split, data.roots, reader=data.split, tops=tops, ids=ids)
 
 
 def _display_entries(results: dict[str, dict]) -> dict[str, tuple[dict, str | None]]:
@@ -288,11 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help=f"KIND:ROOT, a dataset by name ({', '.join(DATASETS)}) in place of VOC/SBD")
     parser.add_argument("--voc-root", help=VOC_ROOT_HELP)
     parser.add_argument("--sbd-root", help=SBD_ROOT_HELP)
-    parser.add_argument(
-        "--pascalcontext-root", help="PASCAL-Context annotations (trainval/, labels.txt, 59_labels.txt)"
-    )
-    parser.add_argument("--nyud-root", help="NYUDv2 folder of the authors' nyud.tar.gz")
-    parser.add_argument("--siftflow-root", help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, test.txt)")
+    parser.add_argument("--pascalcontext-root", help=PASCALCONTEXT_ROOT_HELP)
+    parser.add_argument("--nyud-root", help=NYUD_ROOT_HELP)
+    parser.add_argument("--siftflow-root", help=SIFTFLOW_ROOT_HELP)
     parser.add_argument("--ids", help="image id list replacing the split's own (one id per line)")
     add_net_arguments(parser, many=True)
     cli.add_device(parser)
@@ -320,52 +332,106 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run(lambda: score_table(args, parser, device))
 
 
-def score_table(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> None:
-    """Score every net, print the table (and the backbones' architecture table) on stdout, write the JSON."""
-    nets = net_sources(args, parser, split_stages(args.split or ""))
-    family = FAMILY_SPLITS.get(args.split) if args.dataset is None else None
+@dataclass
+class Scores:
+    """What `score_nets` measured."""
+
+    title: str  # the split as the table names it
+    n_images: int
+    results: dict[str, dict]  # net name -> `eval.infer.score` entry (per head for SIFT Flow)
+    classes: tuple[str, ...]  # class names, for the per-class lines ((): the family's own, not printed)
+    measured: dict[str, Measures] = field(default_factory=dict)  # backbone runs' architecture (papers' data)
+
+
+def score_nets(
+    nets: Sequence[NetSource],
+    data: EvalData,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    prediction_dir: Path | None = None,
+    panels: bool = False,
+) -> Scores:
+    """Score each net on the whole split, one net in memory at a time.
+
+    Each net's input is prepared with the mean it carries (`net.metadata`); another
+    family's nets as their authors' data layer prepares them.
+
+    Args:
+        nets: the nets (`eval.nets`), each loaded when its turn comes.
+        data: the split and its folders.
+        device: where the nets run.
+        progress: a progress bar per net on stderr.
+        prediction_dir: write `<net>/<id>.png` predictions under it when given.
+        panels: with `prediction_dir`, also image | label | prediction panels.
+
+    Returns:
+        The scores, with the architecture measures of the nets named after a backbone run.
+
+    Raises:
+        FcnError: a missing folder, a net that does not load or does not fit the data.
+    """
+    family = data.family
     heads = family_heads(family) if family else None
     if family is not None:
-        check_roots(args.split, args)
+        check_roots(family, data.roots, reader=data.split or "")
         classes: tuple[str, ...] = ()
-        title = args.split
-    elif args.dataset is not None:
-        spec = parse_dataset(args.dataset)
-        split = args.split or spec.kind.val_split
-        dataset = spec.open(split)
+        title = data.split or ""
+    elif data.dataset is not None:
+        spec = parse_dataset(data.dataset)
+        split = data.split or spec.kind.val_split
+        opened: SegmentationFiles = spec.open(split)
         classes, title = spec.classes, f"{spec}:{split}"
     else:
-        dataset = dataset_for_split(args.split, args.voc_root, args.sbd_root, args.ids)
-        classes, title = VOC_CLASSES, args.split
-    results, sizes = {}, set()
-    measured: dict[str, Measures] = {}
+        if data.split not in SPLITS:
+            raise FcnError(f"unknown split {data.split!r}; one of {', '.join(SPLITS)}")
+        opened = dataset_for_split(data.split, data.roots.get("voc_root"), data.roots.get("sbd_root"), data.ids)
+        classes, title = VOC_CLASSES, data.split
+    scores = Scores(title, 0, {}, classes)
+    dataset: SegmentationFiles | FamilyDataset
     for source in nets:
         net = source.load()
-        if source.name in BACKBONE_RUNS:
-            measured[source.name] = measure(net.net_param, source=source.name)
+        if source.name in BACKBONE_RUNS and data.dataset is None:
+            scores.measured[source.name] = measure(net.net_param, source=source.name)
         if family is not None:  # prepared as the family's data layer does
-            dataset = family_dataset(args.split, args, source.name, net)
+            dataset = family_dataset(data, source.name, net)
         else:
-            dataset.mean = net.metadata.mean or dataset.mean
-        sizes.add(len(dataset))
-        results[source.name] = score(
+            dataset = opened
+            opened.mean = net.metadata.mean or opened.mean
+        scores.n_images = max(scores.n_images, len(dataset))
+        scores.results[source.name] = score(
             net,
             dataset,
             num_classes=len(classes),
             heads=heads,
             device=device,
-            progress=not args.quiet,
-            prediction_dir=Path(args.predictions) / source.name if args.predictions else None,
-            panels=args.panels,
+            progress=progress,
+            prediction_dir=prediction_dir / source.name if prediction_dir is not None else None,
+            panels=panels,
             name=source.name,
         )
         del net
-    print(format_table(title, max(sizes), results, markdown=args.format == "markdown", classes=classes), flush=True)
-    if measured and args.dataset is None:  # architecture beside Table 1: for the papers' data only
-        print()
-        print(backbone_table(measured), flush=True)
+    return scores
+
+
+def report(scores: Scores, markdown: bool = False) -> str:
+    """The comparison table (`format_table`), then the backbones' architecture beside Table 1 if any was scored."""
+    text = format_table(scores.title, scores.n_images, scores.results, markdown=markdown, classes=scores.classes)
+    return f"{text}\n\n{backbone_table(scores.measured)}" if scores.measured else text
+
+
+def score_table(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> None:
+    """Score every net the flags name, print the table on stdout, write the JSON."""
+    nets = net_sources(args, parser, split_stages(args.split or ""))
+    roots = {key: None if getattr(args, key) is None else Path(getattr(args, key)) for key in ROOT_FLAGS}
+    data = EvalData(args.split, args.dataset, roots, None if args.ids is None else Path(args.ids))
+    prediction_dir = Path(args.predictions) if args.predictions else None
+    scores = score_nets(
+        nets, data, device=device, progress=not args.quiet, prediction_dir=prediction_dir, panels=args.panels
+    )
+    print(report(scores, markdown=args.format == "markdown"), flush=True)
     if args.json:
-        write_json(results, args.json)
+        write_json(scores.results, args.json)
         cli.wrote(args.json)
 
 

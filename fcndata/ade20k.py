@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from porting.textfile import read_text
+
 from .errors import DatasetError
 from .folder import image_ids, load_index_png
 from .image import IGNORE_LABEL, MEAN_BGR, SegmentationFiles, require_dir
@@ -38,12 +40,7 @@ ADE20K_LAYOUT = (
 
 def read_object_info(path: Path) -> tuple[str, ...]:
     """The 150 class names of objectInfo150.txt, in Idx order (names stripped of stray spaces)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: not found. {ADE20K_LAYOUT}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read: {exc}") from None
+    lines = read_text(path, "class list", DatasetError, ADE20K_LAYOUT).splitlines()
     header = [field.strip() for field in lines[0].split("\t")] if lines else []
     if tuple(header) != OBJECT_INFO_COLUMNS:
         raise DatasetError(

@@ -18,3 +18,19 @@ RECIPE_DATA = (
     f"training needs SBD (--sbd-root: {SBD_ROOT_HELP}; get {SBD_DOWNLOAD}) and validation needs PASCAL VOC 2011 "
     f"(--voc-root: {VOC_ROOT_HELP}; get {VOC_DOWNLOAD})"
 )
+
+#: help text of the other families' root flags
+PASCALCONTEXT_ROOT_HELP = (
+    "PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from --voc-root/VOC2010"
+)
+NYUD_ROOT_HELP = "NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)"
+SIFTFLOW_ROOT_HELP = "SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)"
+#: what each family's folders hold and where to get them, for a message when one is missing
+FAMILY_DATA: dict[str, str] = {
+    "voc": "SBD's dataset/ folder (--sbd-root) and the folder holding VOC2011/ (--voc-root)",
+    "pascalcontext": "the folder holding VOC2010/ (--voc-root) and the PASCAL-Context annotations folder with "
+    "trainval/, labels.txt and 59_labels.txt (--pascalcontext-root)",
+    "nyud": "the nyud folder of the authors' nyud.tar.gz (--nyud-root; http://dl.caffe.berkeleyvision.org/nyud.tar.gz)",
+    "siftflow": "the SIFT Flow folder with Images/, SemanticLabels/, GeoLabels/, trainval.txt and test.txt "
+    "(--siftflow-root; SiftFlowDataset.zip from http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/)",
+}

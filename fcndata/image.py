@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from porting.textfile import read_text
 from prototxt.voc import IGNORE_LABEL, MEAN_BGR
 
 from .errors import DatasetError
@@ -48,12 +49,7 @@ def voc_palette() -> list[int]:
 def load_ids(path: str | Path) -> list[str]:
     """Read an id list (one id per line, blank lines ignored), e.g. ImageSets/Segmentation/val.txt."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: id list not found (expected a text file with one image id per line)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read id list: {exc}") from None
+    text = read_text(path, "id list", DatasetError, "expected a text file with one image id per line")
     ids: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from porting.metadata import NetMetadata
+from porting.textfile import read_text
 
 from .classes import VOC_CLASSES, register_task
 from .errors import DatasetError
@@ -51,12 +52,7 @@ LAYOUT = (
 
 def read_label_list(path: Path) -> dict[int, str]:
     """A PASCAL-Context label list: id -> name without spaces ("12: dining table" -> {12: "diningtable"})."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: label list not found. {LAYOUT}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read label list: {exc}") from None
+    text = read_text(path, "label list", DatasetError, LAYOUT)
     labels: dict[int, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

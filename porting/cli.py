@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from porting.errors import FcnError
+from porting.metadata import parse_mean
 
 #: exit statuses: success, runtime error (bad file, unwritable output), usage error (argparse's own)
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -66,6 +67,22 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def mean(text: str) -> tuple[float, ...]:
+    """argparse type: a per-channel input mean, "B,G,R" (`porting.metadata.parse_mean`)."""
+    try:
+        return parse_mean(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def bgr_mean(text: str) -> tuple[float, ...]:
+    """argparse type: a three-channel input mean, "B,G,R"."""
+    values = mean(text)
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three numbers B,G,R, got {text!r}")
+    return values
 
 
 def _number(kind: type, text: str):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from porting import cli, models
 from porting.checkpoint import load_caffe, save_checkpoint
-from porting.metadata import NetMetadata, complete_metadata, parse_mean, read_class_names
+from porting.metadata import NetMetadata, complete_metadata, read_class_names
 from porting.net import LoadReport
 from porting.progress import progress_bar
 
@@ -74,16 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--classes-file", type=Path, help="class names, one per line in index order (stored in the checkpoint)"
     )
-    parser.add_argument("--mean", type=_mean, help="input mean B,G,R stored in the checkpoint (default: the net's)")
+    parser.add_argument("--mean", type=cli.mean, help="input mean B,G,R stored in the checkpoint (default: the net's)")
     cli.add_quiet(parser)
     return parser
-
-
-def _mean(text: str) -> tuple[float, ...]:
-    try:
-        return parse_mean(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from porting.atomic import atomic_path
 from porting.errors import FcnError, FormatError
+from porting.textfile import read_text
 
 if TYPE_CHECKING:
     from porting.net import CaffeNet
@@ -111,12 +112,7 @@ def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
         FormatError: the file is missing, unreadable, empty, has a blank line inside or repeats a name.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: class list not found (expected one class name per line, in index order)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: cannot read class list: {exc}") from None
+    lines = read_text(path, "class list", FormatError, "expected one class name per line, in index order").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]

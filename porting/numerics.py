@@ -1,4 +1,4 @@
-"""Float32 precision of convolutions and matrix products on the GPU.
+"""Float32 precision of convolutions and matrix products on the GPU; deterministic kernels.
 
 Caffe computed in IEEE fp32. torch lets cuDNN convolutions use TF32 by default (10-bit
 mantissa inputs, about 1e-3 relative), so every entry point of the project (training
@@ -15,6 +15,9 @@ export, reads it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -55,3 +58,19 @@ def onnxruntime_provider(name: str, tf32: bool = False) -> tuple[str, dict[str, 
     if name == "CUDAExecutionProvider":
         return name, {"use_tf32": "1" if tf32 else "0"}
     return name, {}
+
+
+@contextmanager
+def deterministic() -> Iterator[None]:
+    """Deterministic torch kernels inside the block; the previous setting is restored after.
+
+    With every random choice seeded, a run repeats bit for bit on the same machine, device
+    and thread count (a CPU reduction split over threads sums in a thread-dependent order).
+    An operation without a deterministic kernel warns instead of failing.
+    """
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])

@@ -1,6 +1,7 @@
 """`python -m reproduce.demo --out DIR`: the whole FCN recipe on built-in synthetic data, on a CPU.
 
-What a user does with the real files, at toy scale and through the same commands:
+What a user does with the real files, at toy scale and through the same library functions
+as the commands:
 
 1. write a synthetic PASCAL VOC 2011 + SBD in their on-disk formats (DIR/data), or with
    `--dataset folder|ade20k` a dataset of one's own (`folder:`) or an ADE20K release;
@@ -9,11 +10,15 @@ What a user does with the real files, at toy scale and through the same commands
    (DIR/base);
 3. train fcn32s (from that classifier), fcn16s, fcn8s with the `demo` preset
    (prototxt.solvers) into DIR/runs, as `python -m reproduce.stage` does;
-4. `python -m eval.table` on the synthetic seg11valid (or the dataset's validation
-   split): prints the table and writes DIR/eval.json with entries fcn32s, fcn16s, fcn8s;
-5. `python -m eval.segment` on a few held-out images with the trained FCN-8s
-   (DIR/segment: label PNGs and overlays).
+4. score them as `python -m eval.table` does (`eval.table.score_nets`) on the synthetic
+   seg11valid (or the dataset's validation split): prints the table and writes
+   DIR/eval.json with entries fcn32s, fcn16s, fcn8s;
+5. segment a few held-out images with the trained FCN-8s as `python -m eval.segment`
+   does (`eval.segment.segment_images`; DIR/segment: label PNGs and overlays).
 
+Every random choice is seeded and the kernels are deterministic (`porting.numerics.deterministic`),
+so a rerun on the same machine and thread count repeats the run bit for bit; other CPUs
+sum in other orders and print somewhat different scores (README).
 `--fast` runs a tiny version (seconds) that exercises every step, for the test suite.
 """
 
@@ -29,13 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval import segment
-from eval import table as eval_table
+import torch
+
+from eval.nets import finished_stages, stage_net
+from eval.segment import segment_images
+from eval.table import EvalData, report, score_nets, write_json
 from fcndata import SBDSegmentation, VOCSegmentation, parse_dataset, seg11valid_ids
 from fcndata.image import SegmentationFiles
 from fcndata.synthetic import write_synthetic, write_synthetic_ade20k, write_synthetic_folder
 from porting import cli
 from porting.errors import FcnError
+from porting.numerics import deterministic
 from prototxt.stages import STAGES, pipeline
 from reproduce import stage
 from reproduce.basenet import check_base_net, train_base_net
@@ -100,7 +109,7 @@ class DemoData:
     held_out: SegmentationFiles  # what is scored (and the base classifier checked on)
     num_classes: int
     stage_data: dict[str, object]  # StageOptions fields naming the data
-    table_args: list[str]  # eval.table flags naming the data and split
+    eval_data: EvalData  # the split eval.table scores
     description: str
 
 
@@ -116,13 +125,12 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
             ids=seg11valid_ids(paths.voc_root, paths.sbd_root),
             sbd_root=paths.sbd_root,
         )
-        roots = ["--voc-root", str(paths.voc_root), "--sbd-root", str(paths.sbd_root)]
         return DemoData(
             SBDSegmentation(paths.sbd_root, "train"),
             held_out,
             held_out.num_classes,
             dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root),
-            ["--split", "voc2011seg11valid", *roots],
+            EvalData("voc2011seg11valid", roots=dict(voc_root=paths.voc_root, sbd_root=paths.sbd_root)),
             "synthetic VOC2011 + SBD (seg11valid)",
         )
     if dataset == "folder":
@@ -137,7 +145,7 @@ def write_demo_data(dataset: str, root: Path, plan: DemoPlan) -> DemoData:
         held_out,
         held_out.num_classes,
         dict(dataset=str(spec)),
-        ["--dataset", str(spec), "--split", spec.kind.val_split],
+        EvalData(spec.kind.val_split, dataset=str(spec)),
         f"synthetic {spec.kind.name} dataset ({spec.kind.val_split} split)",
     )
 
@@ -149,7 +157,7 @@ def run_demo(
     dataset: str = "voc",
     device: str = "cpu",
 ) -> dict:
-    """Run the five steps into `out` on the synthetic `dataset`.
+    """Run the five steps into `out` on the synthetic `dataset`, with deterministic kernels.
 
     Args:
         out: output folder (data, base net, runs, eval.json, segmentations).
@@ -167,53 +175,56 @@ def run_demo(
     def done(what: str) -> None:
         log(f"demo: {what} ({time.perf_counter() - started:.0f} s)")
 
-    data = write_demo_data(dataset, out / "data", plan)
-    done(f"{data.description} written to {out / 'data'}")
+    with deterministic():  # a rerun on this machine gives the same weights and scores
+        data = write_demo_data(dataset, out / "data", plan)
+        done(f"{data.description} written to {out / 'data'}")
 
-    base = train_base_net(
-        [data.train[i] for i in range(len(data.train))],
-        out / "base" / "vgg16-demo.caffemodel",
-        num_classes=data.num_classes,
-        width=plan.width,
-        steps=plan.base_steps,
-        batch_size=plan.base_batch,
-    )
-    done(f"base classifier trained: {base}")
-    check = check_base_net(base, [data.held_out[i] for i in range(len(data.held_out))], views=plan.base_views)
-    log(f"demo: base classifier on the held-out images: {check.line()}")
-
-    runs = out / "runs"
-    for name in DEMO_STAGES:
-        options = stage.StageOptions(
-            stage=name,
-            out=runs,
-            preset="demo",
+        base = train_base_net(
+            [data.train[i] for i in range(len(data.train))],
+            out / "base" / "vgg16-demo.caffemodel",
+            num_classes=data.num_classes,
             width=plan.width,
-            device=device,
-            eval_every=plan.eval_every,
-            eval_images=plan.eval_images,
-            max_iter=plan.max_iter,
-            images_per_update=plan.images_per_update,
-            base_weights=base if STAGES[name].previous is None else None,
-            **data.stage_data,  # type: ignore[arg-type]
+            steps=plan.base_steps,
+            batch_size=plan.base_batch,
         )
-        stage.run_stage(options, log=log)
-        done(f"{name} trained")
+        done(f"base classifier trained: {base}")
+        check = check_base_net(base, [data.held_out[i] for i in range(len(data.held_out))], views=plan.base_views)
+        log(f"demo: base classifier on the held-out images: {check.line()}")
 
-    report = out / "eval.json"
-    argv = ["--runs", str(runs), *data.table_args, "--device", device, "--json", str(report), "--quiet"]
-    log(f"demo: python -m eval.table {' '.join(argv)}")
-    if eval_table.main(argv) != 0:
-        raise FcnError("demo: scoring failed (see the message above)")
-    done(f"scores written to {report}")
+        runs = out / "runs"
+        for name in DEMO_STAGES:
+            options = stage.StageOptions(
+                stage=name,
+                out=runs,
+                preset="demo",
+                width=plan.width,
+                device=device,
+                eval_every=plan.eval_every,
+                eval_images=plan.eval_images,
+                max_iter=plan.max_iter,
+                images_per_update=plan.images_per_update,
+                base_weights=base if STAGES[name].previous is None else None,
+                **data.stage_data,  # type: ignore[arg-type]
+            )
+            stage.run_stage(options, log=log)
+            done(f"{name} trained")
 
-    images = [str(data.held_out.image_path(image_id)) for image_id in data.held_out.ids[: plan.segment_images]]
-    argv = [*images, "--runs", str(runs), "--out", str(out / "segment"), "--device", "cpu", "--quiet"]
-    log(f"demo: python -m eval.segment {' '.join(argv)}")
-    if segment.main(argv) != 0:
-        raise FcnError("demo: segmentation failed (see the message above)")
-    done(f"{len(images)} held-out images segmented into {out / 'segment'}")
-    return json.loads(report.read_text())
+        log(f"demo: scoring the stages on {data.description}, as python -m eval.table --runs {runs} does")
+        scores = score_nets(
+            list(finished_stages(runs).values()), data.eval_data, device=torch.device(device), progress=False
+        )
+        print(report(scores), flush=True)
+        scores_file = out / "eval.json"
+        write_json(scores.results, scores_file)
+        done(f"scores written to {scores_file}")
+
+        images = [data.held_out.image_path(image_id) for image_id in data.held_out.ids[: plan.segment_images]]
+        net = stage_net(runs).load()
+        segmented, skipped = segment_images(net, images, out / "segment", device=device, progress=False)
+        if skipped:
+            raise FcnError(f"demo: {skipped} held-out image(s) could not be segmented (see the messages above)")
+        done(f"{segmented} held-out images segmented into {out / 'segment'}")
+        return json.loads(scores_file.read_text())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import porting
-from fcndata import NYUDSegmentation, PASCALContextSegmentation, SIFTFlowSegmentation
+from fcndata.families import FamilyDataset, open_split
 from porting.errors import FcnError
 from porting.proto import caffe_pb2
 from porting.surgery import TransplantReport, transplant
@@ -52,21 +52,6 @@ VGG16_HELP = (
     "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB): get it from the "
     "Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or http://www.robots.ox.ac.uk/~vgg/research/very_deep/"
 )
-#: the roots each family reads (`--<flag>`), and where to get them
-ROOTS: dict[str, tuple[str, ...]] = {
-    "voc": ("sbd_root", "voc_root"),
-    "pascalcontext": ("voc_root", "pascalcontext_root"),
-    "nyud": ("nyud_root",),
-    "siftflow": ("siftflow_root",),
-}
-DATA_HELP = {
-    "voc": "SBD's dataset/ folder (--sbd-root) and the folder holding VOC2011/ (--voc-root)",
-    "pascalcontext": "the folder holding VOC2010/ (--voc-root) and the PASCAL-Context annotations folder with "
-    "trainval/, labels.txt and 59_labels.txt (--pascalcontext-root)",
-    "nyud": "the nyud folder of the authors' nyud.tar.gz (--nyud-root; http://dl.caffe.berkeleyvision.org/nyud.tar.gz)",
-    "siftflow": "the SIFT Flow folder with Images/, SemanticLabels/, GeoLabels/, trainval.txt and test.txt "
-    "(--siftflow-root; SiftFlowDataset.zip from http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/)",
-}
 
 
 def classifier_help(net: str) -> str:
@@ -76,17 +61,6 @@ def classifier_help(net: str) -> str:
 
 def family(net: str) -> str:
     return nets.info(net).family.name
-
-
-def check_roots(net: str, roots: Mapping[str, Path | None]) -> None:
-    """A clear error naming the flags a net's data needs when one is missing or not a folder."""
-    for key in ROOTS[family(net)]:
-        root = roots.get(key)
-        flag = "--" + key.replace("_", "-")
-        if root is None:
-            raise FcnError(f"{flag} is missing: {net} reads {DATA_HELP[family(net)]}")
-        if not Path(root).is_dir():
-            raise FcnError(f"{flag} {root}: not a folder; {net} reads {DATA_HELP[family(net)]}")
 
 
 def data_params(net: str, split: str, roots: Mapping[str, Path | None], seed: int) -> dict:
@@ -109,20 +83,11 @@ def data_params(net: str, split: str, roots: Mapping[str, Path | None], seed: in
     return {**params, "seed": seed}
 
 
-def dataset(
-    net: str, split: str, roots: Mapping[str, Path | None], ids: list[str] | None = None
-) -> PASCALContextSegmentation | NYUDSegmentation | SIFTFlowSegmentation:
+def dataset(net: str, split: str, roots: Mapping[str, Path | None], ids: list[str] | None = None) -> FamilyDataset:
     """A non-VOC family's dataset for one of the net's splits (PASCAL-Context, NYUDv2, SIFT Flow)."""
     kind = family(net)
-    check_roots(net, roots)
-    given = {key: Path(root) for key, root in roots.items() if root is not None}
-    if kind == "pascalcontext":
-        return PASCALContextSegmentation(given["voc_root"], given["pascalcontext_root"], split, ids=ids)
-    if kind == "nyud":
-        return NYUDSegmentation(given["nyud_root"], split, tops=nets.nyud_tops(net), ids=ids)
-    if kind == "siftflow":
-        return SIFTFlowSegmentation(given["siftflow_root"], split, ids=ids)
-    raise ValueError(f"{net}: the VOC datasets are built by reproduce.stage")
+    tops = nets.nyud_tops(net) if kind == "nyud" else None
+    return open_split(kind, split, roots, reader=net, tops=tops, ids=ids)
 
 
 def initial_weights(net: str, out: Path, base_weights: Path | None) -> list[Path]:

@@ -66,12 +66,19 @@ from eval.infer import Head, family_heads, score
 from eval.metrics import METRICS
 from fcndata import NUM_CLASSES
 from fcndata.classes import net_task, task_metadata
-from fcndata.downloads import SBD_ROOT_HELP, VOC_ROOT_HELP
+from fcndata.downloads import (
+    NYUD_ROOT_HELP,
+    PASCALCONTEXT_ROOT_HELP,
+    SBD_ROOT_HELP,
+    SIFTFLOW_ROOT_HELP,
+    VOC_ROOT_HELP,
+)
+from fcndata.families import check_roots
 from fcndata.registry import DATASETS
 from porting import cli
 from porting.errors import FcnError
 from porting.fully_convolutional import cast_classifier
-from porting.metadata import NetMetadata, parse_mean, write_sidecar
+from porting.metadata import NetMetadata, write_sidecar
 from porting.numerics import TF32_HELP, set_fp32_precision
 from porting.proto import caffe_pb2
 from porting.prototxt import read_prototxt, to_text
@@ -384,7 +391,7 @@ def run_stage(
                 f"--dataset and --from-net train the VOC nets (fcn32s, fcn16s, fcn8s, fcn8s-atonce); "
                 f"{name} reads its own dataset"
             )
-        families.check_roots(name, roots(options))
+        check_roots(family, roots(options), reader=name)
     elif options.dataset is None:
         check_voc_roots(options.voc_root, options.sbd_root, evaluating=eval_every > 0)
     if options.stage in families.STAGES:
@@ -480,14 +487,17 @@ def _quiet(*_: object) -> None:
     pass
 
 
-def _mean(text: str) -> tuple[float, ...]:
-    try:
-        values = parse_mean(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers B,G,R, got {text!r}")
-    return values
+#: the counting flags: flag -> (its type, its help)
+COUNT_FLAGS: dict[str, tuple[Callable[[str], int], str]] = {
+    "--max-iter": (cli.non_negative_int, "updates to train (default: the preset's)"),
+    "--images-per-update": (
+        cli.positive_int,
+        "images per update, accumulated (Caffe iter_size; default: the preset's)",
+    ),
+    "--display": (cli.non_negative_int, "log the smoothed loss every N updates (0: never; default: the preset's, 20)"),
+    "--snapshot": (cli.non_negative_int, "snapshot every N updates (0: only at the end; default: the preset's)"),
+    "--classes": (cli.positive_int, "number of classes incl. background (default: the dataset's; 21 for VOC)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -509,19 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--voc-root", type=Path, help=VOC_ROOT_HELP)
     parser.add_argument("--sbd-root", type=Path, help=SBD_ROOT_HELP)
-    parser.add_argument(
-        "--pascalcontext-root",
-        type=Path,
-        help="PASCAL-Context annotations folder (trainval/, labels.txt, 59_labels.txt); images from --voc-root/VOC2010",
-    )
-    parser.add_argument(
-        "--nyud-root", type=Path, help="NYUDv2 folder of the authors' nyud.tar.gz (data/, segmentation/)"
-    )
-    parser.add_argument(
-        "--siftflow-root",
-        type=Path,
-        help="SIFT Flow folder (Images/, SemanticLabels/, GeoLabels/, trainval.txt, test.txt)",
-    )
+    parser.add_argument("--pascalcontext-root", type=Path, help=PASCALCONTEXT_ROOT_HELP)
+    parser.add_argument("--nyud-root", type=Path, help=NYUD_ROOT_HELP)
+    parser.add_argument("--siftflow-root", type=Path, help=SIFTFLOW_ROOT_HELP)
     parser.add_argument(
         "--dataset",
         help=f"KIND:ROOT in place of VOC/SBD ({', '.join(DATASETS)}): trains on its "
@@ -553,27 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the classifier's deploy prototxt, for --backbone alexnet, caffenet or googlenet "
         "(the Caffe Model Zoo's bvlc_* deploy.prototxt)",
     )
-    parser.add_argument("--max-iter", type=cli.non_negative_int, help="updates to train (default: the preset's)")
-    parser.add_argument(
-        "--images-per-update",
-        type=cli.positive_int,
-        help="images per update, accumulated (Caffe iter_size; default: the preset's)",
-    )
-    parser.add_argument(
-        "--display",
-        type=cli.non_negative_int,
-        help="log the smoothed loss every N updates (0: never; default: the preset's, 20)",
-    )
-    parser.add_argument(
-        "--snapshot",
-        type=cli.non_negative_int,
-        help="snapshot every N updates (0: only at the end; default: the preset's)",
-    )
-    parser.add_argument(
-        "--classes",
-        type=cli.positive_int,
-        help="number of classes incl. background (default: the dataset's; 21 for VOC)",
-    )
+    for flag, (kind, text) in COUNT_FLAGS.items():
+        parser.add_argument(flag, type=kind, help=text)
     parser.add_argument(
         "--from-net",
         type=Path,
@@ -585,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="class names of --from-net, one per line (default: its sidecar .json, else by its width)",
     )
-    parser.add_argument("--mean", type=_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
+    parser.add_argument("--mean", type=cli.bgr_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
     parser.add_argument("--width", type=cli.positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fcndata import MEAN_BGR, NUM_CLASSES, SBDSegmentation, VOCSegmentation, net_defaults, seg11valid_ids
+from fcndata.downloads import RECIPE_DATA
 from fcndata.image import SegmentationFiles
 from fcndata.registry import parse_dataset
 from porting.errors import FcnError
@@ -19,12 +20,7 @@ from porting.errors import FcnError
 #: the Python data layer (module.Layer) a dataset-by-name stage writes; the project supplies the data itself
 DATASET_DATA_LAYER = "fcndata.SegDataLayer"
 
-VOC_DATA_HELP = (
-    "training needs SBD (--sbd-root: the dataset/ folder of benchmark.tgz from the Berkeley semantic contours "
-    "page, with img/, cls/, train.txt) and validation needs PASCAL VOC 2011 (--voc-root: the folder holding "
-    "VOC2011/, usually VOCdevkit, from http://host.robots.ox.ac.uk/pascal/VOC/); or name another dataset with "
-    "--dataset folder:ROOT or ade20k:ROOT"
-)
+VOC_DATA_HELP = f"{RECIPE_DATA}; or name another dataset with --dataset folder:ROOT or ade20k:ROOT"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,23 @@ def test_fast_demo_writes_eval_json(fast_demo: Path) -> None:
             assert (stage_dir / file).is_file(), (name, file)
 
 
+def test_demo_repeats_bit_for_bit(fast_demo: Path, tmp_path: Path) -> None:
+    # Same machine, same thread count: a second run writes the same weights, scores and label maps.
+    assert demo.main(["--out", str(tmp_path), "--fast", "--quiet"]) == 0
+    assert (tmp_path / "eval.json").read_text() == (fast_demo / "eval.json").read_text()
+    weights = sorted(path.relative_to(fast_demo) for path in fast_demo.glob("*/**/*.caffemodel"))
+    assert len(weights) >= 1 + 3  # the base net and each stage's final weights (snapshots too)
+    for path in weights:  # the files name their data folders (param_str), so compare the blobs
+        first, second = porting.read_caffemodel(fast_demo / path), porting.read_caffemodel(tmp_path / path)
+        assert first.keys() == second.keys(), path
+        for layer, blobs in first.items():
+            assert all(np.array_equal(a, b) for a, b in zip(blobs, second[layer], strict=True)), (path, layer)
+    labels = sorted(path.relative_to(fast_demo) for path in fast_demo.glob("segment/*.png"))
+    assert len(labels) == demo.FAST.segment_images
+    for path in labels:
+        assert (tmp_path / path).read_bytes() == (fast_demo / path).read_bytes(), path
+
+
 def test_base_net_is_a_v1_caffemodel_opencv_reads_alike(fast_demo: Path) -> None:
     weights = fast_demo / "base" / "vgg16-demo.caffemodel"
     prototxt = fast_demo / "base" / "vgg16-demo_deploy.prototxt"

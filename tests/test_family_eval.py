@@ -198,7 +198,7 @@ def test_nyud_net_of_unknown_inputs_is_refused(tmp_path: Path, capsys) -> None:
     )
     assert "cannot tell which NYUDv2 inputs the net reads (its inputs: data)" in capsys.readouterr().err
     assert table.main(["--split", "nyud-test", "--prototxt", str(prototxt), "--caffemodel", str(caffemodel)]) == 1
-    assert "split 'nyud-test' needs --nyud-root" in capsys.readouterr().err
+    assert "--nyud-root is missing: nyud-test reads" in capsys.readouterr().err
 
 
 def test_pascalcontext_val_scores_60_classes(tmp_path: Path, capsys) -> None:

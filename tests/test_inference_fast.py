@@ -34,6 +34,7 @@ from porting.inference import (
     DiagonalDeconvolution,
     InferenceNet,
     PackedConvolution,
+    PointwiseConvolution,
     onednn_kernels_available,
     retain_freed_memory,
 )
@@ -81,7 +82,17 @@ def test_without_the_private_kernels_the_public_fallback_runs(monkeypatch, refer
     net = randomize(CaffeNet(deploy_net(reference, "voc-fcn16s", width_divisor=16)), seed=5, bilinear_deconv=True)
     fast = InferenceNet(net)
     assert not fast.onednn
-    assert {type(k) for k in fast.kernels.values()} == {ChannelsLastConvolution, DiagonalDeconvolution, type(None)}
+    assert {type(k) for k in fast.kernels.values()} == {
+        ChannelsLastConvolution,
+        PointwiseConvolution,  # fc7 and the score layers: 1x1, a matrix product
+        DiagonalDeconvolution,
+        type(None),
+    }
+    assert {name for name, k in fast.kernels.items() if isinstance(k, PointwiseConvolution)} == {
+        "fc7",
+        "score_fr",
+        "score_pool4",
+    }
     x = torch.from_numpy(random_image((45, 61), 0))
     with torch.no_grad():
         plain = net(x)["score"].numpy()
