@@ -16,13 +16,12 @@ sees too (conv1_1 pads by 100), so the features, and fc6-fc8, transfer.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import torch
@@ -33,6 +32,8 @@ from fcndata import IGNORE_LABEL, NUM_CLASSES, Sample
 from porting.prototxt import parse_prototxt, to_text
 from porting.upgrade import downgrade_net
 from prototxt import vgg16
+
+logger = logging.getLogger(__name__)
 
 INPUT_SIZE = vgg16.INPUT_SIZE
 PIXEL_SCALE = 64.0  # rough std of a mean-subtracted 0..255 pixel
@@ -110,7 +111,7 @@ def train_base_net(
     lr: float = 3e-4,
     view_range: tuple[int, int] = (32, 128),
     seed: int = 0,
-    log: TextIO | None = None,
+    log: Callable[[str], None] = logger.info,
 ) -> Path:
     """Train the classifier and write `out` (.caffemodel, V1 layout, legacy dims) and its net text.
 
@@ -120,7 +121,6 @@ def train_base_net(
     in its TEST phase, without dropout: within a few hundred steps dropout holds the
     plain 16-layer stack at the class prior (measured), and FCN training brings it back.
     """
-    log = log if log is not None else sys.stdout
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = base_net_text(num_classes, width)
@@ -144,11 +144,10 @@ def train_base_net(
         seen += len(labels)
         loss_sum += loss.item() * len(labels)
         if step % 25 == 0 or step == steps:
-            log.write(
+            log(
                 f"base net step {step}/{steps}: loss {loss_sum / seen:.3f}, view accuracy {correct / seen:.2f} "
-                f"({time.perf_counter() - start:.0f} s)\n"
+                f"({time.perf_counter() - start:.0f} s)"
             )
-            log.flush()
             correct = seen = 0
             loss_sum = 0.0
     porting.write_caffemodel(net, out, layout="v1", legacy_dims=True)

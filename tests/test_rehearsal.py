@@ -20,7 +20,6 @@ normalized one.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -67,7 +66,6 @@ def real_size(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         width=WIDTH,
         steps=1,
         batch_size=2,
-        log=io.StringIO(),
     )
     return {"voc": paths.voc_root, "sbd": paths.sbd_root, "base": base, "root": root}
 
@@ -209,7 +207,7 @@ def test_fcn32s_heavy_at_full_vgg16_width(tmp_path: Path) -> None:
     the second update's too, and the log, plot and weights are written."""
     data = write_synthetic(tmp_path / "data", n_train=2, n_val=3, shapes=REAL_SHAPES[:1])
     train = SBDSegmentation(data.sbd_root, "train")
-    base = train_base_net([train[0]], tmp_path / "vgg16.caffemodel", width=1.0, steps=0, log=io.StringIO())
+    base = train_base_net([train[0]], tmp_path / "vgg16.caffemodel", width=1.0, steps=0)
     runs = tmp_path / "runs"
     result = run_cli(
         "-m",
