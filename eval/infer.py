@@ -21,13 +21,13 @@ from torch import Tensor, nn
 
 from fcndata import NUM_CLASSES, blobs_of
 from porting.errors import FormatError
+from porting.metadata import SCORE_BLOB
 from porting.progress import progress_bar
 from prototxt import nets
 
 from .metrics import ConfusionMatrix
 from .visualize import save_label_png, save_panel
 
-SCORE_BLOB = "score"
 #: what `score` says of a head whose means leave out the classes absent from the ground truth
 PRESENT_CLASSES = (
     "mean acc and mean IU over the classes present in the ground truth (the papers' convention; "

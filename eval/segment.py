@@ -5,7 +5,7 @@
 
 For each image `<stem>.<ext>`: `seg/<stem>.png`, a palette PNG of the image's size whose
 pixel values are the class indices (argmax over the channels of `score`, first maximum
-on ties); `seg/<stem>_overlay.jpg`, the image blended with the class colours and a legend
+on ties; a multi-task net's first head, e.g. SIFT Flow's semantic `score_sem`); `seg/<stem>_overlay.jpg`, the image blended with the class colours and a legend
 of the classes present; with `--scores`, `seg/<stem>.npz` holding `probabilities` (the
 softmax of `score`, classes x H x W, float32) and `classes`. The input is prepared as the
 net was trained: RGB file -> BGR, 0..255, the net's mean subtracted (`net.metadata`).
@@ -27,7 +27,7 @@ from fcndata.image import MEAN_BGR, load_rgb, to_input
 from porting import cli
 from porting.errors import FcnError, FormatError
 from porting.inference import InferenceNet
-from porting.metadata import SCORE_BLOB, NetMetadata, complete_metadata, read_class_names
+from porting.metadata import SCORE_BLOB, NetMetadata, complete_metadata, label_blob, read_class_names
 from porting.net import CaffeNet
 from porting.progress import progress_bar
 
@@ -48,24 +48,36 @@ def preprocess(image: np.ndarray, mean: Sequence[float] | None = None) -> torch.
     return to_input(image, MEAN_BGR if mean is None else mean)[None]
 
 
+def check_one_input(net: CaffeNet) -> None:
+    """Raise a FormatError for a net that reads more than one input (e.g. NYUDv2's color + HHA)."""
+    if len(net.inputs) != 1:
+        raise FormatError(
+            f"the net reads {len(net.inputs)} inputs ({', '.join(net.inputs)}); eval.segment feeds it one RGB "
+            "image: score such a net on its dataset with python -m eval.table"
+        )
+
+
 def score_map(net: CaffeNet, image: np.ndarray, runner: InferenceNet | None = None) -> torch.Tensor:
-    """The net's `score` blob for one RGB image, (classes, H, W) float32 on the net's device.
+    """The net's label blob (`porting.metadata.label_blob`) for one RGB image, (classes, H, W) float32
+    on the net's device.
 
     Args:
         net: the net (its metadata prepares the input).
         image: (H, W, 3) uint8 RGB.
         runner: what computes the forward pass in place of `net`, e.g. a bf16 `InferenceNet` of it.
     """
+    check_one_input(net)
     x = preprocess(image, net.metadata.mean).to(net_device(net))
     net.eval()
     with torch.inference_mode():
         outputs = (runner or net)(x)
-    if SCORE_BLOB not in outputs:
+    blob = label_blob(net)
+    if blob is None or blob not in outputs:
         raise FormatError(f"the net has no '{SCORE_BLOB}' output blob (outputs: {', '.join(outputs)})")
-    scores = outputs[SCORE_BLOB]
+    scores = outputs[blob]
     if scores.dim() != 4 or tuple(scores.shape[2:]) != image.shape[:2]:
         raise FormatError(
-            f"the '{SCORE_BLOB}' blob is {tuple(scores.shape)} for a {image.shape[0]}x{image.shape[1]} image; "
+            f"the '{blob}' blob is {tuple(scores.shape)} for a {image.shape[0]}x{image.shape[1]} image; "
             "expected 1 x classes x H x W at the image's size (the net must crop its output to the input)"
         )
     return scores[0].float()
@@ -180,7 +192,11 @@ def segment_images(
 
     Returns:
         (images segmented, images skipped).
+
+    Raises:
+        FormatError: a net that reads more than one input.
     """
+    check_one_input(net)
     names = net.metadata.classes or ()
     net.to(device)
     runner = None if precision == "fp32" else InferenceNet(net, dtype=PRECISIONS[precision])

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: The module:function that decides the defaults (class names, mean) for a class count.
 DEFAULTS_PROVIDER = "fcndata.classes:net_defaults"
 SIDECAR_SUFFIX = ".json"
-#: the blob whose channels are the classes, in every FCN
+#: the blob whose channels are the classes, in every one-headed FCN
 SCORE_BLOB = "score"
 
 
@@ -145,9 +145,19 @@ def defaults_for(num_classes: int) -> NetMetadata:
     return provider(num_classes)
 
 
+def label_blob(net: CaffeNet) -> str | None:
+    """The output whose channels are the net's classes: `score`, else the first `score_*` output
+    (a multi-task net's first head, e.g. SIFT Flow's `score_sem`); None for a net without one."""
+    outputs = list(net.outputs)
+    if SCORE_BLOB in outputs:
+        return SCORE_BLOB
+    return next((name for name in outputs if name.startswith(f"{SCORE_BLOB}_")), None)
+
+
 def num_classes(net: CaffeNet) -> int | None:
-    """Channels of the net's `score` blob, or None for a net without one."""
-    shape = net.inferred_shapes.get(SCORE_BLOB)
+    """Channels of the net's label blob (`label_blob`), or None for a net without one."""
+    blob = label_blob(net)
+    shape = net.inferred_shapes.get(blob) if blob is not None else None
     return shape[1] if shape is not None and len(shape) > 1 else None
 
 
@@ -162,5 +172,5 @@ def complete_metadata(net: CaffeNet, override: NetMetadata = NetMetadata()) -> N
     net.metadata = base.merged(net.metadata).merged(override)
     names = net.metadata.classes
     if names is not None and classes is not None and len(names) != classes:
-        raise FcnError(f"{len(names)} class names given but the net's '{SCORE_BLOB}' blob has {classes} classes")
+        raise FcnError(f"{len(names)} class names given but the net's '{label_blob(net)}' blob has {classes} classes")
     return net.metadata

@@ -12,8 +12,9 @@ from PIL import Image
 
 import porting
 from eval.segment import main, segment
+from fcndata import siftflow
 from porting.metadata import NetMetadata
-from prototxt import fcn
+from prototxt import fcn, nets
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +211,29 @@ def test_bf16_precision_keeps_the_fp32_labels_on_nearly_every_pixel(fcn8s_files,
     assert labels.shape == expected.shape
     assert (labels == expected).mean() >= 0.97
     assert len(np.unique(expected)) > 1
+
+
+def test_sift_flow_net_segments_by_its_semantic_head_and_a_two_input_net_is_refused(tmp_path, capsys, demo_image):
+    # A two-headed net's labels are its first head's (`score_sem`, 33 classes), by hand here;
+    # NYUDv2's late-fusion net reads color and HHA, which one photo cannot feed.
+    torch.manual_seed(0)
+    sift = randomize(
+        porting.CaffeNet(nets.build("siftflow-fcn8s", "deploy", width=1 / 16)), seed=2, bilinear_deconv=True
+    )
+    prototxt, caffemodel = write_net(sift, tmp_path, "siftflow-fcn8s")
+    out = tmp_path / "seg"
+    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--quiet"]
+    mean = ",".join(map(str, siftflow.MEAN_BGR))  # a bare caffemodel carries none (--model would)
+    assert main([*argv, "--out", str(out), "--mean", mean]) == 0
+    bgr = np.asarray(Image.open(demo_image).convert("RGB"), dtype=np.float32)[:, :, ::-1] - np.array(siftflow.MEAN_BGR)
+    x = torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1), dtype=np.float32))[None]
+    with torch.no_grad():
+        by_hand = porting.load(prototxt, caffemodel)(x)["score_sem"][0].argmax(0).numpy()
+    assert by_hand.max() < siftflow.SEMANTIC_CLASSES
+    assert np.array_equal(np.asarray(Image.open(out / "image.png")), by_hand)
+
+    fused = randomize(porting.CaffeNet(nets.build("nyud-fcn32s-color-hha", "deploy", width=1 / 16)), seed=2)
+    prototxt, caffemodel = write_net(fused, tmp_path, "nyud-fcn32s-color-hha")
+    argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 1
+    assert "the net reads 2 inputs (color, hha)" in capsys.readouterr().err
