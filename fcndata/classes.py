@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from porting.metadata import NetMetadata
+from porting.registry import add_unique
 from prototxt import nets
 from prototxt.voc import CLASS_NAMES
 
@@ -63,9 +64,7 @@ TASKS: dict[str, NetMetadata] = {"voc": NetMetadata(VOC_CLASSES, MEAN_BGR)}
 
 def register_task(key: str, metadata: NetMetadata) -> None:
     """Name a task's class list and mean for the model registry."""
-    if key in TASKS:
-        raise ValueError(f"task {key!r} is registered twice")
-    TASKS[key] = metadata
+    add_unique(TASKS, key, metadata, "task")
 
 
 def task_metadata(key: str) -> NetMetadata:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from porting.registry import add_unique
+
 from .ade20k import ADE20K_LAYOUT, ADE20KSegmentation, ade20k_classes
 from .errors import DatasetError
 from .folder import FOLDER_LAYOUT, FolderSegmentation, folder_classes
@@ -39,10 +41,7 @@ DATASETS: dict[str, DatasetKind] = {}
 
 def register_dataset(kind: DatasetKind) -> DatasetKind:
     """Make `--dataset <kind.name>:ROOT` known; returns the kind."""
-    if kind.name in DATASETS:
-        raise ValueError(f"dataset kind {kind.name!r} is registered twice")
-    DATASETS[kind.name] = kind
-    return kind
+    return add_unique(DATASETS, kind.name, kind, "dataset kind")
 
 
 @dataclass(frozen=True)

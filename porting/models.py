@@ -25,6 +25,7 @@ from porting.checkpoint import Progress, load_caffe
 from porting.errors import FcnError
 from porting.metadata import NetMetadata
 from porting.net import CaffeNet, LoadReport
+from porting.registry import add_unique
 
 #: Where the project's generated net files live (the `prototxt` package's folder).
 PROTOTXT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
@@ -83,10 +84,7 @@ MODELS: dict[str, PublishedModel] = {}
 
 def register(model: PublishedModel) -> PublishedModel:
     """Add an entry (names are unique); returns it."""
-    if model.name in MODELS:
-        raise ValueError(f"model {model.name!r} is registered twice")
-    MODELS[model.name] = model
-    return model
+    return add_unique(MODELS, model.name, model, "model")
 
 
 def get(name: str) -> PublishedModel:
