@@ -313,3 +313,17 @@ def test_cli_writes_a_v1_classifier(tmp_path):
     blobs = read_caffemodel(tmp_path / "o" / "init.caffemodel")
     assert np.array_equal(blobs["fc6"][0], net.blobs_numpy()["fc6"][0].reshape(blobs["fc6"][0].shape))
     assert blobs["fc6"][0].shape[2:] == (7, 7)
+
+
+def test_cli_unwritable_out_is_one_error_line(tmp_path, capsys):
+    from reproduce.basenet import base_net_text
+
+    text = base_net_text(21, 1 / 16)
+    prototxt, caffemodel = tmp_path / "vgg.prototxt", tmp_path / "vgg.caffemodel"
+    prototxt.write_text(text)
+    write_caffemodel(randomize(CaffeNet(parse_prototxt(text)), seed=7), caffemodel, layout="v1", legacy_dims=True)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("outputs cannot go below a plain file")
+    assert cli(["--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(blocker / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "a-file" in err and "Traceback" not in err, err
