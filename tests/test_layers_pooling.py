@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import compare_with_opencv, layer_net, random_inputs
 
-from porting.layers.pooling import caffe_pooled_size
+from porting.layers.pooling import caffe_pooled_size, torch_pooled_size, torch_pools_like_caffe
 
 FLT_MAX = np.finfo(np.float32).max
 
@@ -143,3 +143,47 @@ def test_pad_larger_than_half_kernel_matches_caffe_loops(pool):
     np.testing.assert_allclose(
         out, caffe_pool(x.astype(np.float64), pool, (3, 3), (2, 2), (2, 2), size), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+def test_the_per_layer_choice_of_torch_pooling_holds_at_every_size(ceil_mode):
+    # Wherever torch_pools_like_caffe says yes, torch's extent equals Caffe's (PoolingLayer::Reshape,
+    # written out in caffe_pooled_size) at every size with a window; where it says no, some size differs.
+    for kernel in range(1, 7):
+        for stride in range(1, 6):
+            for pad in range(kernel):
+                for other_pad in (0, 1):  # Caffe clips both axes when either is padded
+                    clip = bool(pad or other_pad)
+                    sizes = [n for n in range(1, 60) if n + 2 * pad >= kernel]
+                    same = all(
+                        caffe_pooled_size(n, kernel, stride, pad, ceil_mode, clip)
+                        == torch_pooled_size(n, kernel, stride, pad, ceil_mode)
+                        for n in sizes
+                    )
+                    says = torch_pools_like_caffe((kernel, 2), (stride, 1), (pad, other_pad), ceil_mode)
+                    if says:
+                        assert same, (kernel, stride, pad, other_pad)
+                    elif 2 * pad <= kernel:  # torch refuses 2p > k: those always pool explicitly
+                        assert not same, (kernel, stride, pad, other_pad)
+
+
+def caffe_reshape_extent(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool, clip: bool) -> int:
+    """PoolingLayer::Reshape, line for line: ceil (or floor) of the span over the stride, plus one,
+    then `if (pad_h_ || pad_w_) { if ((pooled - 1) * stride >= size + pad) --pooled; }`."""
+    span = (size + 2 * pad - kernel) / stride
+    pooled = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
+    if clip and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def test_branch_free_extent_is_caffe_reshape_line_for_line():
+    for kernel in range(1, 7):
+        for stride in range(1, 6):
+            for pad in range(kernel):
+                for clip in (bool(pad), True):
+                    for ceil_mode in (True, False):
+                        for size in range(max(1, kernel - 2 * pad), 50):
+                            expected = caffe_reshape_extent(size, kernel, stride, pad, ceil_mode, clip)
+                            got = caffe_pooled_size(size, kernel, stride, pad, ceil_mode, clip)
+                            assert got == expected, (size, kernel, stride, pad, ceil_mode, clip)

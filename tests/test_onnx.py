@@ -232,6 +232,26 @@ def test_every_layer_type_matches_pytorch_at_every_size(tmp_path):
         check_parity(net, path, provider, [(2, 19, 23), (1, 24, 24), (1, 33, 17)], seed=4)
 
 
+#: poolings torch cannot run natively at some sizes (no pad with k < s; pad over half the kernel)
+EXPLICIT_POOLING = """
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "sparse" type: "Pooling" bottom: "conv" top: "sparse" pooling_param { pool: MAX kernel_size: 2 stride: 3 } }
+layer { name: "wide" type: "Pooling" bottom: "conv" top: "wide" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 2 } }
+"""
+
+
+def test_explicit_pooling_exports_for_sizes_where_it_differs_from_the_traced_one(tmp_path):
+    # At 24 (conv 22) the k2 s3 pooling's windows are torch's too; at 23 (conv 21) Caffe keeps a
+    # last window that starts past the input and torch would drop it: the graph must not fix either.
+    net = randomize(layer_net(EXPLICIT_POOLING, data=(1, 3, 24, 24)), seed=2)
+    assert not any(layer.native for layer in net.layers.values() if layer.layer_type == "Pooling")
+    assert net.inferred_shapes["sparse"][2:] == (8, 8)
+    path = tmp_path / "explicit_pooling.onnx"
+    export_onnx(net, path)
+    for provider in providers():
+        check_parity(net, path, provider, [(1, 23, 23), (2, 24, 25), (1, 31, 20)], seed=5)
+
+
 def test_fixed_size_and_label_layers_export_with_dynamic_batch(tmp_path):
     net = randomize(layer_net(FIXED_SIZE_LAYERS, data=(2, 3, 14, 14), label=(2,)), seed=10)
     path = tmp_path / "fixed.onnx"

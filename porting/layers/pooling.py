@@ -3,15 +3,14 @@
 Caffe (CEIL mode) outputs ceil((H + 2p - k) / s) + 1 windows and, when either pad (h or
 w) is nonzero, drops on each axis a last window that would start past the input plus its
 padding (`if (pad_h_ || pad_w_)` in PoolingLayer::Reshape). PyTorch's ceil mode drops it for
-p = 0 too, and PyTorch refuses p > k / 2; in those cases the layer pads explicitly and
+p = 0 too, and PyTorch refuses p > k / 2; where that can matter at some input size
+(`torch_pools_like_caffe`, decided per layer, not per size) the layer pads explicitly and
 pools without padding, which reproduces Caffe exactly: MAX starts from -FLT_MAX (so an
 empty window gives -FLT_MAX) and AVE divides the zero-padded sum by Caffe's pool size
 (hend - hstart with hend clipped to H + p, so an empty window gives 0 / 0 = NaN).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -31,20 +30,37 @@ def caffe_pooled_size(
     """Caffe's PoolingLayer::Reshape output extent along one axis.
 
     `clip`: whether the last-window rule applies, which Caffe decides for both axes at once
-    (either pad nonzero); by default, whether this axis's pad is.
+    (either pad nonzero); by default, whether this axis's pad is. The rule drops a last window
+    that starts at or past size + pad, so the extent is at most the number of windows starting
+    before it, ceil((size + pad) / stride). Written in integer arithmetic and `torch.sym_min`,
+    without a branch on the size, so an exported graph computes it for every input size.
     """
-    span = (size + 2 * pad - kernel) / stride
-    pooled = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if (bool(pad) if clip is None else clip) and (pooled - 1) * stride >= size + pad:
-        pooled -= 1
+    span = size + 2 * pad - kernel
+    pooled = (span + stride - 1 if ceil_mode else span) // stride + 1
+    if bool(pad) if clip is None else clip:
+        pooled = torch.sym_min(pooled, (size + pad + stride - 1) // stride)
     return pooled
 
 
-def _torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+def torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
+    """`F.max_pool2d`'s output extent along one axis (its ceil mode drops a window starting past
+    the input plus pad whatever the pad)."""
     pooled = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (pooled - 1) * stride >= size + pad:
         pooled -= 1
     return pooled
+
+
+def torch_pools_like_caffe(kernel: Shape, stride: Shape, pad: Shape, ceil_mode: bool) -> bool:
+    """Whether torch's pooling makes Caffe's windows at every input size.
+
+    Torch needs 2p <= k. Then the extents agree except in ceil mode without any pad (where
+    Caffe never drops a window) for k < s, where a last window can start past the input
+    (for k >= s it cannot: ceil((H - k) / s) * s < H). With a pad, both drop that window by
+    the same rule on each axis; in floor mode no window starts that far once p < k.
+    """
+    clip = any(pad)
+    return all(2 * p <= k and not (ceil_mode and not clip and k < s) for k, s, p in zip(kernel, stride, pad))
 
 
 class Pooling(CaffeLayer):
@@ -66,6 +82,8 @@ class Pooling(CaffeLayer):
         self.kernel = window.kernel or (0, 0)
         if not self.global_pooling and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
             raise self.error(f"pad {self.pad} must be smaller than kernel {self.kernel}")
+        # decided once, not per input size, so an exported graph holds for every size
+        self.native = torch_pools_like_caffe(self.kernel, self.stride, self.pad, self.ceil_mode)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         if self.global_pooling:
@@ -87,11 +105,7 @@ class Pooling(CaffeLayer):
         out = self.output_size(height, width)
         if min(out) <= 0:
             raise self.bad_input(f"input {height}x{width} is too small for kernel {self.kernel} with pad {self.pad}")
-        native = all(
-            o == _torch_pooled_size(n, k, s, p, self.ceil_mode) and 2 * p <= k
-            for o, n, k, s, p in zip(out, (height, width), self.kernel, self.stride, self.pad)
-        )
-        if native:
+        if self.native:
             if self.is_max:
                 return [F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)]
             return [
@@ -107,9 +121,9 @@ class Pooling(CaffeLayer):
         if self.is_max:
             return F.max_pool2d(F.pad(x, padding, value=-FLT_MAX), self.kernel, self.stride)
         summed = F.avg_pool2d(F.pad(x, padding), self.kernel, self.stride, divisor_override=1)
-        sizes = [
-            torch.minimum(torch.arange(o) * s - p + k, torch.tensor(n + p)) - (torch.arange(o) * s - p)
-            for o, s, p, k, n in zip(out, self.stride, self.pad, self.kernel, x.shape[-2:])
-        ]
-        pool_size = (sizes[0][:, None] * sizes[1][None, :]).to(device=x.device, dtype=x.dtype)
+        # Caffe's pool size: the window's positions inside the input plus its pad, [-p, n + p);
+        # counted by pooling ones, in tensor ops so an exported graph counts at every size
+        inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), (self.pad[1],) * 2 + (self.pad[0],) * 2, value=1.0)
+        counted = F.pad(inside, (0, right[1] - self.pad[1], 0, right[0] - self.pad[0]))
+        pool_size = F.avg_pool2d(counted, self.kernel, self.stride, divisor_override=1)[0, 0]
         return summed / pool_size
