@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from eval.metrics import METRIC_LABELS
 from porting.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,12 @@ class Progress:
             return
         self.bar.set_postfix_str(f"loss {loss:.6g}", refresh=False)
         self.bar.update(iteration - self.bar.n)
+
+    def validation(self, iteration: int, metrics: dict[str, float]) -> None:
+        """Log the validation scores after `iteration` updates, in percent, as Caffe logs its test net."""
+        if self.enabled:
+            shown = ", ".join(f"{METRIC_LABELS.get(key, key)} {100 * value:.2f}" for key, value in metrics.items())
+            logger.info("Iteration %d, validation: %s", iteration, shown)
 
     def display(self, iteration: int, loss: float, rate: float, images_per_s: float) -> None:
         """Log Caffe's display line for `iteration` (rank 0 only)."""

@@ -351,17 +351,18 @@ class Trainer:
                 self.log.append({"iter": iteration, "loss": smoothed, "lr": rate, "images_per_s": images_per_s})
                 window_start, window_iter = time.perf_counter(), self.solver.iter
             if config.eval_every and self.solver.iter % config.eval_every == 0:
-                self._evaluate()
+                self._evaluate(progress)
             if config.snapshot_every and self.solver.iter % config.snapshot_every == 0:
                 last_snapshot, snapshot_iter = self._snapshot(), self.solver.iter
         if snapshot_iter != self.solver.iter:
             last_snapshot = self._snapshot()
         return last_snapshot
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, progress: Progress) -> None:
         if self.evaluate is None or not self.ctx.is_main:
             return
         with torch.no_grad():
-            metrics = dict(self.evaluate(self.net))
+            metrics = {key: float(value) for key, value in self.evaluate(self.net).items()}
         self.net.train()
-        self.log.append({"iter": self.solver.iter, **{key: float(value) for key, value in metrics.items()}})
+        progress.validation(self.solver.iter, metrics)
+        self.log.append({"iter": self.solver.iter, **metrics})

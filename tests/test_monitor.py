@@ -112,3 +112,12 @@ def test_unwritable_log_file_does_not_stop_training(
     assert len([record for record in logged if "loss" in record]) == 4 and result.plot.is_file()
     warnings = _warnings(caplog)
     assert len(warnings) == 1 and "log.csv" in warnings[0] and "training goes on" in warnings[0]
+
+
+def test_validation_scores_are_logged_in_percent_like_the_display(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = {"pixel_acc": 0.7516742, "mean_acc": 0.1, "mean_iu": 0.0751674, "fw_iu": 0.5650141, "geo_mean_iu": 0.5}
+    with caplog.at_level(logging.INFO, logger="reproduce.monitor"), monitor.Progress(40, enabled=True) as progress:
+        progress.validation(20, metrics)
+    assert caplog.messages == [
+        "Iteration 20, validation: pixel acc 75.17, mean acc 10.00, mean IU 7.52, f.w. IU 56.50, geo_mean_iu 50.00"
+    ]
