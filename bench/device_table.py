@@ -32,6 +32,7 @@ from bench.forward import (
     train_images_per_second,
 )
 from porting import CaffeNet
+from porting.numerics import TF32, fp32_precision, set_fp32_precision
 from porting.onnx import export_onnx
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -43,16 +44,20 @@ ORT_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 @contextmanager
 def precision(name: str, device: torch.device) -> Iterator[None]:
-    """Run the body in `name`: strict fp32, TF32 matmuls and convolutions, or bf16/fp16 autocast."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv  # type: ignore[attr-defined]
-    saved = matmul.fp32_precision, conv.fp32_precision
-    matmul.fp32_precision = conv.fp32_precision = "tf32" if name == "tf32" else "ieee"
+    """Run the body in `name`: strict fp32, TF32 matmuls and convolutions, or bf16/fp16 autocast.
+
+    Through `porting.numerics` (torch's legacy switches), as every entry point sets them: the
+    newer `fp32_precision` API would make a later read of `cudnn.allow_tf32` (torch.export's)
+    raise for the mix of the two.
+    """
+    saved_tf32 = fp32_precision()["conv"] == TF32
+    set_fp32_precision(name == "tf32")
     autocast = torch.autocast(device.type, dtype=AUTOCAST[name]) if name in AUTOCAST else nullcontext()
     try:
         with autocast:
             yield
     finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
+        set_fp32_precision(saved_tf32)
 
 
 def ort_session(model: Path, provider: str) -> ort.InferenceSession | None:

@@ -68,3 +68,16 @@ def test_onnxruntime_cuda_provider_turns_tf32_off():
     assert onnxruntime_provider("CUDAExecutionProvider") == ("CUDAExecutionProvider", {"use_tf32": "0"})
     assert onnxruntime_provider("CUDAExecutionProvider", tf32=True)[1] == {"use_tf32": "1"}
     assert onnxruntime_provider("CPUExecutionProvider") == ("CPUExecutionProvider", {})
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_the_device_benchs_precisions_restore_the_switches_and_keep_export_working(before):
+    from bench.device_table import PRECISIONS, precision
+
+    set_fp32_precision(tf32=before)
+    for name in PRECISIONS:
+        with precision(name, torch.device("cpu")):
+            assert fp32_precision() == (TF32 if name == "tf32" else IEEE)
+        assert fp32_precision() == (TF32 if before else IEEE)
+    ep = torch.export.export(torch.nn.Conv2d(1, 1, 3), (torch.zeros(1, 1, 5, 5),))  # reads the flags: must not raise
+    assert ep is not None
