@@ -28,6 +28,7 @@ from bench.forward import (
     fcn8s,
     forward_gflop,
     matmul_peak_gflops,
+    sync,
     time_interleaved,
     train_images_per_second,
 )
@@ -71,19 +72,14 @@ def ort_session(model: Path, provider: str) -> ort.InferenceSession | None:
     return session if session.get_providers()[0] == provider else None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def peak_memory_mb(device: torch.device, run: Callable[[], object]) -> float | None:
     """Peak device memory (MB) torch allocated during one `run()`; None off CUDA."""
     if device.type != "cuda":
         return None
-    _sync(device)
+    sync(device)
     torch.cuda.reset_peak_memory_stats(device)
     run()
-    _sync(device)
+    sync(device)
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 

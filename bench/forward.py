@@ -75,15 +75,16 @@ def matmul_peak_gflops(n: int, repeats: int, device: torch.device, dtype: torch.
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 1):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing elsewhere."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -98,10 +99,10 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(repeats):
         for name, run in peers.items():
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             run()
-            _sync(device)
+            sync(device)
             times[name].append(time.perf_counter() - start)
     return times
 

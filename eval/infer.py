@@ -75,11 +75,6 @@ def net_device(net: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def predict(net: nn.Module, image: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
-    """(3, H, W) BGR mean-subtracted image -> (H', W') int64 argmax of the `score` blob."""
-    return _argmax(net(image.unsqueeze(0)), Head(num_classes=num_classes))
-
-
 def score(
     net: nn.Module,
     dataset: SegmentationDataset,

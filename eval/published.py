@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fcndata import SEG11VALID_COUNT
+from fcndata import SEG11VALID_COUNT, nyud, pascalcontext, siftflow
 from fcndata.splits import VOC2011_SEGVAL_COUNT
 from prototxt.stages import STAGES
 
@@ -107,9 +107,9 @@ ARXIV2015_CONTEXT = Source(
 PUBLISHED_SET_SIZE: dict[str, int] = {
     "voc2011seg11valid": SEG11VALID_COUNT,
     "voc2011val": VOC2011_SEGVAL_COUNT,
-    "pascalcontext-val": 5105,
-    "nyud-test": 654,
-    "siftflow-test": 200,
+    "pascalcontext-val": pascalcontext.VAL_IMAGES,
+    "nyud-test": nyud.TEST_IMAGES,
+    "siftflow-test": siftflow.TEST_IMAGES,
 }
 
 PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {

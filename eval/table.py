@@ -39,7 +39,7 @@ from fcndata.downloads import (
     SIFTFLOW_ROOT_HELP,
     VOC_ROOT_HELP,
 )
-from fcndata.families import ROOTS, FamilyDataset, check_roots, open_split
+from fcndata.families import ROOT_KEYS, FamilyDataset, check_roots, open_split
 from fcndata.image import SegmentationFiles
 from fcndata.nyud import TOPS as NYUD_TOPS
 from fcndata.registry import DATASETS, parse_dataset
@@ -66,8 +66,6 @@ from .published import (
 #: the other families' scoring splits -> family
 FAMILY_SPLITS = {"pascalcontext-val": "pascalcontext", "nyud-test": "nyud", "siftflow-test": "siftflow"}
 SPLITS = ("voc2011seg11valid", "voc2011val", "voc2012val", "sbdval", *FAMILY_SPLITS)
-#: the flags naming data folders (`EvalData.roots`)
-ROOT_FLAGS = tuple(dict.fromkeys(key for keys in ROOTS.values() for key in keys))
 
 
 def _percent(value: float | None) -> str:
@@ -373,6 +371,7 @@ def score_nets(
     """
     family = data.family
     heads = family_heads(family) if family else None
+    opened: SegmentationFiles | None = None  # the one dataset of every net; None: each family net's own
     if family is not None:
         check_roots(family, data.roots, reader=data.split or "")
         classes: tuple[str, ...] = ()
@@ -380,7 +379,7 @@ def score_nets(
     elif data.dataset is not None:
         spec = parse_dataset(data.dataset)
         split = data.split or spec.kind.val_split
-        opened: SegmentationFiles = spec.open(split)
+        opened = spec.open(split)
         classes, title = spec.classes, f"{spec}:{split}"
     else:
         if data.split not in SPLITS:
@@ -388,12 +387,12 @@ def score_nets(
         opened = dataset_for_split(data.split, data.roots.get("voc_root"), data.roots.get("sbd_root"), data.ids)
         classes, title = VOC_CLASSES, data.split
     scores = Scores(title, 0, {}, classes)
-    dataset: SegmentationFiles | FamilyDataset
     for source in nets:
         net = source.load()
         if source.name in BACKBONE_RUNS and data.dataset is None:
             scores.measured[source.name] = measure(net.net_param, source=source.name)
-        if family is not None:  # prepared as the family's data layer does
+        dataset: SegmentationFiles | FamilyDataset
+        if opened is None:  # another family's net: its data prepared as its data layer does
             dataset = family_dataset(data, source.name, net)
         else:
             dataset = opened
@@ -423,7 +422,7 @@ def report(scores: Scores, markdown: bool = False) -> str:
 def score_table(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> None:
     """Score every net the flags name, print the table on stdout, write the JSON."""
     nets = net_sources(args, parser, split_stages(args.split or ""))
-    roots = {key: None if getattr(args, key) is None else Path(getattr(args, key)) for key in ROOT_FLAGS}
+    roots = {key: None if getattr(args, key) is None else Path(getattr(args, key)) for key in ROOT_KEYS}
     data = EvalData(args.split, args.dataset, roots, None if args.ids is None else Path(args.ids))
     prediction_dir = Path(args.predictions) if args.predictions else None
     scores = score_nets(

@@ -24,6 +24,9 @@ ROOTS: dict[str, tuple[str, ...]] = {
     "nyud": ("nyud_root",),
     "siftflow": ("siftflow_root",),
 }
+#: every root key, once (the fields of `reproduce.stage.StageOptions` and the flags of eval.table)
+ROOT_KEYS = tuple(dict.fromkeys(key for keys in ROOTS.values() for key in keys))
+
 FamilyDataset = PASCALContextSegmentation | NYUDSegmentation | SIFTFlowSegmentation
 
 

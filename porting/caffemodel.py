@@ -302,7 +302,7 @@ def _read_dims(reader: WireReader, start: int, stop: int, where: str) -> list[in
             reader.skip(wire_type, stop)
             continue
         if wire_type == LEN:
-            span_start, span_stop = reader.span(stop)
+            _, span_stop = reader.span(stop)
             while reader.pos < span_stop:
                 dims.append(wire.signed(reader.varint(span_stop)))
         else:

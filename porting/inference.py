@@ -64,11 +64,6 @@ def native_bf16_available() -> bool:
     return bool(check is not None and check())
 
 
-def supported() -> bool:
-    """Whether the prepacked oneDNN path runs here (else InferenceNet uses public kernels)."""
-    return onednn_kernels_available()
-
-
 def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     """Make glibc's malloc keep freed blocks up to `limit_bytes` for reuse (process-wide).
 

@@ -28,6 +28,7 @@ from porting.errors import FcnError
 from porting.proto import caffe_pb2
 from porting.surgery import TransplantReport, transplant
 from prototxt import fcn, nets
+from prototxt.backbone import BACKBONES, GENERATED_BACKBONE
 
 STAGES = tuple(net for net in nets.NETS if net not in fcn.NETS)
 
@@ -43,20 +44,10 @@ PREVIOUS: dict[str, tuple[str, ...]] = {
 STREAM_SUFFIX = {"nyud-fcn32s-color": "color", "nyud-fcn32s-hha": "hha"}
 EARLY_FUSION_CONV = ("conv1_1", "conv1_1_bgrd")  # VGG16's first convolution -> color-d's
 
-CAFFENET_HELP = (
-    "the ILSVRC CaffeNet classifier in Caffe format (bvlc_reference_caffenet.caffemodel, 233 MB, with its "
-    "deploy.prototxt): get it from the Caffe Model Zoo entry 'bvlc_reference_caffenet' "
-    "(https://github.com/BVLC/caffe/tree/master/models/bvlc_reference_caffenet)"
-)
-VGG16_HELP = (
-    "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB): get it from the "
-    "Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or http://www.robots.ox.ac.uk/~vgg/research/very_deep/"
-)
-
 
 def classifier_help(net: str) -> str:
     """Which ILSVRC classifier a net starts from, and where to get it."""
-    return CAFFENET_HELP if net == "voc-fcn-alexnet" else VGG16_HELP
+    return BACKBONES["caffenet" if net == "voc-fcn-alexnet" else GENERATED_BACKBONE].files
 
 
 def family(net: str) -> str:

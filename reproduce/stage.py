@@ -73,7 +73,7 @@ from fcndata.downloads import (
     SIFTFLOW_ROOT_HELP,
     VOC_ROOT_HELP,
 )
-from fcndata.families import check_roots
+from fcndata.families import ROOT_KEYS, check_roots
 from fcndata.registry import DATASETS
 from porting import cli
 from porting.errors import FcnError
@@ -97,12 +97,6 @@ from reproduce.train import ORDERS, TrainConfig, Trainer, TrainResult
 TRAINABLE = (*VOC_STAGES, *families.STAGES)
 Definition: TypeAlias = caffe_pb2.NetParameter | caffe_pb2.SolverParameter
 logger = logging.getLogger("reproduce.stage")  # not __name__: that is "__main__" under python -m
-
-VGG16_HELP = (
-    "the ILSVRC VGG16 classifier in Caffe format (VGG_ILSVRC_16_layers.caffemodel, 528 MB, with "
-    "VGG_ILSVRC_16_layers_deploy.prototxt): get it from the Caffe Model Zoo entry 'VGG_ILSVRC_16_layers' or "
-    "the Oxford VGG very-deep-networks page (http://www.robots.ox.ac.uk/~vgg/research/very_deep/)"
-)
 
 
 @dataclass(frozen=True)
@@ -161,15 +155,12 @@ def net_name(stage: str, backbone: str = backbones.GENERATED_BACKBONE) -> str:
 
 def roots(options: StageOptions) -> dict[str, Path | None]:
     """The dataset folders given on the command line, by option name."""
-    return {
-        key: getattr(options, key)
-        for key in ("voc_root", "sbd_root", "pascalcontext_root", "nyud_root", "siftflow_root")
-    }
+    return {key: getattr(options, key) for key in ROOT_KEYS}
 
 
 def classifier_help(backbone: str) -> str:
     """Where to get the classifier a backbone's fcn32s starts from."""
-    return VGG16_HELP if backbone == backbones.GENERATED_BACKBONE else backbones.BACKBONES[backbone].files
+    return backbones.BACKBONES[backbone].files
 
 
 def initial_weights(options: StageOptions) -> Path:
@@ -259,7 +250,7 @@ def cast_backbone(
     if options.base_prototxt is None:
         raise FcnError(
             f"--backbone {options.backbone} needs the classifier's definition: pass --base-prototxt deploy.prototxt "
-            f"from {backbones.BACKBONES[options.backbone].files}"
+            f"from {classifier_help(options.backbone)}"
         )
     if not options.base_prototxt.is_file():
         raise FcnError(f"{options.base_prototxt}: --base-prototxt file not found")

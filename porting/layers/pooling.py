@@ -42,15 +42,6 @@ def caffe_pooled_size(
     return pooled
 
 
-def torch_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:
-    """`F.max_pool2d`'s output extent along one axis (its ceil mode drops a window starting past
-    the input plus pad whatever the pad)."""
-    pooled = (size + 2 * pad - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (pooled - 1) * stride >= size + pad:
-        pooled -= 1
-    return pooled
-
-
 def torch_pools_like_caffe(kernel: Shape, stride: Shape, pad: Shape, ceil_mode: bool) -> bool:
     """Whether torch's pooling makes Caffe's windows at every input size.
 
