@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fetch_reference  # noqa: E402
+from caffe_oracle import oracle  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BESIDE_REPOSITORY = REPOSITORY.parent / "shared" / "reference"
@@ -62,3 +63,56 @@ def reference_dir() -> Path:
 def reference(reference_dir: Path) -> Path:
     """The authors' fcn-berkeleyvision files (the four VOC nets, data/pascal, demo)."""
     return reference_dir / "fcn-berkeleyvision"
+
+
+@pytest.fixture(scope="session")
+def caffe() -> oracle.CaffeInstall:
+    """The Caffe build of tests/caffe_oracle/build.sh (the `caffe` tier's oracle); skips without one
+    (fails under `FCN_REQUIRE_CAFFE=1`)."""
+    found = oracle.find_caffe()
+    if found is None:
+        if oracle.caffe_required():
+            pytest.fail(f"FCN_REQUIRE_CAFFE is set but {oracle.NOT_BUILT}", pytrace=False)
+        pytest.skip(oracle.NOT_BUILT)
+    return found
+
+
+class CaffeComparisons:
+    """What the `caffe` tier compared: per item, how many cases and the worst relative error.
+
+    Tests call `record`; at the end of the run the table is printed (pytest's terminal summary) and
+    written as JSON to `.pytest_cache/d/caffe/comparisons.json` (the README's table comes from it).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, float]] = {}
+
+    def record(self, item: str, cases: int, worst_error: float) -> None:
+        """Add `cases` compared cases of `item` (e.g. "layers: Pooling forward/backward") with their worst error."""
+        row = self.rows.setdefault(item, {"cases": 0, "worst_error": 0.0})
+        row["cases"] += cases
+        row["worst_error"] = max(row["worst_error"], worst_error)
+
+
+CAFFE_COMPARISONS = CaffeComparisons()
+
+
+@pytest.fixture(scope="session")
+def caffe_comparisons() -> CaffeComparisons:
+    """The run's record of Caffe comparisons (see CaffeComparisons)."""
+    return CAFFE_COMPARISONS
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    rows = CAFFE_COMPARISONS.rows
+    if not rows:
+        return
+    import json
+
+    terminalreporter.section("checked against Caffe itself")
+    for item, row in sorted(rows.items()):
+        terminalreporter.write_line(f"{item}: {int(row['cases'])} cases, worst error {row['worst_error']:.2g}")
+    if config.cache is not None:
+        path = Path(config.cache.mkdir("caffe")) / "comparisons.json"
+        path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+        terminalreporter.write_line(f"written to {path}")

@@ -1,0 +1,1 @@
+"""Real Caffe as the oracle of the `caffe` test tier (see oracle.py)."""
