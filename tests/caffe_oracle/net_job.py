@@ -48,7 +48,7 @@ def run_case(folder, phase, backward):
             out["input_diff/" + name] = net.blobs[name].diff.copy()
         for layer, blobs in net.params.items():
             for index, blob in enumerate(blobs):
-                out["param_diff/%s.%d" % (layer, index)] = blob.diff.copy()
+                out[f"param_diff/{layer}.{index}"] = blob.diff.copy()
     np.savez(folder / "out.npz", **out)
 
 
