@@ -124,7 +124,6 @@ def fetch(
             part.unlink()
             raise FetchError(_failed(url, target, f"its sha256 is {digest}, expected {sha256}"))
     land(part, target)
-    log.info("downloaded %s (%d bytes) into %s", target.name, got, target.parent)
     return target
 
 
@@ -182,6 +181,8 @@ def _request(url: str, target: Path, part: Path, timeout: float, progress: bool)
                 raise _StartOver
             total: int | None = int(match.group(2))
         else:  # the whole file (a server without ranges, or a file: address): the part starts again
+            if offset:
+                log.info("%s: the server sends the whole file again; starting from byte 0", target.name)
             offset = 0
             total = int(length) if length is not None else None
         return total, _copy(response, part, offset, total, target.name, progress, timeout)
@@ -209,7 +210,10 @@ def _copy(response, part: Path, offset: int, total: int | None, name: str, progr
                 return False
             if not chunk:
                 return True
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as error:  # e.g. a full disk: the part stays, for a resume once there is room
+                raise FetchError(f"{part}: cannot write the download ({error.strerror or error})") from None
             bar.update(len(chunk))
 
 

@@ -108,7 +108,7 @@ class PublishedModel:
             log.info("%s: %s is already in %s", self.name, self.filename, target.parent)
             return target
         url = fetch.source_url(self.url, mirror or os.environ.get(fetch.MIRROR_VARIABLE))
-        log.info("%s: downloading %s from %s", self.name, self.filename, url)
+        log.info("%s: downloading %s from %s into %s", self.name, self.filename, url, target.parent)
         return fetch.fetch(url, target, sha256=self.sha256, timeout=timeout, progress=progress)
 
     def weights(self, caffemodel: str | Path | None = None, *, download: bool = False, progress: bool = True) -> Path:
