@@ -95,6 +95,7 @@ def fetch(
     part = part_path(target)
     _writable(target, part)
     total: int | None = None
+    ended = False
     for _ in range(ATTEMPTS):
         before = _size(part)
         if before:
@@ -111,13 +112,16 @@ def fetch(
         if (got >= total if total is not None else ended) or got == before:
             break
     got = _size(part)
+    resume = f"; run the download again to resume from {part}"
     if total is not None and got != total:
         if got > total:
             part.unlink(missing_ok=True)
         raise FetchError(
             _failed(url, target, f"received {got} of the {total} bytes the server announced")
-            + (f"; run the download again to resume from {part}" if got < total else "")
+            + (resume if got < total else "")
         )
+    if total is None and not ended:
+        raise FetchError(_failed(url, target, f"the transfer broke off after {got} bytes") + resume)
     if sha256 is not None:
         digest = _sha256(part)
         if digest != sha256.lower():
