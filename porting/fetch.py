@@ -6,19 +6,15 @@ crash). The size the server announced (Content-Length, or the total of a
 Content-Range) and, where known, a sha256 are checked before the part is renamed to
 the target. A server silent for `timeout` seconds counts as a failure. Every failure
 is one `FetchError` naming the URL, the file and where a copy obtained elsewhere goes.
-
-The published models' cache folder is `$FCN_MODELS_DIR`, else
-`${XDG_CACHE_HOME:-~/.cache}/fcn-faithfully/models` (`cache_dir`).
+(`porting.models` puts the published weights in its cache with it.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import urllib.request
-from collections.abc import Mapping
 from http.client import HTTPException
 from pathlib import Path
 from urllib.error import HTTPError
@@ -29,10 +25,6 @@ from porting.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-#: the environment variables: the cache folder, and a mirror serving `<URL>/<file name>`
-DIR_VARIABLE, MIRROR_VARIABLE = "FCN_MODELS_DIR", "FCN_MODELS_MIRROR"
-#: where the cache is, for help texts (`cache_dir` computes it)
-CACHE_HELP = f"${DIR_VARIABLE}, else ${{XDG_CACHE_HOME:-~/.cache}}/fcn-faithfully/models"
 #: seconds without a byte from the server before a transfer is given up
 TIMEOUT = 60.0
 #: requests per file: the first, and resumptions after a cut that brought new bytes
@@ -45,22 +37,12 @@ class FetchError(FcnError):
     """A download that failed: unreachable or missing address, a stalled or cut transfer, a wrong size or hash."""
 
 
+class FolderError(FetchError):
+    """The folder the file goes to cannot be created or written."""
+
+
 class _StartOver(Exception):
     """The part file is longer than the file on the server: it was deleted, the next request starts at byte 0."""
-
-
-def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """The folder downloaded models go to and `--model NAME` looks in.
-
-    Args:
-        environ: the environment to read (`FCN_MODELS_DIR`, `XDG_CACHE_HOME`).
-
-    Returns:
-        `$FCN_MODELS_DIR` if set, else `${XDG_CACHE_HOME:-~/.cache}/fcn-faithfully/models`.
-    """
-    if environ.get(DIR_VARIABLE):
-        return Path(environ[DIR_VARIABLE]).expanduser()
-    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcn-faithfully" / "models"
 
 
 def source_url(url: str, mirror: str | None = None) -> str:
@@ -89,7 +71,7 @@ def fetch(
         `target`, complete.
 
     Raises:
-        FetchError: the folder is not writable, the address unreachable or missing, the
+        FetchError: the folder is not writable (`FolderError`), the address unreachable or missing, the
             transfer stalled or cut short more than `ATTEMPTS` times, or the size or hash is wrong.
     """
     part = part_path(target)
@@ -144,11 +126,7 @@ def _writable(target: Path, part: Path) -> None:
         if not existed:
             part.unlink()
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise FetchError(
-            f"{target.parent}: cannot write {target.name} there ({reason}); set {DIR_VARIABLE} (or --dir) "
-            "to a writable folder"
-        ) from None
+        raise FolderError(f"{target.parent}: cannot write {target.name} there ({error.strerror or error})") from None
 
 
 def _size(path: Path) -> int:

@@ -8,8 +8,8 @@ the facts other packages own: its class names and mean (`dataset`, a class list 
 keys are resolved on use (`class_metadata`, `published_scores`), so this module imports
 nothing above `porting` (ARCHITECTURE.md, "The model registry").
 
-`python -m porting.models download NAME...` fetches weights into the model cache
-(`porting.fetch`: `$FCN_MODELS_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/fcn-faithfully/models`).
+`python -m porting.models download NAME...` fetches weights (`porting.fetch`) into the
+model cache (`models_dir()`: `$FCN_MODELS_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/fcn-faithfully/models`).
 `--model NAME` stands for `--prototxt` (plus classes and mean) on `eval.segment`,
 `eval.table`, `porting.convert` and `porting.onnx`; its weights are `--caffemodel FILE`,
 else the cached file, which `--download` fetches first when missing. Nothing is
@@ -44,6 +44,23 @@ CLASS_LISTS = "fcndata.classes:task_metadata"
 PUBLISHED_SCORES = "eval.published:published_rows"
 #: the subcommand of `python -m porting.models` that fetches weights
 DOWNLOAD = "download"
+#: the environment variables: the weights cache (as TORCH_HOME moves torch's), and a mirror serving URL/<file name>
+MODELS_DIR_VARIABLE, MODELS_MIRROR_VARIABLE = "FCN_MODELS_DIR", "FCN_MODELS_MIRROR"
+#: where the cache is, for help texts (`models_dir` computes it)
+MODELS_DIR_HELP = f"${MODELS_DIR_VARIABLE}, else ${{XDG_CACHE_HOME:-~/.cache}}/fcn-faithfully/models"
+
+
+def models_dir() -> Path:
+    """The weights cache, where downloads go and `--model NAME` looks.
+
+    Returns:
+        `$FCN_MODELS_DIR` if set, else `fcn-faithfully/models` under the user's cache folder
+        (`$XDG_CACHE_HOME`, default `~/.cache`).
+    """
+    explicit = os.environ.get(MODELS_DIR_VARIABLE)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcn-faithfully" / "models"
 
 
 class ModelError(FcnError):
@@ -78,8 +95,8 @@ class PublishedModel:
         return path
 
     def cached(self, directory: str | Path | None = None) -> Path:
-        """Where the weights are kept: `directory` (default: the model cache, `porting.fetch.cache_dir`) / filename."""
-        return Path(directory if directory is not None else fetch.cache_dir()) / self.filename
+        """Where the weights are kept: `directory` (default: the model cache, `models_dir()`) / filename."""
+        return Path(directory if directory is not None else models_dir()) / self.filename
 
     def download(
         self,
@@ -107,9 +124,12 @@ class PublishedModel:
         if target.is_file():
             log.info("%s: %s is already in %s", self.name, self.filename, target.parent)
             return target
-        url = fetch.source_url(self.url, mirror or os.environ.get(fetch.MIRROR_VARIABLE))
+        url = fetch.source_url(self.url, mirror or os.environ.get(MODELS_MIRROR_VARIABLE))
         log.info("%s: downloading %s from %s into %s", self.name, self.filename, url, target.parent)
-        return fetch.fetch(url, target, sha256=self.sha256, timeout=timeout, progress=progress)
+        try:
+            return fetch.fetch(url, target, sha256=self.sha256, timeout=timeout, progress=progress)
+        except fetch.FolderError as error:
+            raise fetch.FolderError(f"{error}; set {MODELS_DIR_VARIABLE} (or --dir) to a writable folder") from None
 
     def weights(self, caffemodel: str | Path | None = None, *, download: bool = False, progress: bool = True) -> Path:
         """The weights file: `caffemodel` (a file, or a folder holding `filename`), else the cached one.
@@ -144,7 +164,7 @@ def missing_weights(model: PublishedModel, path: Path) -> str:
     return (
         f"{path}: weights of {model.name} not found. `python -m porting.models {DOWNLOAD} {model.name}` (or "
         f"--download) fetches {model.filename} from {model.url} (the authors' caffemodel-url) into the model "
-        f"cache {fetch.cache_dir()}; or download it yourself into that folder, or anywhere and pass its path as "
+        f"cache {models_dir()}; or download it yourself into that folder, or anywhere and pass its path as "
         "--caffemodel"
     )
 
@@ -272,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "porting.models",
         "List the authors' published FCN models: deploy net, weights URL, input, classes, scores.",
         epilog=f"`python -m porting.models {DOWNLOAD} NAME...` fetches weights into the model cache "
-        f"({fetch.CACHE_HELP}); see its --help.",
+        f"({MODELS_DIR_HELP}); see its --help.",
     )
     parser.usage = f"%(prog)s [--quiet] [NAME ...]\n       %(prog)s {DOWNLOAD} NAME ... [--dir DIR] [--mirror URL]"
     parser.add_argument("name", nargs="*", help="models to describe (default: all)")
@@ -286,14 +306,14 @@ def download_parser() -> argparse.ArgumentParser:
         f"porting.models {DOWNLOAD}",
         "Download published models' weights into the model cache, where `--model NAME` finds them. "
         "A cut transfer resumes from NAME.part on the next run; a file lands only whole.",
-        epilog=f"The cache is {fetch.CACHE_HELP}.",
+        epilog=f"The cache is {MODELS_DIR_HELP}.",
     )
     parser.add_argument("name", nargs="+", help="models to download (python -m porting.models lists them)")
     parser.add_argument("--dir", type=Path, help="put the files in DIR instead of the model cache (this call only)")
     parser.add_argument(
         "--mirror",
         metavar="URL",
-        help=f"fetch URL/<file name> instead of the authors' address (default: ${fetch.MIRROR_VARIABLE}, if set)",
+        help=f"fetch URL/<file name> instead of the authors' address (default: ${MODELS_MIRROR_VARIABLE}, if set)",
     )
     parser.add_argument(
         "--timeout",

@@ -664,26 +664,26 @@ def _ade20k_value(folder: Path):
 
 @entry("`--model` with its caffemodel missing")
 def _model_weights_missing(folder: Path):
-    from porting import fetch, models
+    from porting import models
 
-    with mock.patch.dict(os.environ, {fetch.DIR_VARIABLE: str(folder / "cache")}):
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
         return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
 
 
 @entry("`--model` without `--caffemodel`, its weights not in the model cache")
 def _model_not_cached(folder: Path):
-    from porting import fetch, models
+    from porting import models
 
-    with mock.patch.dict(os.environ, {fetch.DIR_VARIABLE: str(folder / "cache")}):
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
         return models.get("voc-fcn8s").weights()
 
 
 @entry("model cache that cannot be written (`download`, `--download`)")
 def _model_cache_unwritable(folder: Path):
-    from porting import fetch, models
+    from porting import models
 
     (folder / "a-file").write_text("not a folder")
-    with mock.patch.dict(os.environ, {fetch.DIR_VARIABLE: str(folder / "a-file" / "models")}):
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "a-file" / "models")}):
         return models.get("voc-fcn8s").download(progress=False)
 
 

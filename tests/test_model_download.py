@@ -123,8 +123,8 @@ def server():
 def cache(tmp_path, monkeypatch) -> Path:
     """An empty model cache ($FCN_MODELS_DIR); no mirror set."""
     folder = tmp_path / "cache"
-    monkeypatch.setenv(fetch.DIR_VARIABLE, str(folder))
-    monkeypatch.delenv(fetch.MIRROR_VARIABLE, raising=False)
+    monkeypatch.setenv(models.MODELS_DIR_VARIABLE, str(folder))
+    monkeypatch.delenv(models.MODELS_MIRROR_VARIABLE, raising=False)
     return folder
 
 
@@ -237,10 +237,10 @@ def test_a_transfer_stalled_midway_resumes(cache, server, weights):
 def test_an_unwritable_cache_is_a_clear_error(tmp_path, server, weights, monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(fetch.DIR_VARIABLE, str(blocker / "models"))
+    monkeypatch.setenv(models.MODELS_DIR_VARIABLE, str(blocker / "models"))
     assert download(NAME, "--mirror", server.url) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert str(blocker / "models") in line and fetch.DIR_VARIABLE in line and "Not a directory" in line
+    assert str(blocker / "models") in line and models.MODELS_DIR_VARIABLE in line and "Not a directory" in line
     assert server.requests == []
 
 
@@ -273,7 +273,7 @@ def test_the_recorded_sha256_is_checked(cache, server, weights, hashed, capsys):
 
 
 def test_the_mirror_variable_and_dir(tmp_path, cache, server, weights, monkeypatch):
-    monkeypatch.setenv(fetch.MIRROR_VARIABLE, server.url + "/")
+    monkeypatch.setenv(models.MODELS_MIRROR_VARIABLE, server.url + "/")
     other = tmp_path / "elsewhere"
     assert download(NAME, "--dir", str(other), "--quiet") == 0
     assert (other / FILENAME).read_bytes() == weights and not cache.exists()
@@ -299,7 +299,7 @@ def test_download_arguments_are_documented():
 
 
 def test_piped_download_draws_no_bar(cache, server, weights, tmp_path):
-    env = {**os.environ, fetch.DIR_VARIABLE: str(cache), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, models.MODELS_DIR_VARIABLE: str(cache), "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "porting.models", "download", NAME, "--mirror", server.url],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -338,7 +338,7 @@ def _main(module: str):
 
 @pytest.mark.parametrize("module", ["eval.segment", "porting.convert", "porting.onnx"])
 def test_a_plain_model_flag_never_downloads(module, tmp_path, cache, server, weights, no_network, monkeypatch, capsys):
-    monkeypatch.setenv(fetch.MIRROR_VARIABLE, server.url)  # even with a mirror at hand
+    monkeypatch.setenv(models.MODELS_MIRROR_VARIABLE, server.url)  # even with a mirror at hand
     assert _main(module)(_commands(tmp_path)[module]) == 1
     line = one_error_line(capsys.readouterr().err)
     for part in (
@@ -364,7 +364,7 @@ def test_a_plain_model_flag_on_eval_table_never_downloads(tmp_path, cache, serve
 
 def test_download_flag_on_segment_and_convert(tmp_path, cache, server, weights, monkeypatch):
     """`--download` fetches once; then the cached file serves every command as the file given by hand would."""
-    monkeypatch.setenv(fetch.MIRROR_VARIABLE, server.url)
+    monkeypatch.setenv(models.MODELS_MIRROR_VARIABLE, server.url)
     commands = _commands(tmp_path)
     given = tmp_path / "given.caffemodel"
     given.write_bytes(weights)
@@ -426,3 +426,14 @@ def test_download_flag_without_model_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _main("eval.segment")([commands["eval.segment"][0], "--checkpoint", "m.pt", "--out", "o", "--download"])
     assert exit_info.value.code == 2
+
+
+def test_the_cache_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.MODELS_DIR_VARIABLE, str(tmp_path / "mine"))
+    assert models.models_dir() == tmp_path / "mine" and models.get(NAME).cached() == tmp_path / "mine" / FILENAME
+    monkeypatch.delenv(models.MODELS_DIR_VARIABLE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert models.models_dir() == tmp_path / "xdg" / "fcn-faithfully" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert models.models_dir() == tmp_path / "home" / ".cache" / "fcn-faithfully" / "models"
