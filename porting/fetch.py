@@ -4,17 +4,22 @@ The bytes go to `<name>.part` beside the target; a transfer cut short is resumed
 that file with an HTTP Range request (within the call, and on the next call after a
 crash). The size the server announced (Content-Length, or the total of a
 Content-Range) and, where known, a sha256 are checked before the part is renamed to
-the target. A server silent for `timeout` seconds counts as a failure. Every failure
+the target. A server silent for `timeout` seconds counts as a failure; a second
+process downloading the same file is refused (the part is locked). Every failure
 is one `FetchError` naming the URL, the file and where a copy obtained elsewhere goes.
 (`porting.models` puts the published weights in its cache with it.)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import re
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.client import HTTPException
 from pathlib import Path
 from urllib.error import HTTPError
@@ -42,7 +47,7 @@ class FolderError(FetchError):
 
 
 class _StartOver(Exception):
-    """The part file is longer than the file on the server: it was deleted, the next request starts at byte 0."""
+    """The part file does not fit the file on the server: it was emptied, the next request starts at byte 0."""
 
 
 def source_url(url: str, mirror: str | None = None) -> str:
@@ -71,11 +76,16 @@ def fetch(
         `target`, complete.
 
     Raises:
-        FetchError: the folder is not writable (`FolderError`), the address unreachable or missing, the
-            transfer stalled or cut short more than `ATTEMPTS` times, or the size or hash is wrong.
+        FetchError: the folder is not writable (`FolderError`), another process is downloading the
+            same file, the address is unreachable or missing, the transfer stalled or was cut short
+            more than `ATTEMPTS` times, or the size or hash is wrong.
     """
     part = part_path(target)
-    _writable(target, part)
+    with _claimed(target, part):
+        return _fetch(url, target, part, sha256, timeout, progress)
+
+
+def _fetch(url: str, target: Path, part: Path, sha256: str | None, timeout: float, progress: bool) -> Path:
     total: int | None = None
     ended = False
     for _ in range(ATTEMPTS):
@@ -117,16 +127,32 @@ def _failed(url: str, target: Path, reason: str) -> str:
     return f"cannot download {target.name} from {url}: {reason}. A copy obtained elsewhere goes to {target}"
 
 
-def _writable(target: Path, part: Path) -> None:
+@contextmanager
+def _claimed(target: Path, part: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `part` (created if missing) while the download runs.
+
+    A second download of the same file (another process) is refused instead of writing
+    into the same part; the lock ends with the process, so none is ever left stale. An
+    empty part created here is removed again when the download fails before any byte.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         existed = part.exists()
-        with part.open("ab"):
-            pass
-        if not existed:
-            part.unlink()
+        handle = part.open("ab")
     except OSError as error:
         raise FolderError(f"{target.parent}: cannot write {target.name} there ({error.strerror or error})") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FetchError(
+                f"{part}: another download of {target.name} is writing it; wait for that one to finish"
+            ) from None
+        yield
+    finally:
+        handle.close()
+        if not existed and part.exists() and part.stat().st_size == 0:
+            part.unlink()
 
 
 def _size(path: Path) -> int:
@@ -149,7 +175,7 @@ def _request(url: str, target: Path, part: Path, timeout: float, progress: bool)
             whole = re.fullmatch(r"bytes \*/(\d+)", error.headers.get("Content-Range", "") if error.headers else "")
             if whole and int(whole.group(1)) == offset:
                 return offset, True  # the part holds the whole file (a crash between the last byte and the rename)
-            part.unlink()
+            os.truncate(part, 0)
             raise _StartOver from None
         raise FetchError(_failed(url, target, f"HTTP {error.code} {error.reason}")) from None
     except (OSError, HTTPException) as error:
@@ -159,7 +185,7 @@ def _request(url: str, target: Path, part: Path, timeout: float, progress: bool)
         if response.status == 206:
             match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
             if match is None or int(match.group(1)) != offset:
-                part.unlink()
+                os.truncate(part, 0)
                 raise _StartOver
             total: int | None = int(match.group(2))
         else:  # the whole file (a server without ranges, or a file: address): the part starts again

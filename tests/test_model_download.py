@@ -244,6 +244,20 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path, server, weights, monkeyp
     assert server.requests == []
 
 
+def test_a_second_download_of_the_same_file_is_refused(cache, server, weights, capsys):
+    import fcntl
+
+    cache.mkdir()
+    part = fetch.part_path(cache / FILENAME)
+    part.write_bytes(weights[:10])
+    with part.open("ab") as other:  # another process's download holds the part
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert download(NAME, "--mirror", server.url) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{part}: another download of {FILENAME}" in line
+    assert server.requests == [] and part.read_bytes() == weights[:10]
+
+
 @pytest.fixture
 def hashed(weights, server, monkeypatch):
     """A test-only registry entry whose sha256 is recorded (hashlib's digest of the served bytes)."""
