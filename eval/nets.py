@@ -126,7 +126,7 @@ def net_sources(
             f"--prototxt, {len(args.model)} --model and {len(args.caffemodel)} --caffemodel"
         )
     if args.download and not args.model:
-        parser.error("--download fetches the weights of --model NAME")
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     pairs = args.caffemodel[: len(args.prototxt)]
     model_weights = args.caffemodel[len(args.prototxt) :]
     model_weights += [None] * (len(args.model) - len(model_weights))
@@ -159,7 +159,7 @@ def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage:
     if args.caffemodel is None and given[0] == "prototxt":
         parser.error("--prototxt needs --caffemodel W")
     if args.download and given[0] != "model":
-        parser.error("--download fetches the weights of --model NAME")
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     if stage is not None and given[0] != "runs":
         parser.error("--stage picks a stage of --runs DIR")
     if args.runs is not None:

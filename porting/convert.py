@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prototxt is not None and args.caffemodel is None:
         parser.error("--prototxt needs --caffemodel W")
     if args.download and args.model is None:
-        parser.error("--download fetches the weights of --model NAME")
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
 

@@ -44,6 +44,8 @@ CLASS_LISTS = "fcndata.classes:task_metadata"
 PUBLISHED_SCORES = "eval.published:published_rows"
 #: the subcommand of `python -m porting.models` that fetches weights
 DOWNLOAD = "download"
+#: the usage error of `--download` without `--model`
+DOWNLOAD_NEEDS_MODEL = "--download fetches the weights of --model NAME"
 #: the environment variables: the weights cache (as TORCH_HOME moves torch's), and a mirror serving URL/<file name>
 MODELS_DIR_VARIABLE, MODELS_MIRROR_VARIABLE = "FCN_MODELS_DIR", "FCN_MODELS_MIRROR"
 #: where the cache is, for help texts (`models_dir` computes it)

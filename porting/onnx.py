@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from porting import cli
+from porting import cli, models
 from porting.layers.base import CaffeLayer
 from porting.layers.normalization import LRN
 from porting.net import CaffeNet, Kernel
@@ -163,7 +163,6 @@ def _export(
 
 def _load_net(args: argparse.Namespace) -> CaffeNet:
     import porting
-    from porting import models
 
     if args.checkpoint is not None:
         return porting.load(args.checkpoint)
@@ -174,8 +173,6 @@ def _load_net(args: argparse.Namespace) -> CaffeNet:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from porting import models
-
     parser = cli.make_parser(
         "porting.onnx",
         "Export a Caffe net (prototxt + caffemodel, or a converted checkpoint) to ONNX "
@@ -204,10 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.caffemodel is not None and args.prototxt is None and args.model is None:
         parser.error("--caffemodel goes with --prototxt or --model")
-    if args.prototxt is not None and args.caffemodel is None:
-        parser.error("--prototxt needs --caffemodel W")
     if args.download and args.model is None:
-        parser.error("--download fetches the weights of --model NAME")
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be >= {MIN_OPSET}")
     cli.setup_logging(args.quiet)
