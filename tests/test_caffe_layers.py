@@ -1,0 +1,164 @@
+"""Every layer type against Caffe itself: forward and backward on randomized configurations.
+
+The cases (tests/caffe_layer_cases.py) are drawn with hypothesis up front and run in one Caffe process
+(tests/caffe_oracle/net_job.py, `force_backward: true`). Our side builds the same prototxt with
+`porting`, loads the same blobs and runs forward and backward in float32: the objective is each loss
+top times its `loss_weight` plus each other output times the diff given to Caffe for it. Every top,
+every input diff and every parameter diff must be within 1e-5 of Caffe's, relative to the blob's
+largest |value|. Values Caffe leaves at -FLT_MAX (a MAX window over no input) or NaN (an AVE window
+of pool size 0) must be the same there, and compare the rest of the blob on its own scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from caffe_layer_cases import LayerCase, all_cases, normal
+from caffe_oracle import oracle
+from helpers import net_from_text
+
+pytestmark = pytest.mark.caffe
+
+RTOL = 1e-5
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass
+class Computed:
+    """One side's results for a case: output blobs, input diffs, parameter diffs (`<layer>.<i>`)."""
+
+    tops: dict[str, np.ndarray]
+    input_diffs: dict[str, np.ndarray]
+    param_diffs: dict[str, np.ndarray]
+
+
+def run_ours(case: LayerCase, seed: int) -> tuple[Computed, dict[str, np.ndarray]]:
+    """Forward and backward of `case` with porting, float32.
+
+    Returns:
+        Our results, and the top diffs drawn for every net output that is not a loss (a loss's
+        diff is its loss_weight), to give Caffe the same.
+    """
+    net = net_from_text(case.prototxt(), case.phase)
+    if case.params:
+        net.load_blobs(case.params, strict=True)
+    rng = np.random.default_rng(seed)
+    losses = net.loss_weights
+    top_diffs = {name: normal(rng, net.inferred_shapes[name]) for name in net.outputs if name not in losses}
+    inputs = {
+        name: torch.tensor(array, requires_grad=case.backward and name not in case.labels)
+        for name, array in case.inputs.items()
+    }
+    outputs = net(**inputs)
+    input_diffs: dict[str, np.ndarray] = {}
+    param_diffs: dict[str, np.ndarray] = {}
+    if case.backward:
+        terms = [weight * outputs[name] for name, weight in losses.items() if name in outputs]
+        terms += [(outputs[name] * torch.from_numpy(diff)).sum() for name, diff in top_diffs.items()]
+        if any(term.requires_grad for term in terms):
+            torch.stack([term.reshape(()) for term in terms]).sum().backward()
+        for name, tensor in inputs.items():
+            if name not in case.labels:
+                grad = tensor.grad
+                input_diffs[name] = np.zeros_like(case.inputs[name]) if grad is None else grad.numpy()
+        for spec in net.param_specs():
+            grad = spec.parameter.grad
+            param_diffs[f"{spec.layer}.{spec.index}"] = (
+                np.zeros(tuple(spec.parameter.shape), np.float32) if grad is None else grad.numpy()
+            )
+    tops = {name: value.detach().numpy() for name, value in outputs.items()}
+    return Computed(tops, input_diffs, param_diffs), top_diffs
+
+
+def compare(ours: np.ndarray, caffe: np.ndarray, what: str) -> float:
+    """assert_close_to_caffe, after requiring the same values where Caffe has -FLT_MAX, FLT_MAX or NaN."""
+    ours, caffe = np.asarray(ours), np.asarray(caffe)
+    assert ours.shape == caffe.shape, f"{what}: shape {ours.shape}, Caffe {caffe.shape}"
+    special = np.isnan(caffe) | (np.abs(caffe) == FLT_MAX)
+    np.testing.assert_array_equal(ours[special], caffe[special], err_msg=f"{what}: Caffe's -FLT_MAX / NaN places")
+    return oracle.assert_close_to_caffe(np.where(special, 0, ours), np.where(special, 0, caffe), what, RTOL)
+
+
+def compare_case(case: LayerCase, ours: Computed, caffe: oracle.NetResult) -> float:
+    """Every top, input diff and parameter diff; returns the worst relative error."""
+    errors = [compare(ours.tops[name], caffe.blobs[name], f"top {name}") for name in ours.tops]
+    if case.backward:
+        errors += [compare(diff, caffe.input_diffs[name], f"diff of {name}") for name, diff in ours.input_diffs.items()]
+        assert set(ours.param_diffs) == set(caffe.param_diffs)
+        errors += [compare(diff, caffe.param_diffs[key], f"diff of {key}") for key, diff in ours.param_diffs.items()]
+    return max(errors, default=0.0)
+
+
+def caffe_case(case: LayerCase, top_diffs: dict[str, np.ndarray]) -> oracle.NetCase:
+    params = {f"{layer}.{i}": blob for layer, blobs in case.params.items() for i, blob in enumerate(blobs)}
+    return oracle.NetCase(
+        case.prototxt(), params, case.inputs, phase=case.phase, backward=case.backward, top_diffs=top_diffs
+    )
+
+
+@pytest.fixture(scope="module")
+def compared(
+    caffe: oracle.CaffeInstall, tmp_path_factory
+) -> dict[str, list[tuple[LayerCase, Computed, oracle.NetResult]]]:
+    """item -> (case, ours, Caffe's) for every drawn case, Caffe's from one process."""
+    cases = all_cases()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a thread pool costs more than it gives, on a busy machine ~5x
+    try:
+        ours = [run_ours(case, seed) for seed, case in enumerate(cases)]
+    finally:
+        torch.set_num_threads(threads)
+    jobs = [caffe_case(case, top_diffs) for case, (_, top_diffs) in zip(cases, ours)]
+    results = oracle.run_nets(caffe, jobs, tmp_path_factory.mktemp("layers"))
+    by_item: dict[str, list[tuple[LayerCase, Computed, oracle.NetResult]]] = {}
+    for case, (computed, _), result in zip(cases, ours, results):
+        by_item.setdefault(case.item, []).append((case, computed, result))
+    return by_item
+
+
+ITEMS = [
+    "Convolution",
+    "Deconvolution",
+    "Pooling",
+    "Crop",
+    "Eltwise",
+    "ReLU",
+    "Dropout (TEST)",
+    "LRN",
+    "Scale",
+    "Concat",
+    "Slice",
+    "Split",
+    "Softmax",
+    "SoftmaxWithLoss",
+    "SoftmaxWithLoss (clamped)",
+    "InnerProduct",
+    "Accuracy",
+    "DummyData",
+    "Silence",
+]
+
+
+@pytest.mark.parametrize("item", ITEMS)
+def test_layer_matches_caffe(item, compared, caffe_comparisons):
+    runs = compared[item]
+    worst, failures = 0.0, []
+    for index, (case, ours, result) in enumerate(runs):
+        try:
+            worst = max(worst, compare_case(case, ours, result))
+        except AssertionError as failure:
+            shapes = ", ".join(f"{name} {array.shape}" for name, array in case.inputs.items())
+            failures.append(f"case {index}: {case.layers}\n  inputs {shapes}: {str(failure).splitlines()[0]}")
+    assert not failures, f"{len(failures)} of {len(runs)} {item} cases differ from Caffe:\n" + "\n".join(failures[:8])
+    caffe_comparisons.record(f"layers: {item}", len(runs), worst)
+
+
+def test_every_layer_type_is_compared():
+    from porting.layers import LAYER_TYPES
+
+    data_layers = {"Python", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData"}  # fed, not computed
+    covered = {item.split(" ")[0] for item in ITEMS} | {"Input"}
+    assert set(LAYER_TYPES) - data_layers <= covered
