@@ -19,6 +19,10 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from porting import parse_prototxt
+from porting.proto import caffe_pb2
+from porting.window import read_window
+
 #: the smallest |x| a ReLU input gets, far from float32's rounding of 0
 GAP = 0.05
 
@@ -208,7 +212,7 @@ def pooling(draw: Callable, past_the_input: bool = False) -> LayerCase:
         assume(any(math.ceil((n - k) / s) * s >= n for n, k, s in zip(size, kernel, stride)))
     else:
         kernel, stride = draw(pairs(1, 4)), draw(pairs(1, 4))
-        pad = tuple(draw(st.integers(0, k - 1)) for k in kernel)
+        pad = tuple(draw(st.sampled_from(range(k))) for k in kernel)
         ceil = draw(st.booleans())
         size = tuple(draw(st.integers(max(1, k - 2 * p), max(1, k - 2 * p) + 9)) for k, p in zip(kernel, pad))
     clip = any(pad)
@@ -261,13 +265,14 @@ def eltwise(draw: Callable) -> LayerCase:
     rng = draw(seeds())
     shape = any_shape(draw)
     count = draw(st.integers(2, 4))
-    operation = draw(st.sampled_from(["SUM", "PROD", "MAX"]))
-    fields = f"operation: {operation}" if operation != "SUM" or draw(st.booleans()) else ""
-    if operation == "SUM" and draw(st.booleans()):
+    variant = draw(st.sampled_from(["SUM", "SUM by default", "SUM with coeff", "PROD", "PROD by division", "MAX"]))
+    operation = variant.split(" ")[0]
+    fields = "" if variant == "SUM by default" else f"operation: {operation}"
+    if variant == "SUM with coeff":
         coeffs = [draw(st.sampled_from([0.0, 1.0, -1.0, 0.5, -2.5, 3.25])) for _ in range(count)]
         fields += " " + " ".join(f"coeff: {c}" for c in coeffs)
     if operation == "PROD":
-        fields += f" stable_prod_grad: {str(draw(st.booleans())).lower()}"
+        fields += f" stable_prod_grad: {str(variant == 'PROD').lower()}"
     names = [f"x{i}" for i in range(count)]
     if operation == "MAX":
         values = distinct(rng, (count, *shape))
@@ -326,8 +331,8 @@ def scale(draw: Callable) -> LayerCase:
     start = axis % rank
     bias = draw(st.booleans())
     inputs = {"x": normal(rng, shape)}
-    if draw(st.booleans()):
-        num_axes = draw(st.integers(-1, rank - start))
+    if draw(st.sampled_from([True, True, False])):
+        num_axes = draw(st.sampled_from(range(-1, rank - start + 1)))
         scale_shape = shape[start:] if num_axes == -1 else shape[start : start + num_axes]
         fields = f"axis: {axis} num_axes: {num_axes}"
         params = [normal(rng, scale_shape) + np.float32(1)]
@@ -406,31 +411,33 @@ def softmax(draw: Callable) -> LayerCase:
     return LayerCase("Softmax", layers, {"x": normal(rng, shape, 3.0)})
 
 
-NORMALIZATIONS = ["", "normalization: FULL", "normalization: VALID", "normalization: BATCH_SIZE", "normalization: NONE"]
+#: every normalization, the legacy flag alone, and the flag where `normalization` overrides it
+NORMALIZATIONS = [
+    (f"normalization: {mode}",) * bool(mode) + (f"normalize: {legacy}",) * bool(legacy)
+    for mode in ("", "FULL", "VALID", "BATCH_SIZE", "NONE")
+    for legacy in ("", "true", "false")
+]
 
 
 @st.composite
-def softmax_loss(draw: Callable, clamped: bool = False) -> LayerCase:
-    """SoftmaxWithLoss: every normalization, the legacy `normalize` alone and overridden, with and
-    without `ignore_label` (some, none or all positions ignored), `loss_weight`.
+def softmax_loss(draw: Callable, normalization: tuple[str, ...], clamped: bool = False) -> LayerCase:
+    """SoftmaxWithLoss with `normalization` (loss_param fields, one of NORMALIZATIONS), with and without
+    `ignore_label` (some, none or all positions ignored), `loss_weight`.
 
     `clamped`: scores where some true classes trail by ~120, below log(FLT_MIN) (the loss clamps them)."""
     rng = draw(seeds())
     rank = draw(st.integers(2, 4))
-    shape = [draw(st.integers(1, 4)) for _ in range(rank)]
+    shape = [draw(st.integers(2, 5)) for _ in range(rank)]
     axis = draw(st.integers(-rank + 1, rank - 1).filter(lambda a: a % rank != 0))  # LossLayer: labels keep axis 0
     start = axis % rank
     shape[start] = draw(st.integers(2, 5))
     label_shape = tuple(shape[:start] + shape[start + 1 :]) or (1,)
     labels = rng.integers(0, shape[start], label_shape)
-    fields = [draw(st.sampled_from(NORMALIZATIONS))]
-    legacy = draw(st.sampled_from([None, True, False]))
-    if legacy is not None:
-        fields.append(f"normalize: {str(legacy).lower()}")
+    fields = list(normalization)
     ignore = draw(st.sampled_from([None, 255, 0, -1]))
     if ignore is not None:
         fields.append(f"ignore_label: {ignore}")
-        fraction = draw(st.sampled_from([0.0, 0.3, 0.7, 1.0]))
+        fraction = draw(st.sampled_from([0.0, 0.2, 0.5, 1.0]))
         labels = np.where(rng.random(label_shape) < fraction, ignore, labels)
     weight = draw(st.sampled_from([None, 1.0, 0.5, 3.0]))
     scores = normal(rng, tuple(shape), 2.0)
@@ -520,8 +527,8 @@ STRATEGIES: list[tuple[st.SearchStrategy[LayerCase], int]] = [
     (slice_layer(), 25),
     (split(), 8),
     (softmax(), 20),
-    (softmax_loss(), 100),
-    (softmax_loss(clamped=True), 20),
+    *((softmax_loss(normalization), 7) for normalization in NORMALIZATIONS),
+    *((softmax_loss(normalization, clamped=True), 2) for normalization in NORMALIZATIONS[::2]),
     (inner_product(), 30),
     (accuracy(), 30),
 ]
@@ -531,3 +538,144 @@ def all_cases() -> list[LayerCase]:
     """Every drawn case and the fixed ones."""
     cases = [case for strategy, count in STRATEGIES for case in draw_cases(strategy, count)]
     return cases + fixed_cases()
+
+
+def features(case: LayerCase) -> set[str]:
+    """The corners one case exercises, named as `CORNERS` names them (read back from its definition)."""
+    layer = parse_prototxt(case.prototxt()).layer[-1]
+    found = set()
+    if layer.type in ("Convolution", "Deconvolution"):
+        conv, window = layer.convolution_param, read_window(layer, "<case>")
+        found |= {name for name, yes in _asymmetry(window.kernel, window.stride, window.pad) if yes}
+        found |= {"dilation" for _ in [0] if max(window.dilation) > 1}
+        found |= {"groups" for _ in [0] if conv.group > 1} | {"two bottoms" for _ in [0] if len(layer.bottom) == 2}
+        found |= {"no bias" for _ in [0] if not conv.bias_term}
+    elif layer.type == "Pooling":
+        pool = layer.pooling_param
+        method = caffe_pb2.PoolingParameter.PoolMethod.Name(pool.pool)
+        if pool.global_pooling:
+            return {f"{method} global"}
+        window = read_window(layer, "<case>")
+        assert window.kernel is not None
+        found |= {f"{method} {name}" for name, yes in _asymmetry(window.kernel, window.stride, window.pad) if yes}
+        found |= {f"{method} FLOOR" for _ in [0] if pool.round_mode == caffe_pb2.PoolingParameter.FLOOR}
+        found |= {
+            f"{method} pad over half the kernel"
+            for _ in [0]
+            if any(2 * p > k for p, k in zip(window.pad, window.kernel))
+        }
+        size = case.inputs["x"].shape[2:]
+        ceil, clip = pool.round_mode == caffe_pb2.PoolingParameter.CEIL, any(window.pad)
+        for n, k, s, p in zip(size, window.kernel, window.stride, window.pad):
+            starts = [i * s - p for i in range(pooled_extent(n, k, s, p, ceil, clip))]
+            found |= {f"{method} window starting at the input's end" for a in starts if a == n + p}
+            found |= {f"{method} window starting past the input's end" for a in starts if a > n + p}
+    elif layer.type == "Crop":
+        found.add({0: "no offset", 1: "one offset"}.get(len(layer.crop_param.offset), "an offset per axis"))
+        found |= {"negative axis" for _ in [0] if layer.crop_param.axis < 0}
+    elif layer.type == "Eltwise":
+        param = layer.eltwise_param
+        found.add(caffe_pb2.EltwiseParameter.EltwiseOp.Name(param.operation))
+        found |= {"coefficients" for _ in [0] if param.coeff} | {"3+ bottoms" for _ in [0] if len(layer.bottom) > 2}
+        found |= {"PROD by division" for _ in [0] if param.operation == param.PROD and not param.stable_prod_grad}
+    elif layer.type == "LRN":
+        found.add(caffe_pb2.LRNParameter.NormRegion.Name(layer.lrn_param.norm_region))
+        found |= {
+            "window wider than the channels" for _ in [0] if layer.lrn_param.local_size > case.inputs["x"].shape[1]
+        }
+    elif layer.type == "Scale":
+        param = layer.scale_param
+        found.add("second bottom" if len(layer.bottom) == 2 else f"num_axes {min(param.num_axes, 1)}")
+        found |= {"bias" for _ in [0] if param.bias_term} | {"negative axis" for _ in [0] if param.axis < 0}
+    elif layer.type == "SoftmaxWithLoss":
+        param = layer.loss_param
+        mode = caffe_pb2.LossParameter.NormalizationMode.Name(param.normalization)
+        if param.HasField("normalize"):
+            found.add(
+                f"normalize: {str(param.normalize).lower()}"
+                + (f" under {mode}" if param.HasField("normalization") else "")
+            )
+        elif param.HasField("normalization"):
+            found.add(mode)
+        found.add("ignore_label" if param.HasField("ignore_label") else "no ignore_label")
+        found |= {
+            "every label ignored"
+            for _ in [0]
+            if param.HasField("ignore_label") and (case.inputs["label"] == param.ignore_label).all()
+        }
+        found |= {"loss_weight" for _ in [0] if layer.loss_weight}
+        ignored = case.inputs["label"] == param.ignore_label
+        found |= {"some labels ignored" for _ in [0] if param.HasField("ignore_label") and 0 < ignored.mean() < 1}
+    elif layer.type in ("Concat", "Slice"):
+        found.add(
+            "legacy axis field"
+            if layer.concat_param.HasField("concat_dim") or layer.slice_param.HasField("slice_dim")
+            else "axis"
+        )
+    return found
+
+
+def _asymmetry(kernel: Pair, stride: Pair, pad: Pair) -> list[tuple[str, bool]]:
+    return [
+        ("kernel_h != kernel_w", kernel[0] != kernel[1]),
+        ("stride_h != stride_w", stride[0] != stride[1]),
+        ("pad_h != pad_w", pad[0] != pad[1]),
+        ("stride > kernel", any(s > k for s, k in zip(stride, kernel))),
+    ]
+
+
+#: item -> the corners its draws must reach (tests/test_caffe_layers.py checks them)
+CORNERS: dict[str, set[str]] = {
+    "Convolution": {
+        "kernel_h != kernel_w",
+        "stride_h != stride_w",
+        "pad_h != pad_w",
+        "dilation",
+        "groups",
+        "two bottoms",
+        "no bias",
+    },
+    "Deconvolution": {
+        "kernel_h != kernel_w",
+        "stride_h != stride_w",
+        "pad_h != pad_w",
+        "dilation",
+        "groups",
+        "two bottoms",
+        "no bias",
+    },
+    "Pooling": {
+        f"{method} {corner}"
+        for method in ("MAX", "AVE")
+        for corner in (
+            "global",
+            "kernel_h != kernel_w",
+            "stride_h != stride_w",
+            "pad_h != pad_w",
+            "FLOOR",
+            "pad over half the kernel",
+            "window starting at the input's end",
+            "window starting past the input's end",
+        )
+    },
+    "Crop": {"no offset", "one offset", "an offset per axis", "negative axis"},
+    "Eltwise": {"SUM", "PROD", "MAX", "coefficients", "3+ bottoms", "PROD by division"},
+    "LRN": {"ACROSS_CHANNELS", "WITHIN_CHANNEL", "window wider than the channels"},
+    "Scale": {"num_axes -1", "num_axes 0", "num_axes 1", "second bottom", "bias", "negative axis"},
+    "SoftmaxWithLoss": {
+        "FULL",
+        "VALID",
+        "BATCH_SIZE",
+        "NONE",
+        "normalize: true",
+        "normalize: false",
+        "normalize: true under FULL",
+        "normalize: false under VALID",
+        "ignore_label",
+        "no ignore_label",
+        "every label ignored",
+        "loss_weight",
+    },
+    "Concat": {"axis", "legacy axis field"},
+    "Slice": {"axis", "legacy axis field"},
+}

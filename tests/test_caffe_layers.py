@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from caffe_layer_cases import LayerCase, all_cases, normal
+from caffe_layer_cases import CORNERS, LayerCase, all_cases, distinct, features, normal
 from caffe_oracle import oracle
 from helpers import net_from_text
 
@@ -100,11 +100,15 @@ def caffe_case(case: LayerCase, top_diffs: dict[str, np.ndarray]) -> oracle.NetC
 
 
 @pytest.fixture(scope="module")
+def cases() -> list[LayerCase]:
+    return all_cases()
+
+
+@pytest.fixture(scope="module")
 def compared(
-    caffe: oracle.CaffeInstall, tmp_path_factory
+    caffe: oracle.CaffeInstall, cases: list[LayerCase], tmp_path_factory
 ) -> dict[str, list[tuple[LayerCase, Computed, oracle.NetResult]]]:
     """item -> (case, ours, Caffe's) for every drawn case, Caffe's from one process."""
-    cases = all_cases()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: a thread pool costs more than it gives, on a busy machine ~5x
     try:
@@ -156,9 +160,106 @@ def test_layer_matches_caffe(item, compared, caffe_comparisons):
     caffe_comparisons.record(f"layers: {item}", len(runs), worst)
 
 
+def test_the_draws_reach_every_corner(cases):
+    reached: dict[str, set[str]] = {}
+    for case in cases:
+        reached.setdefault(case.item, set()).update(features(case))
+    missing = {item: corners - reached.get(item, set()) for item, corners in CORNERS.items()}
+    assert not any(missing.values()), missing
+
+
 def test_every_layer_type_is_compared():
     from porting.layers import LAYER_TYPES
 
     data_layers = {"Python", "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData"}  # fed, not computed
     covered = {item.split(" ")[0] for item in ITEMS} | {"Input"}
     assert set(LAYER_TYPES) - data_layers <= covered
+
+
+def test_max_pooling_diff_of_a_window_over_no_input_goes_astray_in_caffe(caffe, tmp_path):
+    """Caffe's MAX backward sends a window's diff to its argmax, which stays -1 for a window over no
+    input (pad 0, kernel 1 < stride 3 on 5x5: windows start at 0, 3, 6): `bottom_diff[-1] += diff`,
+    the last value of the previous channel's plane, or the memory before the blob for the first plane
+    (heap corruption: Caffe aborts with "double free or corruption" when that diff is not 0). Ours sends
+    it nowhere. The tier's drawn cases therefore compare such MAX poolings forward only; here the
+    first plane's stray diffs are 0 and the others' show where Caffe puts them."""
+    rng = np.random.default_rng(3)
+    case = LayerCase(
+        "Pooling",
+        'layer { name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param { pool: MAX kernel_size: 1 stride: 3 } }',
+        {"x": distinct(rng, (1, 3, 5, 5))},
+    )
+    over_nothing = np.zeros((3, 3), dtype=bool)
+    over_nothing[2, :] = over_nothing[:, 2] = True
+    diff = normal(rng, (1, 3, 3, 3))
+    diff[0, 0][over_nothing] = 0
+    [result] = oracle.run_nets(caffe, [caffe_case(case, {"y": diff})], tmp_path)
+    x = torch.tensor(case.inputs["x"], requires_grad=True)
+    top = net_from_text(case.prototxt())(x=x)["y"]
+    (top * torch.from_numpy(diff)).sum().backward()
+    compare(top.detach().numpy(), result.blobs["y"], "top y")
+    ours = x.grad.numpy()
+    expected = np.zeros_like(ours)  # kernel 1: window (i, j) reads input (3i, 3j)
+    expected[..., ::3, ::3] = diff[..., :2, :2]
+    np.testing.assert_array_equal(ours, expected)
+    astray = np.zeros_like(ours)
+    astray[0, :2, -1, -1] = [diff[0, c][over_nothing].sum() for c in (1, 2)]
+    np.testing.assert_allclose(result.input_diffs["x"], ours + astray, rtol=1e-6)
+
+
+DROPOUT_CASES = [(0.5, (2, 3, 4, 5)), (0.1, (4, 7)), (0.9, (3, 2, 6)), (0.25, (1, 1, 9, 9))]
+
+
+def test_dropout_in_train_equals_caffe_given_caffes_mask(caffe, tmp_path, monkeypatch, caffe_comparisons):
+    """Dropout's mask comes from each side's RNG; given the mask Caffe drew (read back from its top:
+    inputs are positive, so a zero is a dropped value), our scaling 1 / (1 - ratio) and gradient
+    equal Caffe's."""
+    rng = np.random.default_rng(4)
+    cases = [
+        LayerCase(
+            "Dropout",
+            f'layer {{ name: "drop" type: "Dropout" bottom: "x" top: "y" dropout_param {{ dropout_ratio: {ratio} }} }}',
+            {"x": rng.uniform(0.5, 2.0, shape).astype(np.float32)},
+            phase="TRAIN",
+        )
+        for ratio, shape in DROPOUT_CASES
+    ]
+    diffs = [{"y": normal(rng, case.inputs["x"].shape)} for case in cases]
+    results = oracle.run_nets(caffe, [caffe_case(c, d) for c, d in zip(cases, diffs)], tmp_path)
+    worst = 0.0
+    for case, diff, result in zip(cases, diffs, results):
+        kept = result.blobs["y"] != 0
+        assert 0 < kept.mean() < 1
+        uniform = torch.from_numpy(kept.astype(np.float32))  # 1 >= ratio: kept; 0 < ratio: dropped
+        monkeypatch.setattr(torch, "rand_like", lambda x, u=uniform: torch.empty_like(x) if x.is_meta else u)
+        x = torch.tensor(case.inputs["x"], requires_grad=True)
+        top = net_from_text(case.prototxt(), "TRAIN")(x=x)["y"]
+        (top * torch.from_numpy(diff["y"])).sum().backward()
+        worst = max(
+            worst,
+            compare(top.detach().numpy(), result.blobs["y"], f"{case.layers}: top"),
+            compare(x.grad.numpy(), result.input_diffs["x"], f"{case.layers}: diff"),
+        )
+    caffe_comparisons.record("layers: Dropout (TRAIN, Caffe's mask)", len(cases), worst)
+
+
+@pytest.mark.parametrize(
+    "definition, message",
+    [
+        ('top: "loss" top: "prob"', "loss_weight must be unspecified or specified once per top blob"),
+        ('top: "loss" top: "prob" loss_weight: 1 loss_weight: 0', "loss_weight must be unspecified or specified once"),
+        ('top: "loss" softmax_param { axis: 2 }', "The data and label should have the same first dimension"),
+    ],
+)
+def test_caffe_refuses_the_softmax_losses_we_refuse(caffe, tmp_path, definition, message):
+    """What tests/test_layers_misc.py's refusals rest on: Caffe itself cannot set these up."""
+    case = LayerCase(
+        "SoftmaxWithLoss",
+        f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" {definition} }}',
+        {
+            "x": np.zeros((2, 3, 4), np.float32),
+            "label": np.zeros((1, 6) if "axis" in definition else (2, 4), np.float32),
+        },
+    )
+    with pytest.raises(oracle.CaffeFailed, match=message):
+        oracle.run_nets(caffe, [caffe_case(case, {})], tmp_path)

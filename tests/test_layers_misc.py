@@ -239,6 +239,21 @@ def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true
     np.testing.assert_allclose(scores.grad.flatten().numpy(), expected, rtol=1e-6)
 
 
+def test_softmax_with_loss_refuses_what_caffe_cannot_set_up():
+    # Caffe's SoftmaxWithLoss sets up an inner Softmax from a copy of its own definition, one
+    # loss_weight per top included (LossLayer adds loss_weight 1 when none is given): with a second
+    # top, either the outer layer (2 tops, 1 weight) or the inner Softmax (1 top, 2 weights) fails
+    # Layer::SetLossWeights' count check. LossLayer::Reshape also requires scores and labels to share
+    # their first dimension.
+    head = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" '
+    for weights in ("", "loss_weight: 1 loss_weight: 0 "):
+        with pytest.raises(PrototxtError, match="has one top"):
+            layer_net(head + f'top: "prob" {weights}}}', s=(2, 3, 4), l=(2, 4))
+    with pytest.raises(PrototxtError, match="first dimension"):
+        layer_net(head + "softmax_param { axis: 2 } }", s=(2, 3, 4), l=(1, 6))
+    assert layer_net(head + "softmax_param { axis: 2 } }", s=(2, 3, 4), l=(2, 3)).outputs == ["loss"]
+
+
 def test_accuracy_top_k_and_ignore_label():
     scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 2.0, 0.0], [0.0, 1.0, 2.0]]).reshape(4, 3, 1, 1)
     labels = torch.tensor([0.0, 0.0, 1.0, 255.0]).reshape(4, 1, 1, 1)
