@@ -41,6 +41,9 @@ class LayerCase:
         labels: inputs that are labels: no diff is compared for them.
         phase: "TRAIN" or "TEST".
         backward: whether Caffe can run the backward pass here (see `empty_windows`).
+        positive_diffs: draw the top diffs positive (else normal): where a diff is summed over many
+            positions into a few values (a bias, a scalar scale), terms of one sign cannot cancel to a
+            small value whose float32 rounding depends on the summation order.
     """
 
     item: str
@@ -50,6 +53,7 @@ class LayerCase:
     labels: tuple[str, ...] = ()
     phase: str = "TEST"
     backward: bool = True
+    positive_diffs: bool = False
 
     def prototxt(self) -> str:
         """The whole net: `force_backward: true`, one Input layer per input, then the layers."""
@@ -171,7 +175,7 @@ def convolution(draw: Callable, transposed: bool = False) -> LayerCase:
     fan_in = math.prod(weight_shape[1:])
     params = [normal(rng, weight_shape, 1 / math.sqrt(fan_in))] + ([normal(rng, (outputs,), 0.1)] if bias else [])
     inputs = {n: normal(rng, (batch, channels, *size)) for n in names}
-    return LayerCase(kind, layers, inputs, {"conv": params})
+    return LayerCase(kind, layers, inputs, {"conv": params}, positive_diffs=True)
 
 
 def pooled_extent(size: int, kernel: int, stride: int, pad: int, ceil: bool, clip: bool) -> int:
@@ -189,20 +193,27 @@ def empty_windows(size: int, kernel: int, stride: int, pad: int, pooled: int) ->
 
 
 @st.composite
-def pooling(draw: Callable, past_the_input: bool = False) -> LayerCase:
+def pooling(draw: Callable, past_the_input: bool = False, ties: bool = False) -> LayerCase:
     """Pooling MAX / AVE: asymmetric windows, CEIL / FLOOR, global; `past_the_input`: pad 0 and
-    kernel < stride with a last window that starts at or past the input's end.
+    kernel < stride with a last window that starts at or past the input's end; `ties`: MAX over
+    small integers, so windows hold exactly equal maxima (Caffe's diff goes to the first).
 
     MAX pooling with a window that covers no input position runs forward only: Caffe's backward adds
     that window's diff at mask index -1, before the channel's plane (see test_caffe_layers)."""
     rng = draw(seeds())
-    pool = draw(st.sampled_from(["MAX", "AVE"]))
+    pool = "MAX" if ties else draw(st.sampled_from(["MAX", "AVE"]))
     batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+
+    def values(shape: tuple[int, ...]) -> np.ndarray:
+        if ties:
+            return rng.integers(0, 3, shape).astype(np.float32)
+        return distinct(rng, shape) if pool == "MAX" else normal(rng, shape)
+
     if not past_the_input and draw(st.integers(0, 9)) == 0:
         size = draw(pairs(1, 7))
         shape = (batch, channels, *size)
         layers = f'layer {{ name: "pool" type: "Pooling" bottom: "x" top: "y" pooling_param {{ pool: {pool} global_pooling: true }} }}'
-        return LayerCase("Pooling", layers, {"x": distinct(rng, shape) if pool == "MAX" else normal(rng, shape)})
+        return LayerCase("Pooling", layers, {"x": values(shape)})
     if past_the_input:
         kernel = draw(pairs(1, 3))
         stride = tuple(draw(st.integers(k + 1, k + 3)) for k in kernel)
@@ -224,8 +235,7 @@ def pooling(draw: Callable, past_the_input: bool = False) -> LayerCase:
         f'layer {{ name: "pool" type: "Pooling" bottom: "x" top: "y" '
         f"pooling_param {{ pool: {pool} {window} {rounding} }} }}"
     )
-    shape = (batch, channels, *size)
-    x = distinct(rng, shape) if pool == "MAX" else normal(rng, shape)
+    x = values((batch, channels, *size))
     return LayerCase("Pooling", layers, {"x": x}, backward=not (pool == "MAX" and empty))
 
 
@@ -261,11 +271,14 @@ def any_shape(draw: Callable, max_rank: int = 4, max_dim: int = 5) -> tuple[int,
 
 @st.composite
 def eltwise(draw: Callable) -> LayerCase:
-    """Eltwise SUM (with coefficients, some 0 or negative), PROD (both gradients), MAX; 2-4 bottoms."""
+    """Eltwise SUM (with coefficients, some 0 or negative), PROD (both gradients), MAX (also over small
+    integers: exact ties, whose diff Caffe gives to one bottom); 2-4 bottoms."""
     rng = draw(seeds())
     shape = any_shape(draw)
     count = draw(st.integers(2, 4))
-    variant = draw(st.sampled_from(["SUM", "SUM by default", "SUM with coeff", "PROD", "PROD by division", "MAX"]))
+    variant = draw(
+        st.sampled_from(["SUM", "SUM by default", "SUM with coeff", "PROD", "PROD by division", "MAX", "MAX with ties"])
+    )
     operation = variant.split(" ")[0]
     fields = "" if variant == "SUM by default" else f"operation: {operation}"
     if variant == "SUM with coeff":
@@ -274,7 +287,9 @@ def eltwise(draw: Callable) -> LayerCase:
     if operation == "PROD":
         fields += f" stable_prod_grad: {str(variant == 'PROD').lower()}"
     names = [f"x{i}" for i in range(count)]
-    if operation == "MAX":
+    if variant == "MAX with ties":
+        inputs = {n: rng.integers(0, 3, shape).astype(np.float32) for n in names}
+    elif operation == "MAX":
         values = distinct(rng, (count, *shape))
         inputs = {n: values[i] for i, n in enumerate(names)}
     elif operation == "PROD":
@@ -292,7 +307,9 @@ def relu(draw: Callable) -> LayerCase:
     slope = draw(st.sampled_from([None, 0.0, 0.1, 0.01, -0.5, 1.5]))
     fields = "" if slope is None else f"relu_param {{ negative_slope: {slope} }}"
     layers = f'layer {{ name: "relu" type: "ReLU" bottom: "x" top: "y" {fields} }}'
-    return LayerCase("ReLU", layers, {"x": away_from_zero(rng, any_shape(draw))})
+    x = away_from_zero(rng, any_shape(draw))
+    x[rng.random(x.shape) < 0.2] = 0  # exactly 0: both sides' rule (0 > 0 is false: the slope's diff)
+    return LayerCase("ReLU", layers, {"x": x})
 
 
 @st.composite
@@ -330,7 +347,7 @@ def scale(draw: Callable) -> LayerCase:
     axis = draw(st.integers(-rank, rank - 1))
     start = axis % rank
     bias = draw(st.booleans())
-    inputs = {"x": normal(rng, shape)}
+    inputs = {"x": rng.uniform(0.5, 1.5, shape).astype(np.float32)}  # the scale's diff sums x * diff: no cancelling
     if draw(st.sampled_from([True, True, False])):
         num_axes = draw(st.sampled_from(range(-1, rank - start + 1)))
         scale_shape = shape[start:] if num_axes == -1 else shape[start : start + num_axes]
@@ -349,7 +366,7 @@ def scale(draw: Callable) -> LayerCase:
         f'layer {{ name: "scale" type: "Scale" {bottoms} top: "y" '
         f"scale_param {{ {fields} bias_term: {str(bias).lower()} }} }}"
     )
-    return LayerCase("Scale", layers, inputs, {"scale": params} if params else {})
+    return LayerCase("Scale", layers, inputs, {"scale": params} if params else {}, positive_diffs=True)
 
 
 @st.composite
@@ -469,7 +486,7 @@ def inner_product(draw: Callable) -> LayerCase:
         f'layer {{ name: "ip" type: "InnerProduct" bottom: "x" top: "y" inner_product_param {{ num_output: {outputs} '
         f"axis: {axis} transpose: {str(transpose).lower()} bias_term: {str(bias).lower()} }} }}"
     )
-    return LayerCase("InnerProduct", layers, {"x": normal(rng, shape)}, {"ip": params})
+    return LayerCase("InnerProduct", layers, {"x": normal(rng, shape)}, {"ip": params}, positive_diffs=True)
 
 
 @st.composite
@@ -492,7 +509,9 @@ def accuracy(draw: Callable) -> LayerCase:
         f'layer {{ name: "acc" type: "Accuracy" bottom: "x" bottom: "label" top: "accuracy" '
         f"accuracy_param {{ {' '.join(fields)} }} }}"
     )
-    inputs = {"x": distinct(rng, tuple(shape)), "label": labels.astype(np.float32)}
+    ties = draw(st.booleans())  # small integers: the true class tied with others (Caffe counts >=)
+    scores = rng.integers(0, 3, tuple(shape)).astype(np.float32) if ties else distinct(rng, tuple(shape))
+    inputs = {"x": scores, "label": labels.astype(np.float32)}
     return LayerCase("Accuracy", layers, inputs, labels=("label",), backward=False)
 
 
@@ -517,6 +536,7 @@ STRATEGIES: list[tuple[st.SearchStrategy[LayerCase], int]] = [
     (convolution(transposed=True), 40),
     (pooling(), 120),
     (pooling(past_the_input=True), 30),
+    (pooling(ties=True), 30),
     (crop(), 40),
     (eltwise(), 50),
     (relu(), 20),
@@ -554,11 +574,14 @@ def features(case: LayerCase) -> set[str]:
         pool = layer.pooling_param
         method = caffe_pb2.PoolingParameter.PoolMethod.Name(pool.pool)
         if pool.global_pooling:
-            return {f"{method} global"}
+            return {f"{method} global"} | {
+                f"{method} global exact ties" for _ in [0] if np.unique(case.inputs["x"]).size < case.inputs["x"].size
+            }
         window = read_window(layer, "<case>")
         assert window.kernel is not None
         found |= {f"{method} {name}" for name, yes in _asymmetry(window.kernel, window.stride, window.pad) if yes}
         found |= {f"{method} FLOOR" for _ in [0] if pool.round_mode == caffe_pb2.PoolingParameter.FLOOR}
+        found |= {f"{method} exact ties" for _ in [0] if np.unique(case.inputs["x"]).size < case.inputs["x"].size}
         found |= {
             f"{method} pad over half the kernel"
             for _ in [0]
@@ -577,6 +600,12 @@ def features(case: LayerCase) -> set[str]:
         param = layer.eltwise_param
         found.add(caffe_pb2.EltwiseParameter.EltwiseOp.Name(param.operation))
         found |= {"coefficients" for _ in [0] if param.coeff} | {"3+ bottoms" for _ in [0] if len(layer.bottom) > 2}
+        stacked = np.stack(list(case.inputs.values()))
+        found |= {
+            "MAX exact ties"
+            for _ in [0]
+            if param.operation == param.MAX and (stacked == stacked.max(0)).sum(0).max() > 1
+        }
         found |= {"PROD by division" for _ in [0] if param.operation == param.PROD and not param.stable_prod_grad}
     elif layer.type == "LRN":
         found.add(caffe_pb2.LRNParameter.NormRegion.Name(layer.lrn_param.norm_region))
@@ -606,6 +635,14 @@ def features(case: LayerCase) -> set[str]:
         found |= {"loss_weight" for _ in [0] if layer.loss_weight}
         ignored = case.inputs["label"] == param.ignore_label
         found |= {"some labels ignored" for _ in [0] if param.HasField("ignore_label") and 0 < ignored.mean() < 1}
+    elif layer.type == "ReLU":
+        found |= {"exact zeros" for _ in [0] if (case.inputs["x"] == 0).any()}
+        found |= {"negative_slope" for _ in [0] if layer.relu_param.negative_slope}
+    elif layer.type == "Accuracy":
+        scores = case.inputs["x"]
+        found |= {"exact ties" for _ in [0] if np.unique(scores).size < scores.size}
+        found |= {"top_k > 1" for _ in [0] if layer.accuracy_param.top_k > 1}
+        found |= {"ignore_label" for _ in [0] if layer.accuracy_param.HasField("ignore_label")}
     elif layer.type in ("Concat", "Slice"):
         found.add(
             "legacy axis field"
@@ -657,9 +694,12 @@ CORNERS: dict[str, set[str]] = {
             "window starting at the input's end",
             "window starting past the input's end",
         )
-    },
+    }
+    | {"MAX exact ties", "MAX global exact ties"},
     "Crop": {"no offset", "one offset", "an offset per axis", "negative axis"},
-    "Eltwise": {"SUM", "PROD", "MAX", "coefficients", "3+ bottoms", "PROD by division"},
+    "ReLU": {"exact zeros", "negative_slope"},
+    "Accuracy": {"exact ties", "top_k > 1", "ignore_label"},
+    "Eltwise": {"SUM", "PROD", "MAX", "coefficients", "3+ bottoms", "PROD by division", "MAX exact ties"},
     "LRN": {"ACROSS_CHANNELS", "WITHIN_CHANNEL", "window wider than the channels"},
     "Scale": {"num_axes -1", "num_axes 0", "num_axes 1", "second bottom", "bias", "negative axis"},
     "SoftmaxWithLoss": {

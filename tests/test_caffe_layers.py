@@ -40,14 +40,18 @@ def run_ours(case: LayerCase, seed: int) -> tuple[Computed, dict[str, np.ndarray
 
     Returns:
         Our results, and the top diffs drawn for every net output that is not a loss (a loss's
-        diff is its loss_weight), to give Caffe the same.
+        diff is its loss_weight), to give Caffe the same (see LayerCase.positive_diffs).
     """
     net = net_from_text(case.prototxt(), case.phase)
     if case.params:
         net.load_blobs(case.params, strict=True)
     rng = np.random.default_rng(seed)
     losses = net.loss_weights
-    top_diffs = {name: normal(rng, net.inferred_shapes[name]) for name in net.outputs if name not in losses}
+    top_diffs = {
+        name: rng.uniform(0.5, 1.5, shape).astype(np.float32) if case.positive_diffs else normal(rng, shape)
+        for name, shape in net.inferred_shapes.items()
+        if name in net.outputs and name not in losses
+    }
     inputs = {
         name: torch.tensor(array, requires_grad=case.backward and name not in case.labels)
         for name, array in case.inputs.items()

@@ -93,8 +93,9 @@ class Pooling(CaffeLayer):
             raise self.bad_input(f"expected a 4-D input (N, C, H, W), found {tuple(x.shape)}")
         height, width = x.shape[-2:]
         if self.global_pooling:
-            reduce = torch.amax if self.is_max else torch.mean
-            return [reduce(x, dim=(2, 3), keepdim=True)]
+            if self.is_max:  # max(dim) sends the gradient to the first maximum, as Caffe; amax splits ties
+                return [x.flatten(2).max(dim=2, keepdim=True).values.unsqueeze(3)]
+            return [x.mean(dim=(2, 3), keepdim=True)]
         out = self.output_size(height, width)
         if min(out) <= 0:
             raise self.bad_input(f"input {height}x{width} is too small for kernel {self.kernel} with pad {self.pad}")
