@@ -52,7 +52,7 @@ def file_net(*paths: Path) -> Callable[[], CaffeNet]:
 
 def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
     """Loader of a published model (`porting.models`) with its weights file."""
-    return _completed(lambda: models.load_model(name, caffemodel)[0])
+    return _completed(lambda: models.load_model(name, caffemodel))
 
 
 def finished_stages(runs: Path, names: tuple[str, ...] = RUN_NAMES) -> dict[str, NetSource]:
@@ -89,7 +89,12 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     parser.add_argument(
         "--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel"
     )
-    parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"converted checkpoint, .pt or .safetensors (python -m porting.convert){again}",
+        **repeat,
+    )
     parser.add_argument("--prototxt", type=Path, help=f"deploy prototxt, with --caffemodel{again}", **repeat)
     parser.add_argument(
         "--model", help=f"a published model by name (python -m porting.models), with --caffemodel{again}", **repeat

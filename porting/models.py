@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from porting import cli
 from porting.checkpoint import Progress, load_caffe
 from porting.errors import FcnError
 from porting.metadata import NetMetadata
-from porting.net import CaffeNet, LoadReport
+from porting.net import CaffeNet
 from porting.registry import add_unique
 
 #: Where the project's generated net files live (the `prototxt` package's folder).
@@ -34,6 +35,17 @@ CAFFE_INPUT = "BGR, 0..255, per-channel mean subtracted, NCHW"
 #: module:function of the facts that entries name by key (imported on first use)
 CLASS_LISTS = "fcndata.classes:task_metadata"
 PUBLISHED_SCORES = "eval.published:published_rows"
+#: the environment variable that moves the weights cache, as TORCH_HOME moves torch's
+MODELS_DIR_VARIABLE = "FCN_MODELS_DIR"
+
+
+def models_dir() -> Path:
+    """The weights cache: `$FCN_MODELS_DIR`, else `fcn-faithfully/models` under the user's cache folder
+    (`$XDG_CACHE_HOME`, default `~/.cache`). A published model's weights are `<models_dir>/<file name>`."""
+    explicit = os.environ.get(MODELS_DIR_VARIABLE)
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcn-faithfully" / "models"
 
 
 class ModelError(FcnError):
@@ -66,15 +78,21 @@ class PublishedModel:
             )
         return path
 
-    def weights(self, caffemodel: str | Path) -> Path:
-        """`caffemodel` checked to exist; a missing file gets the download URL and expected name."""
-        path = Path(caffemodel)
+    def weights(self, caffemodel: str | Path | None = None) -> Path:
+        """The weights file: `caffemodel` (a file, or a folder holding `filename`), or with None the
+        cached copy `models_dir() / filename`; a missing file gets the download URL and expected name."""
+        path = models_dir() / self.filename if caffemodel is None else Path(caffemodel)
         if path.is_dir():
             path = path / self.filename
         if not path.is_file():
+            where = (
+                f"put it there (or set {MODELS_DIR_VARIABLE})"
+                if caffemodel is None
+                else "pass its path as --caffemodel"
+            )
             raise ModelError(
                 f"{path}: weights of {self.name} not found. Download {self.filename} from {self.url} "
-                f"(the authors' caffemodel-url) and pass its path as --caffemodel"
+                f"(the authors' caffemodel-url) and {where}"
             )
         return path
 
@@ -156,17 +174,31 @@ for _model in (
 
 
 def load_model(
-    name: str, caffemodel: str | Path, phase: str = "TEST", progress: Progress | None = None
-) -> tuple[CaffeNet, LoadReport]:
-    """The released net `name` with the weights file `caffemodel`, its class names and mean attached.
+    name: str, caffemodel: str | Path | None = None, phase: str = "TEST", progress: Progress | None = None
+) -> CaffeNet:
+    """The released net `name` with its weights, its class names and mean attached.
 
     Metadata beside the caffemodel (a JSON sidecar) wins over the entry's class list.
-    Returns the net and what the weights covered (`porting.load_caffe`).
+
+    Args:
+        name: a registered model (`python -m porting.models` lists them).
+        caffemodel: its weights file, or a folder holding it under the authors' file name;
+            None: the cached copy (`models_dir()`).
+        phase: "TEST" or "TRAIN".
+        progress: called as `progress(layer name, bytes read so far)` while the weights stream in.
+
+    Returns:
+        The net (`CaffeNet`): `net.transform` prepares an image for it, `net.metadata` holds
+        the class names and mean, `net.load_report` what the weights covered.
+
+    Raises:
+        ModelError: an unknown name, or the weights file missing (the message gives its URL).
+        FormatError: the weights file is damaged or does not fit the deploy net.
     """
     model = get(name)
-    net, report = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
+    net = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
     net.metadata = class_metadata(model).merged(net.metadata)
-    return net, report  # type: ignore[return-value]
+    return net
 
 
 def _scores_text(model: PublishedModel) -> str:

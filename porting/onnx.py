@@ -168,7 +168,7 @@ def _load_net(args: argparse.Namespace) -> CaffeNet:
     if args.checkpoint is not None:
         return porting.load(args.checkpoint)
     if args.model is not None:
-        return models.load_model(args.model, args.caffemodel)[0]
+        return models.load_model(args.model, args.caffemodel)
     return porting.load(args.prototxt, args.caffemodel, phase="TEST")
 
 
@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (deploy) prototxt")
-    source.add_argument("--checkpoint", type=Path, help="converted checkpoint from `python -m porting.convert`")
+    source.add_argument(
+        "--checkpoint", type=Path, help="converted checkpoint (.pt or .safetensors) from `python -m porting.convert`"
+    )
     source.add_argument("--model", help="a published model by name (python -m porting.models); needs --caffemodel")
     parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt or --model")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")

@@ -80,8 +80,9 @@ def test_load_model_runs_every_model(name, tmp_path, monkeypatch):
     weights = caffemodel.rename(tmp_path / model.filename)
     monkeypatch.setattr(models, "PROTOTXT_DIR", tmp_path / "prototxt")
 
-    net, report = models.load_model(name, tmp_path)  # a folder: the weights under the authors' file name
-    assert not report.missing and report.loaded and weights.is_file()
+    net = models.load_model(name, tmp_path)  # a folder: the weights under the authors' file name
+    report = net.load_report
+    assert report is not None and not report.missing and report.loaded and weights.is_file()
     assert net.metadata == models.class_metadata(model)
     rng = np.random.default_rng(0)
     inputs = {
