@@ -213,3 +213,36 @@ def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
     entry = json.loads(report.read_text())["voc-fcn8s"]
     assert entry["n_images"] == paths.seg11valid_count and len(entry["per_class_iu"]) == 21
     assert "voc-fcn8s per-class IU: background" in capsys.readouterr().out
+
+
+def test_load_model_returns_the_net_and_reads_the_cache(tmp_path, narrow_registry, monkeypatch):
+    monkeypatch.setenv("FCN_MODELS_DIR", str(narrow_registry.parent))  # the weights under the authors' file name
+    net = models.load_model("voc-fcn8s")
+    assert isinstance(net, porting.CaffeNet)
+    report = net.load_report
+    assert report is not None and not report.missing and not report.ignored
+    assert set(report.loaded) == {layer for layer, blobs in porting.read_caffemodel(narrow_registry).items() if blobs}
+    given = models.load_model("voc-fcn8s", narrow_registry)
+    x = torch.randn(1, 3, 33, 29)
+    with torch.no_grad():
+        assert torch.equal(net(x)["score"], given(x)["score"])
+
+
+def test_missing_cached_weights_name_the_cache_file_and_the_url(tmp_path, monkeypatch, reference_dir):
+    monkeypatch.setenv("FCN_MODELS_DIR", str(tmp_path / "cache"))
+    with pytest.raises(models.ModelError) as info:
+        models.load_model("voc-fcn32s")
+    message = str(info.value)
+    assert str(tmp_path / "cache" / "fcn32s-heavy-pascal.caffemodel") in message
+    assert authors_url(reference_dir, "voc-fcn32s") in message and "FCN_MODELS_DIR" in message
+
+
+def test_models_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FCN_MODELS_DIR", str(tmp_path / "mine"))
+    assert models.models_dir() == tmp_path / "mine"
+    monkeypatch.delenv("FCN_MODELS_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert models.models_dir() == tmp_path / "xdg" / "fcn-faithfully" / "models"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert models.models_dir() == tmp_path / "home" / ".cache" / "fcn-faithfully" / "models"
