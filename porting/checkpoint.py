@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
@@ -195,8 +197,6 @@ def save_checkpoint(net: CaffeNet, path: str | os.PathLike, kind: str | None = N
 def _save_safetensors(
     state: dict[str, torch.Tensor], path: str | os.PathLike, header: dict, metadata: NetMetadata
 ) -> None:
-    from safetensors.torch import save_file
-
     save_file(state, path, {**header, **{key: json.dumps(value) for key, value in metadata.to_dict().items()}})
 
 
@@ -261,8 +261,6 @@ def _read_pt(path: str | os.PathLike) -> Stored:
 
 def _read_safetensors(path: str | os.PathLike) -> Stored:
     """The parts of a safetensors checkpoint; its tensors are memory-mapped from the file."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(path, framework="pt", device="cpu") as file:
             header = file.metadata() or {}
