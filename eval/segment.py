@@ -1,7 +1,7 @@
 """`python -m eval.segment`: label maps and overlays for any images, with any trained FCN.
 
     python -m eval.segment photo.jpg photos/ --checkpoint fcn8s.pt --out seg/
-    python -m eval.segment photo.jpg --model voc-fcn8s --caffemodel fcn8s-heavy-pascal.caffemodel --out seg/
+    python -m eval.segment photo.jpg --model voc-fcn8s --download --out seg/
 
 For each image `<stem>.<ext>`: `seg/<stem>.png`, a palette PNG of the image's size whose
 pixel values are the class indices (argmax over the channels of `score`, first maximum

@@ -63,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
-    source.add_argument("--model", help="a published model by name (python -m porting.models) in place of --prototxt")
-    parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
+    source.add_argument(
+        "--model",
+        help="a published model by name (python -m porting.models) in place of --prototxt; weights from "
+        "--caffemodel, else the model cache",
+    )
+    parser.add_argument(
+        "--caffemodel", type=Path, help="trained weights (.caffemodel, V1 or V2 layout); a --model's default: the cache"
+    )
+    models.add_download_flag(parser)
     parser.add_argument(
         "--out", required=True, type=Path, help="checkpoint to write (.pt or .safetensors); written atomically"
     )
@@ -88,18 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prototxt is not None and args.caffemodel is None:
+        parser.error("--prototxt needs --caffemodel W")
+    if args.download and args.model is None:
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
 
 
 def convert(args: argparse.Namespace) -> None:
-    bar = ReadProgress(args.caffemodel, enabled=not args.quiet)
+    caffemodel = args.caffemodel
+    if args.model is not None:
+        caffemodel = models.get(args.model).weights(caffemodel, download=args.download, progress=not args.quiet)
+    bar = ReadProgress(caffemodel, enabled=not args.quiet)
     try:
         if args.model is not None:
-            net = models.load_model(args.model, args.caffemodel, args.phase, bar)
+            net = models.load_model(args.model, caffemodel, args.phase, bar)
         else:
-            net = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
+            net = load_caffe(args.prototxt, caffemodel, args.phase, bar)
     finally:
         bar.close()
     classes = read_class_names(args.classes_file) if args.classes_file else None

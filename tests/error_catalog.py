@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import resource
 import sys
@@ -24,6 +25,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -682,24 +684,25 @@ def _ade20k_value(folder: Path):
 def _model_weights_missing(folder: Path):
     from porting import models
 
-    return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
+        return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
 
 
-@entry("published model loaded by name with the weights cache empty")
+@entry("`--model` without `--caffemodel`, its weights not in the model cache")
 def _model_not_cached(folder: Path):
-    import os
-
     from porting import models
 
-    saved = os.environ.get(models.MODELS_DIR_VARIABLE)
-    os.environ[models.MODELS_DIR_VARIABLE] = str(folder / "models")
-    try:
-        return models.load_model("voc-fcn8s")
-    finally:
-        if saved is None:
-            del os.environ[models.MODELS_DIR_VARIABLE]
-        else:
-            os.environ[models.MODELS_DIR_VARIABLE] = saved
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
+        return models.get("voc-fcn8s").weights()
+
+
+@entry("model cache that cannot be written (`download`, `--download`)")
+def _model_cache_unwritable(folder: Path):
+    from porting import models
+
+    (folder / "a-file").write_text("not a folder")
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "a-file" / "models")}):
+        return models.get("voc-fcn8s").download(progress=False)
 
 
 @entry("`--model` name unknown")

@@ -1,8 +1,11 @@
 """The README's five-line Python API, run as written on a full-size voc-fcn8s caffemodel in the cache.
 
 The weights have the published deploy net's shapes (the authors' 537 MB file cannot be
-downloaded here; seeded random where they decide the labels, see `cached_fcn8s`), written with our caffemodel writer under the authors' file
-name in a temporary `FCN_MODELS_DIR`. The README's code runs in a folder holding `photo.jpg`;
+downloaded here; seeded random where they decide the labels, see `served_fcn8s`), written
+with our caffemodel writer under the authors' file name, served by a local HTTP server on
+127.0.0.1 (`test_model_download`'s) and fetched into an empty `FCN_MODELS_DIR` with
+`python -m porting.models download voc-fcn8s --mirror URL`, as a user behind a mirror
+would. The README's code then runs in a folder holding `photo.jpg`;
 its input and labels are checked against OpenCV's Caffe importer fed by OpenCV's own
 preprocessing (`cv2.dnn.blobFromImage` on the image in BGR order), and the classes it prints
 against the names of OpenCV's labels.
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 from helpers import MEAN_BGR, opencv_net
 from PIL import Image
+from test_model_download import server  # noqa: F401  (the 127.0.0.1 HTTP server fixture)
 
 import porting
 from porting import models
@@ -42,10 +46,10 @@ RANDOM_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2
 
 
 @pytest.fixture(scope="module")
-def cached_fcn8s(tmp_path_factory) -> Path:
-    """A cache folder holding voc-fcn8s weights of the published shapes (full size, 537 MB) under the
-    authors' file name: He-scaled random `RANDOM_LAYERS`, bilinear upsampling, zeros elsewhere."""
-    cache = tmp_path_factory.mktemp("models")
+def served_fcn8s(tmp_path_factory) -> Path:
+    """voc-fcn8s weights of the published shapes (full size, 537 MB) under the authors' file name:
+    He-scaled random `RANDOM_LAYERS`, bilinear upsampling, zeros elsewhere. Returns the file."""
+    cache = tmp_path_factory.mktemp("served")
     model = models.get("voc-fcn8s")
     net_param = porting.read_prototxt(model.deploy_path())
     net = porting.CaffeNet(net_param, fill=False)  # shapes only: nothing is allocated
@@ -62,7 +66,7 @@ def cached_fcn8s(tmp_path_factory) -> Path:
         elif shapes:
             blobs[name] = [np.zeros(shape, np.float32) for shape in shapes]
     porting.write_caffemodel((net_param, blobs), cache / model.filename)
-    return cache
+    return cache / model.filename
 
 
 def photo(path: Path) -> np.ndarray:
@@ -76,12 +80,18 @@ def photo(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def test_readme_five_lines_run_as_written(cached_fcn8s, tmp_path, monkeypatch, capsys):
+def test_readme_five_lines_run_as_written(served_fcn8s, server, tmp_path, monkeypatch, capsys):  # noqa: F811
     code = readme_block()
     assert len([line for line in code.splitlines() if line and not line.startswith(("import ", "from "))]) == 5
+    server.files[served_fcn8s.name] = served_fcn8s.read_bytes()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(models.MODELS_DIR_VARIABLE, str(cache))
+    assert models.main(["download", "voc-fcn8s", "--mirror", server.url, "--quiet"]) == 0
+    assert (cache / served_fcn8s.name).read_bytes() == server.files[served_fcn8s.name]
+    del server.files[served_fcn8s.name]
     rgb = photo(tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FCN_MODELS_DIR", str(cached_fcn8s))
+    capsys.readouterr()
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)
     printed = capsys.readouterr().out.strip()
@@ -91,7 +101,7 @@ def test_readme_five_lines_run_as_written(cached_fcn8s, tmp_path, monkeypatch, c
     blob = cv2.dnn.blobFromImage(np.ascontiguousarray(rgb[:, :, ::-1]), 1.0, (WIDTH, HEIGHT), MEAN_BGR, False, False)
     np.testing.assert_allclose(x.numpy(), blob, atol=1e-4, rtol=0)
 
-    cv = opencv_net(models.get("voc-fcn8s").deploy_path(), cached_fcn8s / models.get("voc-fcn8s").filename)
+    cv = opencv_net(models.get("voc-fcn8s").deploy_path(), served_fcn8s)
     cv.setInput(blob)
     scores = cv.forward("score")[0]
     assert scores.shape == (21, HEIGHT, WIDTH)

@@ -226,23 +226,3 @@ def test_load_model_returns_the_net_and_reads_the_cache(tmp_path, narrow_registr
     x = torch.randn(1, 3, 33, 29)
     with torch.no_grad():
         assert torch.equal(net(x)["score"], given(x)["score"])
-
-
-def test_missing_cached_weights_name_the_cache_file_and_the_url(tmp_path, monkeypatch, reference_dir):
-    monkeypatch.setenv("FCN_MODELS_DIR", str(tmp_path / "cache"))
-    with pytest.raises(models.ModelError) as info:
-        models.load_model("voc-fcn32s")
-    message = str(info.value)
-    assert str(tmp_path / "cache" / "fcn32s-heavy-pascal.caffemodel") in message
-    assert authors_url(reference_dir, "voc-fcn32s") in message and "FCN_MODELS_DIR" in message
-
-
-def test_models_dir_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("FCN_MODELS_DIR", str(tmp_path / "mine"))
-    assert models.models_dir() == tmp_path / "mine"
-    monkeypatch.delenv("FCN_MODELS_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.models_dir() == tmp_path / "xdg" / "fcn-faithfully" / "models"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert models.models_dir() == tmp_path / "home" / ".cache" / "fcn-faithfully" / "models"
