@@ -60,7 +60,7 @@ def model_net(
 
     def load() -> CaffeNet:
         weights = models.get(name).weights(caffemodel, download=download, progress=progress)
-        return models.load_model(name, weights)[0]
+        return models.load_model(name, weights)
 
     return _completed(load)
 
@@ -99,7 +99,12 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     parser.add_argument(
         "--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel"
     )
-    parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"converted checkpoint, .pt or .safetensors (python -m porting.convert){again}",
+        **repeat,
+    )
     parser.add_argument("--prototxt", type=Path, help=f"deploy prototxt, with --caffemodel{again}", **repeat)
     parser.add_argument(
         "--model", **repeat,

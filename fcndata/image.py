@@ -1,7 +1,7 @@
 """Loading and input transforms shared by the VOC and SBD datasets.
 
-The transform is the authors' data layers' one: RGB file -> BGR, 0..255 float32, the
-ILSVRC mean subtracted per channel, CHW; labels as stored (0..20, 255 = ignore), int64.
+The transform is the authors' data layers' one (`porting.transform.to_input`): RGB file ->
+BGR, 0..255 float32, the ILSVRC mean subtracted per channel, CHW; labels as stored (0..20, 255 = ignore), int64.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from porting.textfile import read_text
+from porting.transform import rgb_array, to_input
 from prototxt.voc import IGNORE_LABEL, MEAN_BGR
 
 from .errors import DatasetError
@@ -73,8 +74,7 @@ def load_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8)
+            return rgb_array(im)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -125,19 +125,6 @@ def check_sizes(rgb: np.ndarray, label: np.ndarray, image_path: Path, label_path
             f"{label_path}: label size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
             f"{image_path} size {rgb.shape[1]}x{rgb.shape[0]}"
         )
-
-
-def to_input(rgb: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> BGR float32 3xHxW minus `mean` (B, G, R; default the ILSVRC VGG16 mean).
-
-    The subtraction runs in float64 and rounds once to float32, as numpy does in the
-    authors' layers (float32 image minus a float64 mean array).
-    """
-    if len(mean) != 3:
-        raise ValueError(f"an RGB image needs a mean of 3 values (B, G, R), got {len(mean)}")
-    bgr = rgb[:, :, ::-1].transpose(2, 0, 1)
-    centered = bgr.astype(np.float64) - np.asarray(mean, dtype=np.float64)[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray(centered, dtype=np.float32))
 
 
 def to_target(label: np.ndarray) -> torch.Tensor:

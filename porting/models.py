@@ -30,7 +30,7 @@ from porting import cli, fetch
 from porting.checkpoint import Progress, load_caffe
 from porting.errors import FcnError
 from porting.metadata import NetMetadata
-from porting.net import CaffeNet, LoadReport
+from porting.net import CaffeNet
 from porting.registry import add_unique
 
 log = logging.getLogger(__name__)
@@ -248,17 +248,31 @@ for _model in (
 
 
 def load_model(
-    name: str, caffemodel: str | Path, phase: str = "TEST", progress: Progress | None = None
-) -> tuple[CaffeNet, LoadReport]:
-    """The released net `name` with the weights file `caffemodel`, its class names and mean attached.
+    name: str, caffemodel: str | Path | None = None, phase: str = "TEST", progress: Progress | None = None
+) -> CaffeNet:
+    """The released net `name` with its weights, its class names and mean attached.
 
     Metadata beside the caffemodel (a JSON sidecar) wins over the entry's class list.
-    Returns the net and what the weights covered (`porting.load_caffe`).
+
+    Args:
+        name: a registered model (`python -m porting.models` lists them).
+        caffemodel: its weights file, or a folder holding it under the authors' file name;
+            None: the cached copy (`models_dir()`; `python -m porting.models download NAME` puts it there).
+        phase: "TEST" or "TRAIN".
+        progress: called as `progress(layer name, bytes read so far)` while the weights stream in.
+
+    Returns:
+        The net (`CaffeNet`): `net.transform` prepares an image for it, `net.metadata` holds
+        the class names and mean, `net.load_report` what the weights covered.
+
+    Raises:
+        ModelError: an unknown name, or the weights file missing (the message says how to get it).
+        FormatError: the weights file is damaged or does not fit the deploy net.
     """
     model = get(name)
-    net, report = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
+    net = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
     net.metadata = class_metadata(model).merged(net.metadata)
-    return net, report  # type: ignore[return-value]
+    return net
 
 
 def _scores_text(model: PublishedModel) -> str:

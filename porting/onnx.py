@@ -168,7 +168,7 @@ def _load_net(args: argparse.Namespace) -> CaffeNet:
         return porting.load(args.checkpoint)
     if args.model is not None:
         weights = models.get(args.model).weights(args.caffemodel, download=args.download, progress=not args.quiet)
-        return models.load_model(args.model, weights)[0]
+        return models.load_model(args.model, weights)
     return porting.load(args.prototxt, args.caffemodel, phase="TEST")
 
 
@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (deploy) prototxt")
-    source.add_argument("--checkpoint", type=Path, help="converted checkpoint from `python -m porting.convert`")
+    source.add_argument(
+        "--checkpoint", type=Path, help="converted checkpoint (.pt or .safetensors) from `python -m porting.convert`"
+    )
     source.add_argument(
         "--model",
         help="a published model by name (python -m porting.models); weights from --caffemodel, else the model cache",
