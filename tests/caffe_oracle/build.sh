@@ -92,13 +92,13 @@ if old in text:
     io_py.write_text(text.replace(old, new))
 PY
 
-# Caffe's Python: the system interpreter its extension is built against, numpy<2 for the C API,
+# Caffe's Python: the system interpreter its extension is built against, numpy<2 for the C API, six (pycaffe imports it),
 # the protobuf runtime that matches protoc, and what the authors' data layers import.
 protobuf_version="$(protoc --version | awk '{print $2}')"
 python_protobuf="4.${protobuf_version#3.}"
 /usr/bin/python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install --quiet --disable-pip-version-check -c "$here/constraints.txt" \
-    numpy "protobuf==$python_protobuf" scipy pillow
+    numpy "protobuf==$python_protobuf" scipy pillow six
 
 cmake -S "$src" -B "$prefix/build" -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=ON -DUSE_OPENCV=OFF \
     -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_python=ON -Dpython_version=3 -DBUILD_python_layer=ON \
