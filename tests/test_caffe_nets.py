@@ -17,7 +17,10 @@ would agree. Caffe's generator is seeded (net_job.py), so its masks, and this co
 every run.
 
 Weights are He-scaled and the inputs unit-scale, so the scores stay moderate: no pixel's probability
-reaches SoftmaxWithLoss's log(FLT_MIN) clamp, where Caffe's float32 loss sum drifts from the exact one.
+reaches SoftmaxWithLoss's log(FLT_MIN) clamp (checked on Caffe's scores), where Caffe's float32 loss sum
+drifts from the exact one. One more case, voc-fcn32s with its score layer 300x, puts most pixels into
+that clamp: there the loss (each clamped pixel counts -log(FLT_MIN)) and the gradients (Caffe's
+unclamped p - 1) are compared too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ RTOL = 1e-4
 IGNORE_LABEL = 255
 NETS = tuple(nets.NETS)
 FC7_DROPOUT = 0.3
+LOG_FLT_MIN = float(np.log(np.finfo(np.float32).tiny))
+#: the variants of each net compared (the clamp variant for CLAMP_NET only)
+VARIANTS = ("no-dropout", "caffe-dropout-mask")
+CLAMP_NET, CLAMP_SCALE = "voc-fcn32s", 300.0
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,8 @@ class Case:
     """One net as both sides run it."""
 
     name: str
-    dropout: bool
-    net_param: caffe_pb2.NetParameter  # the generated train net (Dropout removed unless `dropout`)
+    variant: str  # one of VARIANTS, or "clamp"
+    net_param: caffe_pb2.NetParameter  # the generated train net (Dropout removed but in "caffe-dropout-mask")
     inputs: dict[str, np.ndarray]
     params: dict[str, np.ndarray]
 
@@ -95,15 +102,20 @@ def odd_size(index: int) -> tuple[int, int]:
     return 27 + 2 * (index % 5), 45 - 2 * (index % 7)
 
 
-def make_case(index: int, name: str, dropout: bool) -> Case:
-    """Net `name` with seeded random weights, inputs at an odd size and random labels (20% ignored)."""
-    net_param = train_net(name, dropout)
+def make_case(index: int, name: str, variant: str) -> Case:
+    """Net `name` with seeded random weights, inputs at an odd size and random labels (20% ignored);
+    the "clamp" variant has its class scores scaled up by CLAMP_SCALE."""
+    net_param = train_net(name, dropout=variant == "caffe-dropout-mask")
     tops = list(data_layer(net_param).top)
     losses = label_tops(net_param)
     height, width = odd_size(index)
     shapes = {top: (1, 1 if top in losses or top == "depth" else 3, height, width) for top in tops}
     net = CaffeNet(net_param, phase="TRAIN", input_shapes=shapes)
     randomize(net, seed=index, bilinear_deconv=index % 2 == 0)
+    if variant == "clamp":
+        with torch.no_grad():
+            for blob in net.layers["score_fr"].blobs():
+                blob.mul_(CLAMP_SCALE)
     rng = np.random.default_rng(index)
     inputs = {}
     for top, shape in shapes.items():
@@ -116,13 +128,14 @@ def make_case(index: int, name: str, dropout: bool) -> Case:
     params = {
         f"{layer}.{i}": np.array(blob) for layer, blobs in net.blobs_numpy().items() for i, blob in enumerate(blobs)
     }
-    return Case(name, dropout, net_param, inputs, params)
+    return Case(name, variant, net_param, inputs, params)
 
 
 @pytest.fixture(scope="module")
 def compared(caffe, tmp_path_factory) -> dict[tuple[str, bool], tuple[Case, NetResult]]:
-    """Every net without and with Dropout, and Caffe's forward and backward of it, all in one Caffe process."""
-    cases = [make_case(index, name, dropout) for dropout in (False, True) for index, name in enumerate(NETS)]
+    """Every net in each variant, and Caffe's forward and backward of it, all in one Caffe process."""
+    cases = [make_case(index, name, variant) for variant in VARIANTS for index, name in enumerate(NETS)]
+    cases.append(make_case(NETS.index(CLAMP_NET), CLAMP_NET, "clamp"))
     net_cases = [
         NetCase(
             to_text(with_input_layer(case.net_param, {t: a.shape for t, a in case.inputs.items()})),
@@ -132,7 +145,7 @@ def compared(caffe, tmp_path_factory) -> dict[tuple[str, bool], tuple[Case, NetR
         for case in cases
     ]
     results = run_nets(caffe, net_cases, tmp_path_factory.mktemp("caffe_nets"))
-    return {(case.name, case.dropout): (case, result) for case, result in zip(cases, results)}
+    return {(case.name, case.variant): (case, result) for case, result in zip(cases, results)}
 
 
 def label_tops(net_param: caffe_pb2.NetParameter) -> dict[str, str]:
@@ -197,12 +210,31 @@ def ours(case: Case, masks: list[tuple[torch.Tensor, float]], monkeypatch: pytes
     return {top: loss.item() for top, loss in losses.items()}, grads
 
 
-@pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "caffe-dropout-mask"])
-@pytest.mark.parametrize("name", NETS)
-def test_loss_and_gradients_equal_caffe(name, dropout, compared, caffe_comparisons, monkeypatch) -> None:
-    case, result = compared[name, dropout]
+def clamped_fraction(case: Case, result: NetResult) -> float:
+    """The share of labelled pixels whose log-probability (from Caffe's scores) is below log(FLT_MIN)."""
+    clamped, labelled = 0, 0
+    for label_top, score_top in label_tops(case.net_param).items():
+        scores = result.blobs[score_top][0].astype(np.float64)
+        label = case.inputs[label_top][0, 0]
+        valid = label != IGNORE_LABEL
+        top = scores.max(axis=0)
+        log_norm = top + np.log(np.exp(scores - top).sum(axis=0))
+        picked = np.take_along_axis(scores, np.where(valid, label, 0).astype(np.int64)[None], axis=0)[0]
+        clamped += int(((picked - log_norm < LOG_FLT_MIN) & valid).sum())
+        labelled += int(valid.sum())
+    return clamped / labelled
+
+
+@pytest.mark.parametrize(
+    "name, variant", [(name, variant) for variant in VARIANTS for name in NETS] + [(CLAMP_NET, "clamp")]
+)
+def test_loss_and_gradients_equal_caffe(name, variant, compared, caffe_comparisons, monkeypatch) -> None:
+    case, result = compared[name, variant]
+    clamped = clamped_fraction(case, result)
+    assert clamped > 0.5 if variant == "clamp" else clamped == 0, f"{clamped:.0%} of the pixels in the clamp"
     masks = dropout_masks(case.net_param, result)
-    assert len(masks) == (sum(layer.type == "Dropout" for layer in case.net_param.layer) if dropout else 0)
+    dropouts = sum(layer.type == "Dropout" for layer in case.net_param.layer)
+    assert len(masks) == (dropouts if variant == "caffe-dropout-mask" else 0)
     losses, grads = ours(case, masks, monkeypatch)
     worst = 0.0
     for top, loss in losses.items():
@@ -213,5 +245,9 @@ def test_loss_and_gradients_equal_caffe(name, dropout, compared, caffe_compariso
             worst = max(worst, assert_close_to_caffe(grads[key], diff, f"{name} d{key}", RTOL))
         else:  # lr_mult 0: Caffe computes no gradient, we compute none either
             assert not diff.any(), f"{name}: Caffe has a gradient for the fixed blob {key}"
-    item = "nets: loss and parameter gradients" + (" (Caffe's Dropout mask)" if dropout else " (Dropout removed)")
-    caffe_comparisons.record(item, 1, worst)
+    regime = {
+        "no-dropout": "Dropout removed",
+        "caffe-dropout-mask": "Caffe's Dropout mask",
+        "clamp": "most pixels in the log(FLT_MIN) clamp",
+    }[variant]
+    caffe_comparisons.record(f"nets: loss and parameter gradients ({regime})", 1, worst)
