@@ -12,9 +12,16 @@ average_loss.
 Compared after every update: each learnable blob's change from the start (1e-4 of the blob's largest
 change), the blobs Caffe never moves (lr_mult 0; decay_mult 0 where only decay acts) unchanged on
 both sides, and the display line (the smoothed loss over `average_loss` updates and the rate) against
-Caffe's log line. The rates move every blob by far more than float32 resolves (the published 1e-10 ..
-1e-14 with the unnormalized loss would not: checked below); weight decay runs on its own, every label
-ignored so that only decay moves the weights.
+Caffe's log line. The rates move every blob by far more than float32 resolves (at least 1e-3 of its
+largest value by the last update, checked; the published 1e-10 .. 1e-14 with the unnormalized loss
+would not move them at all); weight decay runs on its own, every label ignored so that only decay moves
+the weights.
+
+Each update stores the weights rounded to float32, and where our update and Caffe's differ in the last
+bits (one is a fused multiply-add, say) the two roundings can land one spacing apart: after k updates a
+weight may differ by k float32 spacings of its value however right both are. That is allowed on top of
+the 1e-4 (measured: without it the worst is 2e-4 of a change of ~1e-3 of the weights, which is 1-2
+spacings; beyond it, 4e-6).
 """
 
 from __future__ import annotations
@@ -59,8 +66,8 @@ class Setting:
 
 SETTINGS = (
     Setting(
-        "fixed, momentum, L2 decay, average_loss",
-        'lr_policy: "fixed" base_lr: 5e-6 momentum: 0.9 weight_decay: 5e-4 average_loss: 3',
+        "fixed, momentum 0.99, L2 decay, average_loss",
+        'lr_policy: "fixed" base_lr: 5e-6 momentum: 0.99 weight_decay: 5e-4 average_loss: 3',
         max_iter=5,
     ),
     Setting("step, iter_size 2", 'lr_policy: "step" base_lr: 6e-6 gamma: 0.5 stepsize: 2 momentum: 0.9 iter_size: 2'),
@@ -278,7 +285,11 @@ def test_weights_after_every_update_equal_caffe(setting: Setting, compared, caff
     # the clip run scales the first update down (the summed diff's norm is above clip_gradients, the
     # averaged one's below, so a norm of the wrong diff would not clip) and leaves later ones alone
     assert bool(theirs.clipped) == ("clip_gradients" in setting.solver), f"Caffe clipped {theirs.clipped} updates"
-    caffe_comparisons.record(f"solver: weights after each update, {setting.name}", setting.max_iter, worst)
+    caffe_comparisons.record(
+        "solver: weights after each update, every setting (change from the start, beyond float32 rounding)",
+        setting.max_iter,
+        worst,
+    )
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=[setting.name for setting in SETTINGS])
