@@ -5,7 +5,7 @@ PASCAL-Context, NYUDv2, SIFT Flow), narrowed to 1/16 of their width (the score l
 classes). Both sides get the same random weights (deconvolutions bilinear as surgery makes them, or
 random), the same inputs at odd sizes and random labels with ignored pixels; our side runs the
 generated train net itself (its Python data layer's tops are the net's inputs), Caffe the same net with
-that layer replaced by an Input layer. All 30 nets run in one Caffe process.
+that layer replaced by an Input layer. All 31 cases run in one Caffe process.
 
 Dropout's mask comes from Caffe's random generator, which torch's cannot replay, so each net is
 compared twice: with its Dropout layers removed, and with them in place and the mask Caffe drew read
@@ -132,7 +132,7 @@ def make_case(index: int, name: str, variant: str) -> Case:
 
 
 @pytest.fixture(scope="module")
-def compared(caffe, tmp_path_factory) -> dict[tuple[str, bool], tuple[Case, NetResult]]:
+def compared(caffe, tmp_path_factory) -> dict[tuple[str, str], tuple[Case, NetResult]]:
     """Every net in each variant, and Caffe's forward and backward of it, all in one Caffe process."""
     cases = [make_case(index, name, variant) for variant in VARIANTS for index, name in enumerate(NETS)]
     cases.append(make_case(NETS.index(CLAMP_NET), CLAMP_NET, "clamp"))
