@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
+from porting.progress import progress_bar
 from porting.textfile import read_text
 from prototxt.voc import IGNORE_LABEL, MEAN_BGR
 
@@ -240,7 +240,7 @@ class SegmentationFiles(Dataset):
         Raises:
             DatasetError: naming the file, the values and the class count (`check_label`).
         """
-        for image_id in tqdm(self.ids, desc=description, unit="label", disable=None, leave=False):
+        for image_id in progress_bar(self.ids, desc=description, unit="label"):
             path = self.label_path(image_id)
             check_label(self._decode_label(path), self.num_classes, path)
 

@@ -75,6 +75,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path, no_validation: st
     updates, mean_ius = _series(records, "mean_iu")
     iu_axes.plot(updates, [100 * value for value in mean_ius], color="tab:orange", marker=".")
     if not mean_ius:
+        iu_axes.set_yticks([])  # no scale to show
         iu_axes.text(0.5, 0.5, no_validation, transform=iu_axes.transAxes, ha="center", va="center", wrap=True)
     iu_axes.set_ylabel("validation mean IU (%)")
     iu_axes.set_xlabel("updates")
