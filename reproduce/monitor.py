@@ -140,7 +140,7 @@ class TrainLog:
                         "%s:%d: not a log record, kept as it is (a record is one JSON object with an integer 'iter'): %r",
                         self.jsonl,
                         number,
-                        line[:80],
+                        line[:80].decode("utf-8", "replace"),
                     )
                     lines.append(line)
                 continue
