@@ -9,8 +9,10 @@ Each stage writes `RUNS/<stage>/`: the generated train/val/deploy/solver prototx
 snapshots, and final.caffemodel. Initial weights: FCN-32s and the at-once FCN-8s from
 the VGG16 classifier (fc6/fc7 cast to convolutions by `porting.surgery.transplant`);
 FCN-16s from RUNS/fcn32s/final.caffemodel and FCN-8s from RUNS/fcn16s, unless
---base-weights names another file. Layers the source lacks keep Caffe's initial values
-(zero score layers). Every upsampling whose layer name contains "up" starts bilinear,
+--base-weights names another file, built at the width and class count the file's
+final.json says (`reproduce.startweights`). Its blobs are copied as Caffe's copy_from
+does: a shared layer of another shape stops the stage. Layers the source lacks keep
+Caffe's initial values (zero score layers). Every upsampling whose layer name contains "up" starts bilinear,
 also one the previous stage learned (FCN-8s' `upscore2` under the cvpr presets), as the
 authors' solve.py files re-interpolate every such layer after `copy_from`. Training set:
 SBD train; validation: VOC2011 seg11valid, scored every --eval-every updates and after the

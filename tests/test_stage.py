@@ -339,3 +339,16 @@ def test_the_stage_gives_the_trainer_its_presets_accumulation(tmp_path: Path, ca
     assert np.abs(weight).max() > 0
     np.testing.assert_allclose(trained["cvpr-mean"]["score_fr"][0], weight, rtol=1e-4, atol=1e-6 * np.abs(weight).max())
     np.testing.assert_allclose(trained["cvpr-mean"]["score_fr"][1], trained["cvpr"]["score_fr"][1], rtol=1e-4)
+
+
+def test_a_later_stage_takes_the_class_count_of_the_one_before(tmp_path: Path, capsys, tiny) -> None:
+    """fcn32s trained for 5 classes: fcn16s without --classes builds 5 (not VOC's 21) and copies score_fr."""
+    runs = tmp_path / "runs"
+    common = [*_data(tiny), "--out", str(runs), "--preset", "demo", "--device", "cpu", "--eval-every", "0"]
+    common += ["--images-per-update", "1", "--max-iter", "0"]
+    argv = ["fcn32s", *common, "--base-weights", str(tiny["base"]), "--width", "1/32", "--classes", "5"]
+    assert _run(capsys, *argv)[0] == 0
+    assert _run(capsys, "fcn16s", *common)[0] == 0
+    sixteen = _blobs(runs / "fcn16s" / "final.caffemodel")
+    assert sixteen["score_fr"][0].shape[0] == 5 and sixteen["score_pool4"][0].shape[0] == 5
+    assert len(json.loads((runs / "fcn16s" / "final.json").read_text())["classes"]) == 5
