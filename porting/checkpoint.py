@@ -3,12 +3,12 @@
 A converted checkpoint comes in two formats, told apart by their first bytes:
 
 - `.pt`: `torch.save` of {"format": "fcn-faithfully/1", "net_text": <phase-filtered net as
-  prototxt>, "phase": ..., "state_dict": {"<layer>.<blob index>": tensor}, "classes": [...],
-  "mean": [...]} (the last two optional: `porting.metadata`), read with `weights_only=True`,
+  prototxt>, "phase": ..., "state_dict": {"<layer>.<blob index>": tensor}, and the net's metadata
+  (`porting.metadata.FIELDS`: "classes", "mean", ..., each optional)}, read with `weights_only=True`,
   so loading one never runs pickled code;
 - `.safetensors`: one float32 tensor per blob under its `state_dict()` key, and in the
-  header's metadata (text only) "format", "net_text", "phase" as above and "classes",
-  "mean" JSON-encoded; no pickle at all, and the weights are memory-mapped, not read.
+  header's metadata (text only) "format", "net_text", "phase" as above and the net's
+  metadata fields JSON-encoded; no pickle at all, and the weights are memory-mapped, not read.
 
 A caffemodel's metadata comes from its JSON sidecar, if any.
 """
@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from porting.atomic import atomic_path
 from porting.caffemodel import iter_caffemodel
 from porting.errors import FcnError, FormatError
-from porting.metadata import NetMetadata, read_sidecar
+from porting.metadata import FIELDS, NetMetadata, read_sidecar
 from porting.net import CaffeNet
 from porting.prototxt import parse_prototxt, read_prototxt, to_text
 
@@ -255,7 +255,7 @@ def _read_pt(path: str | os.PathLike) -> Stored:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: expected format '{FORMAT}', found {found!r}")
-    metadata = {key: payload[key] for key in ("classes", "mean") if key in payload}
+    metadata = {key: payload[key] for key in FIELDS if key in payload}
     return payload.get("net_text"), payload.get("phase", "TEST"), payload.get("state_dict"), metadata
 
 
@@ -275,7 +275,7 @@ def _read_safetensors(path: str | os.PathLike) -> Stored:
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: truncated or damaged safetensors file ({exc})") from None
     metadata = {}
-    for key in ("classes", "mean"):
+    for key in FIELDS:
         if key in header:
             try:
                 metadata[key] = json.loads(header[key])

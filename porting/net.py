@@ -414,7 +414,8 @@ class CaffeNet(nn.Module):
         BGR, 0..255, `metadata.mean` subtracted, N x 3 x H x W (`porting.transform`).
 
         Raises:
-            FormatError: the net reads several inputs or not 3 channels, or its metadata has no mean.
+            FormatError: the net reads several inputs or not 3 channels, its input is not a colour image
+                (`metadata.features`, e.g. HHA), or its metadata has no mean.
         """
         if len(self.inputs) != 1:
             raise FormatError(
@@ -424,6 +425,12 @@ class CaffeNet(nn.Module):
         shape = self.input_shapes.get(self.inputs[0])
         if shape is None or len(shape) != 4 or shape[1] != 3:
             raise FormatError(f"{self.source}: input '{self.inputs[0]}' has shape {shape}, not N x 3 x H x W")
+        if self.metadata.features is not None:
+            raise FormatError(
+                f"{self.source}: the net reads {self.metadata.features} features, not a colour image, so the image "
+                f"transform does not apply; give it the {self.metadata.features} image's channels as stored, "
+                "0..255 float32 minus `net.metadata.mean`, N x 3 x H x W (as fcndata's dataset of that family reads them)"
+            )
         if self.metadata.mean is None or len(self.metadata.mean) != 3:
             raise FormatError(
                 f"{self.source}: the net's metadata has no 3-value input mean (B, G, R); set one with "

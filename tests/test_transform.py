@@ -13,6 +13,7 @@ from helpers import MEAN_BGR
 from PIL import Image
 
 import porting
+import porting.models
 from porting.transform import CaffeTransform
 from prototxt import nets
 
@@ -125,3 +126,18 @@ def test_net_transform_refuses_nets_it_cannot_serve():
     plain = porting.CaffeNet(nets.build("voc-fcn32s", "deploy", width=1 / 16), fill=False)
     with pytest.raises(porting.FormatError, match="no 3-value input mean"):
         plain.transform(RGB)
+
+
+def test_hha_nets_refuse_the_colour_transform(tmp_path):
+    """The HHA net reads the HHA PNG's channels as stored (the authors' NYUDSegDataLayer.load_hha
+    subtracts the mean with no channel swap), so the RGB -> BGR transform would feed it wrong
+    input: it is refused, by the metadata the registry attaches and through a checkpoint too."""
+    net = porting.CaffeNet(nets.build("nyud-fcn32s-hha", "deploy", width=1 / 16))
+    net.metadata = porting.models.class_metadata(porting.models.get("nyud-fcn32s-hha"))
+    assert net.metadata.features == "HHA"
+    with pytest.raises(porting.FormatError, match="reads HHA features, not a colour image"):
+        net.transform(RGB)
+    path = tmp_path / "hha.pt"
+    porting.save_checkpoint(net, path)
+    with pytest.raises(porting.FormatError, match="reads HHA features"):
+        porting.load(path).transform(RGB)
