@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
     source.add_argument("--model", help="a published model by name (python -m porting.models) in place of --prototxt")
-    parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
+    parser.add_argument("--caffemodel", type=Path, help="trained weights (.caffemodel, V1 or V2 layout); required")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt); written atomically")
     parser.add_argument(
         "--phase",
@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.caffemodel is None:
+        parser.error(
+            models.weights_needed(args.model) if args.model else "the following arguments are required: --caffemodel"
+        )
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
 

@@ -66,16 +66,20 @@ class PublishedModel:
             )
         return path
 
+    def download_hint(self) -> str:
+        """Where a user gets the weights: the file name, the command that fetches it and the authors' URL."""
+        return (
+            f"get {self.filename} with `python -m porting.models download {self.name}` or from {self.url} "
+            "(the authors' caffemodel-url) and pass its path as --caffemodel"
+        )
+
     def weights(self, caffemodel: str | Path) -> Path:
         """`caffemodel` checked to exist; a missing file gets the download URL and expected name."""
         path = Path(caffemodel)
         if path.is_dir():
             path = path / self.filename
         if not path.is_file():
-            raise ModelError(
-                f"{path}: weights of {self.name} not found. Download {self.filename} from {self.url} "
-                f"(the authors' caffemodel-url) and pass its path as --caffemodel"
-            )
+            raise ModelError(f"{path}: weights of {self.name} not found; {self.download_hint()}")
         return path
 
 
@@ -93,6 +97,22 @@ def get(name: str) -> PublishedModel:
         return MODELS[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)} (python -m porting.models)") from None
+
+
+def weights_needed(name: str) -> str:
+    """The message for `--model NAME` given without weights: the file it needs and where to get it.
+
+    Args:
+        name: the model name as given (an unknown one gets the list of known names).
+
+    Returns:
+        One sentence for a CLI's error line.
+    """
+    try:
+        model = get(name)
+    except ModelError as error:
+        return str(error)
+    return f"--model {name} needs --caffemodel, its weights: {model.download_hint()}"
 
 
 def _resolve(reference: str):
