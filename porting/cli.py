@@ -4,7 +4,9 @@
   `--quiet` (no progress bars, only warnings and errors); every argument has help text.
 - A usage error prints `usage` and `<prog>: error: ...` on stderr and exits 2 (argparse).
 - A runtime error (`FcnError`, or an `OSError` such as an unwritable output) prints one
-  line `error: ...` on stderr and exits 1, never a traceback.
+  line `error: ...` on stderr and exits 1, never a traceback; every runtime check (a net
+  source that is missing or unfinished included) runs inside `run`, and a failed command
+  leaves no empty output folder behind (`run(..., creates=...)`).
 - Messages go through `logging` to stderr; `wrote(path)` reports each file written there,
   so stdout holds only a command's product (a table, a listing).
 """

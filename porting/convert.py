@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.caffemodel is None:
         parser.error(
-            models.weights_needed(args.model) if args.model else "the following arguments are required: --caffemodel"
+            models.weights_needed(args.model)
+            if args.model
+            else f"--prototxt {args.prototxt} needs --caffemodel W, the weights of that net"
         )
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
