@@ -45,7 +45,7 @@ FIXES_IMAGE_SIZE = frozenset({"InnerProduct"})
 
 #: the loggers of torch's exporter and of the onnxscript optimizer it runs: their notes ("Removed 18
 #: unused nodes", "torchvision is not installed. Skipping torchvision::nms") say nothing about the net
-EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
 
 log = logging.getLogger(__name__)
 
