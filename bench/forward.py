@@ -115,9 +115,19 @@ def _relative(ours: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
+def _channels_last(net: CaffeNet) -> CaffeNet:
+    """A copy of `net` whose 4-D parameters and buffers are stored channels-last, as
+    `Module.to(memory_format=torch.channels_last)` makes them (an overload torch 2.13's stubs lack)."""
+    last = copy.deepcopy(net)
+    for tensor in (*last.parameters(), *last.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.to(memory_format=torch.channels_last)
+    return last
+
+
 def _module_peers(net: CaffeNet, x: torch.Tensor, compile_module: bool) -> dict[str, Callable[[], torch.Tensor]]:
     """Our module as eager, channels_last, InferenceNet and (optionally) compiled callables returning the score."""
-    last = copy.deepcopy(net).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks memory_format
+    last = _channels_last(net)
     x_last = x.contiguous(memory_format=torch.channels_last)
     fast = InferenceNet(net)
     peers = {

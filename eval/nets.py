@@ -125,10 +125,17 @@ def net_sources(
 ) -> list[NetSource]:
     """The nets the flags of `add_net_arguments(many=True)` name, in order: stages (among `stages`),
     checkpoints, pairs, models."""
-    if not len(args.prototxt) <= len(args.caffemodel) <= len(args.prototxt) + len(args.model):
+    paired = [f"--prototxt {p}" for p in args.prototxt] + [f"--model {name}" for name in args.model]
+    if len(args.caffemodel) > len(paired):
+        extra = args.caffemodel[len(paired) :]
         parser.error(
-            f"each --prototxt needs one --caffemodel, and each --model at most one: got {len(args.prototxt)} "
-            f"--prototxt, {len(args.model)} --model and {len(args.caffemodel)} --caffemodel"
+            f"--caffemodel {extra[0]} has no --prototxt or --model to go with: the --caffemodel files pair in "
+            "order with the --prototxt files, then with the --model names"
+        )
+    if len(args.caffemodel) < len(args.prototxt):
+        parser.error(
+            f"{paired[len(args.caffemodel)]} has no --caffemodel: give one --caffemodel per --prototxt, in order, "
+            "before those of the --model names"
         )
     if args.download and not args.model:
         parser.error(models.DOWNLOAD_NEEDS_MODEL)
@@ -151,8 +158,14 @@ def net_sources(
     return nets
 
 
-def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage: str | None = None) -> NetSource:
-    """The one net the flags of `add_net_arguments(many=False)` name (`stage` picks one of --runs)."""
+def check_net_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, stage: str | None = None) -> None:
+    """Usage errors of the flags of `add_net_arguments(many=False)`: exactly one net, weights where needed.
+
+    Args:
+        args: the parsed flags.
+        parser: reports a usage error (exit 2).
+        stage: the `--stage` given, if any (it goes with --runs only).
+    """
     given = [flag for flag in ("runs", "checkpoint", "prototxt", "model") if getattr(args, flag) is not None]
     if len(given) != 1:
         parser.error(
@@ -160,13 +173,31 @@ def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage:
             "or --model NAME [--caffemodel W]"
         )
     if args.caffemodel is not None and given[0] not in ("prototxt", "model"):
-        parser.error("--caffemodel goes with --prototxt or --model")
+        parser.error(f"--caffemodel goes with --prototxt or --model, not with --{given[0]}")
     if args.caffemodel is None and given[0] == "prototxt":
-        parser.error("--prototxt needs --caffemodel W")
+        parser.error(f"--prototxt {args.prototxt} needs --caffemodel W, the weights of that net")
     if args.download and given[0] != "model":
         parser.error(models.DOWNLOAD_NEEDS_MODEL)
     if stage is not None and given[0] != "runs":
         parser.error("--stage picks a stage of --runs DIR")
+
+
+def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage: str | None = None) -> NetSource:
+    """The one net the flags of `add_net_arguments(many=False)` name (`stage` picks one of --runs).
+
+    Args:
+        args: the parsed flags.
+        parser: reports a usage error (`check_net_flags`).
+        stage: with --runs, the stage to take (default: the finest finished one).
+
+    Returns:
+        The net, loaded on demand.
+
+    Raises:
+        CheckpointError: --runs names no folder, a folder with no finished stage, or `stage` unfinished;
+            call it where the command's runtime errors are reported (`porting.cli.run`).
+    """
+    check_net_flags(args, parser, stage)
     if args.runs is not None:
         return stage_net(args.runs, stage)
     if args.checkpoint is not None:

@@ -33,7 +33,7 @@ from porting.progress import progress_bar
 from porting.transform import CaffeTransform
 
 from .infer import net_device
-from .nets import STAGES, NetSource, add_net_arguments, single_net
+from .nets import STAGES, NetSource, add_net_arguments, check_net_flags, single_net
 from .visualize import overlay, save_label_png
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mean = args.mean
     device = cli.resolve_device(parser, args.device)
-    source = single_net(args, parser, args.stage)
+    check_net_flags(args, parser, args.stage)
     images = expand_inputs(args.inputs)
     stems = [path.stem for path in images]
     clash = sorted({stem for stem in stems if stems.count(stem) > 1})
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         parser.error("no image found in the given folders (suffixes: " + ", ".join(IMAGE_SUFFIXES) + ")")
     cli.setup_logging(args.quiet)
-    return cli.run(lambda: run_cli(args, source, images, mean, device))
+    return cli.run(lambda: run_cli(args, single_net(args, parser, args.stage), images, mean, device))
 
 
 def segment_images(

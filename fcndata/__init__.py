@@ -12,6 +12,7 @@ from pathlib import Path
 from prototxt.voc import CLASS_NAMES, IGNORE_LABEL, MEAN_BGR, NUM_CLASSES, SEG11VALID_COUNT
 
 from .classes import VOC_CLASSES, match_classes, net_defaults, numbered_classes
+from .downloads import VOC_ROOT_FLAGS
 from .errors import DatasetError
 from .image import Sample, load_ids, voc_palette
 from .nyud import NYUDSegmentation
@@ -35,17 +36,17 @@ def dataset_for_split(
     """The dataset behind an eval split name; `ids_file` replaces the split's id list."""
     ids = load_ids(ids_file) if ids_file is not None else None
     if split == "voc2011seg11valid":
-        return VOCSegmentation(_need(voc_root, "VOC", split), "2011", "seg11valid", ids=ids, sbd_root=sbd_root)
+        return VOCSegmentation(_need(voc_root, "--voc-root", split), "2011", "seg11valid", ids=ids, sbd_root=sbd_root)
     if split in ("voc2011val", "voc2012val"):
-        return VOCSegmentation(_need(voc_root, "VOC", split), split[3:7], "val", ids=ids)
+        return VOCSegmentation(_need(voc_root, "--voc-root", split), split[3:7], "val", ids=ids)
     if split in ("sbdval", "sbdtrain"):
-        return SBDSegmentation(_need(sbd_root, "SBD", split), split[3:], ids=ids)
+        return SBDSegmentation(_need(sbd_root, "--sbd-root", split), split[3:], ids=ids)
     raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(EVAL_SPLITS)}")
 
 
-def _need(root: str | Path | None, name: str, split: str) -> str | Path:
+def _need(root: str | Path | None, flag: str, split: str) -> str | Path:
     if root is None:
-        raise DatasetError(f"split {split!r} needs the {name} root folder")
+        raise DatasetError(f"split {split!r} needs {flag}, {VOC_ROOT_FLAGS[flag]}")
     return root
 
 

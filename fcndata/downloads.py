@@ -13,6 +13,11 @@ SBD_DOWNLOAD = (
 #: help text of `--voc-root` and `--sbd-root`
 VOC_ROOT_HELP = "folder holding VOC2011/ and VOC2012/ (usually VOCdevkit)"
 SBD_ROOT_HELP = "SBD's dataset/ folder (img/, cls/, train.txt, val.txt)"
+#: flag -> what it names and where to get that, for a message when the flag is missing
+VOC_ROOT_FLAGS = {
+    "--voc-root": f"the {VOC_ROOT_HELP}; get {VOC_DOWNLOAD}",
+    "--sbd-root": f"{SBD_ROOT_HELP}; get {SBD_DOWNLOAD}",
+}
 #: what the VOC recipe needs, for a CLI's message when a root is missing
 RECIPE_DATA = (
     f"training needs SBD (--sbd-root: {SBD_ROOT_HELP}; get {SBD_DOWNLOAD}) and validation needs PASCAL VOC 2011 "

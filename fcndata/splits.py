@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prototxt.voc import SEG11VALID_COUNT
 
+from .downloads import VOC_ROOT_FLAGS
 from .errors import DatasetError
 from .image import load_ids
 
@@ -36,9 +37,11 @@ def seg11valid_ids(
     if ids_file is not None:
         return load_ids(ids_file)
     if voc_root is None or sbd_root is None:
+        missing = [flag for flag, root in (("--voc-root", voc_root), ("--sbd-root", sbd_root)) if root is None]
         raise DatasetError(
-            "seg11valid needs both the VOC root (for VOC2011 seg val) and the SBD root (for SBD train.txt), "
-            "or an ids file (--ids FILE)"
+            "seg11valid is VOC2011 seg val minus SBD train: it needs "
+            + " and ".join(f"{flag} ({VOC_ROOT_FLAGS[flag]})" for flag in missing)
+            + ", or its id list given with --ids FILE"
         )
     val_path = voc_segmentation_list(voc_root, "2011", "val")
     train_path = sbd_list(sbd_root, "train")

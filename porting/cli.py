@@ -4,7 +4,9 @@
   `--quiet` (no progress bars, only warnings and errors); every argument has help text.
 - A usage error prints `usage` and `<prog>: error: ...` on stderr and exits 2 (argparse).
 - A runtime error (`FcnError`, or an `OSError` such as an unwritable output) prints one
-  line `error: ...` on stderr and exits 1, never a traceback.
+  line `error: ...` on stderr and exits 1, never a traceback; every runtime check (a net
+  source that is missing or unfinished included) runs inside `run`, and a failed command
+  leaves no empty output folder behind (`run(..., creates=...)`).
 - Messages go through `logging` to stderr; `wrote(path)` reports each file written there,
   so stdout holds only a command's product (a table, a listing).
 """
@@ -12,9 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -186,22 +189,35 @@ def describe(error: BaseException) -> str:
     return str(error)
 
 
-def run(body: Callable[[], object]) -> int:
+def run(body: Callable[[], object], creates: Sequence[Path] = ()) -> int:
     """Run a command's body the project's way; returns the exit status.
 
     Args:
         body: does the work after parsing; an int it returns is the exit status, anything else means success.
+        creates: folders the body makes; when it fails, those of them (and of their parents) that did not
+            exist before and are still empty are removed, so a failed command leaves no empty folder behind.
 
     Returns:
         Its status; 1 after printing `error: ...` for an `FcnError` or `OSError`;
         130 on Ctrl-C.
     """
+    new = [folder for path in creates for folder in (path, *path.parents) if not folder.exists()]
     try:
-        status = body()
+        result = body()
+        status = result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
     except (FcnError, OSError) as error:
         print(f"error: {describe(error)}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
+        status = EXIT_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return status if isinstance(status, int) and not isinstance(status, bool) else EXIT_OK
+        status = 130
+    if status != EXIT_OK:
+        _remove_empty(new)
+    return status
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of `folders` that is an empty folder, deepest first (rmdir leaves any other alone)."""
+    for folder in sorted(set(folders), key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.prototxt is not None and args.caffemodel is None:
-        parser.error("--prototxt needs --caffemodel W")
+        parser.error(f"--prototxt {args.prototxt} needs --caffemodel W, the weights of that net")
     if args.download and args.model is None:
         parser.error(models.DOWNLOAD_NEEDS_MODEL)
     cli.setup_logging(args.quiet)

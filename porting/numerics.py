@@ -40,6 +40,31 @@ def set_fp32_precision(tf32: bool = False) -> None:
     torch.backends.mkldnn.matmul.fp32_precision = precision  # type: ignore[attr-defined]
 
 
+#: the process-wide switches `set_fp32_precision` sets, as (owner, attribute)
+SWITCHES = (
+    (torch.backends.cudnn, "allow_tf32"),
+    (torch.backends.cuda.matmul, "allow_tf32"),
+    (torch.backends.mkldnn.conv, "fp32_precision"),  # type: ignore[attr-defined]
+    (torch.backends.mkldnn.matmul, "fp32_precision"),  # type: ignore[attr-defined]
+)
+
+
+def switches() -> tuple[object, ...]:
+    """The values of `SWITCHES`, in order."""
+    return tuple(getattr(owner, name) for owner, name in SWITCHES)
+
+
+@contextmanager
+def kept_fp32_precision() -> Iterator[None]:
+    """The body may change the float32 switches (`set_fp32_precision`); they are as before after it."""
+    saved = switches()
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(SWITCHES, saved):
+            setattr(owner, name, value)
+
+
 def fp32_precision() -> dict[str, str]:
     """The CUDA settings, {"conv": ..., "matmul": ...}, each `IEEE` or `TF32`."""
     return {

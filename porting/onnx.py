@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -40,6 +42,10 @@ DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 TRACED_BATCH = 2
 #: layer types whose weights fix their bottom's height and width (an InnerProduct over a map)
 FIXES_IMAGE_SIZE = frozenset({"InnerProduct"})
+
+#: the loggers of torch's exporter and of the onnxscript optimizer it runs: their notes ("Removed 18
+#: unused nodes", "torchvision is not installed. Skipping torchvision::nms") say nothing about the net
+EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +110,27 @@ def output_names(net: CaffeNet, *, argmax: bool = False) -> list[str]:
     return names + [f"{names[0]}_argmax"] if argmax else names
 
 
-def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argmax: bool = False) -> None:
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Inside the block the exporter reports errors only: its loggers (`EXPORTER_LOGGERS`) are raised to
+    ERROR and its deprecation warnings (FutureWarning, DeprecationWarning) are not shown."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def export_onnx(
+    net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argmax: bool = False, verbose: bool = False
+) -> None:
     """Write `net` (a `CaffeNet`) as one ONNX file with dynamic batch, height and width.
 
     Args:
@@ -113,6 +139,7 @@ def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argm
         opset: the ONNX opset, at least `MIN_OPSET`.
         argmax: add the per-pixel label map (argmax over channels of the first output,
             int64 N x H x W) as a second output, so a runtime needs no post-processing.
+        verbose: let the exporter print its notes and warnings (`quiet_exporter` hides them).
 
     Raises:
         ValueError: for an opset below `MIN_OPSET`.
@@ -138,7 +165,8 @@ def export_onnx(net: CaffeNet, path: str | Path, *, opset: int = MIN_OPSET, argm
         axes = {0: DYNAMIC_AXES[0]}
         log.info("%s: %s fix the image size; height and width are exported as built", path, ", ".join(fixing))
     try:
-        _export(net, path, examples, axes, opset, argmax)
+        with nullcontext() if verbose else quiet_exporter():
+            _export(net, path, examples, axes, opset, argmax)
     finally:
         net.train(was_training)
     onnx.checker.check_model(str(path), full_check=True)
@@ -194,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})"
     )
     parser.add_argument("--argmax", action="store_true", help="add the argmax label map as a second output")
+    parser.add_argument("--verbose", action="store_true", help="show the exporter's own notes and warnings")
     cli.add_quiet(parser)
     return parser
 
@@ -213,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(args: argparse.Namespace) -> None:
     net = _load_net(args)
-    export_onnx(net, args.out, opset=args.opset, argmax=args.argmax)
+    export_onnx(net, args.out, opset=args.opset, argmax=args.argmax, verbose=args.verbose)
     names = ", ".join(output_names(net, argmax=args.argmax))
     cli.wrote(args.out, f"opset {args.opset}; inputs {', '.join(net.inputs)}; outputs {names}")
 

@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     options, quiet = parse_args(argv)
     cli.setup_logging(quiet)
     try:
-        return cli.run(lambda: run_stage(options))
+        return cli.run(lambda: run_stage(options), creates=[options.out / options.run_name])
     finally:
         shutdown()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fetch_reference  # noqa: E402
 from caffe_oracle import oracle  # noqa: E402
+
+from porting.numerics import kept_fp32_precision  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BESIDE_REPOSITORY = REPOSITORY.parent / "shared" / "reference"
@@ -116,3 +119,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         path = Path(config.cache.mkdir("caffe")) / "comparisons.json"
         path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
         terminalreporter.write_line(f"written to {path}")
+
+
+@pytest.fixture(autouse=True)
+def float32_switches_kept() -> Iterator[None]:
+    """Every test leaves torch's process-wide float32 switches as it found them: a test that runs an
+    entry point with --tf32 (or calls `set_fp32_precision(tf32=True)`) must not turn TF32 on for the rest."""
+    with kept_fp32_precision():
+        yield

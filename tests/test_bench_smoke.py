@@ -81,3 +81,22 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys, mon
         "## Confusion-matrix accumulation",
     ):
         assert heading in markdown
+
+
+def test_the_channels_last_peer_is_what_module_to_makes():
+    """bench's channels_last copy stores every tensor as torch's `Module.to(memory_format=...)` does."""
+    import copy
+
+    import torch
+    from error_catalog import TINY_NET
+
+    from bench.forward import _channels_last
+    from porting import CaffeNet, parse_prototxt
+
+    net = CaffeNet(parse_prototxt(TINY_NET))
+    ours = _channels_last(net)
+    torch_s = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    assert [t.stride() for t in ours.state_dict().values()] == [t.stride() for t in torch_s.state_dict().values()]
+    assert any(t.dim() == 4 for t in ours.state_dict().values())
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in ours.state_dict().values() if t.dim() == 4)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), net.state_dict().values()))

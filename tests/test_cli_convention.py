@@ -167,3 +167,21 @@ def test_piped_output_has_no_carriage_returns(module, argv, inputs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stdout + result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("wrote "), "what was written is reported on stderr"
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_stage_leaves_no_empty_folder_behind(tmp_path, capfd, existing):
+    """`reproduce.stage` makes OUT/<stage>/ before its work; when the stage fails (here: fcn16s with no
+    trained fcn32s, fcn32s without its classifier) the folders it made are gone again, OUT too if it
+    made OUT; a folder that was there before stays."""
+    from reproduce.stage import main
+
+    out = tmp_path / "runs"
+    if existing:
+        out.mkdir()
+    data = ["--sbd-root", str(tmp_path), "--voc-root", str(tmp_path), "--eval-every", "0", "--device", "cpu"]
+    for stage in ("fcn16s", "fcn32s"):
+        assert main([stage, "--out", str(out), *data, "--quiet"]) == 1
+        assert capfd.readouterr().err.startswith("error: ")
+        assert sorted(path.name for path in tmp_path.iterdir()) == (["runs"] if existing else [])
+    assert not existing or not any(out.iterdir())

@@ -96,3 +96,13 @@ def test_base_net_views_are_labelled_with_their_centre_pixel() -> None:
     assert (labels != IGNORE_LABEL).all()
     # the view is at most 64 px wide around the centre; the rest of the canvas is the zero (mean) colour
     assert (images[:, :, : centre - 32] == 0).all() and (images[:, :, centre + 32 :] == 0).all()
+
+
+def test_the_readme_and_the_help_give_the_same_durations() -> None:
+    """The durations live in `reproduce.demo`; its --help shows them and the README's set-up quotes them,
+    with the `--fast` command."""
+    shown = " ".join(demo.build_parser().format_help().split())
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    for duration in (demo.FULL_TIME, demo.FAST_TIME):
+        assert duration in shown and duration in readme
+    assert "python -m reproduce.demo --fast --out" in readme

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from error_catalog import jpeg, voc_folder
 from PIL import Image
 
 import porting
@@ -172,6 +173,26 @@ def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert str(missing) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_split_without_its_folders_names_the_flag_and_where_to_get_the_data(tmp_path, capsys):
+    """The VOC site and SBD's benchmark.tgz, as the README's data section names them."""
+    prototxt, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel"
+    write_net(prototxt, weights)
+    net = ["--prototxt", str(prototxt), "--caffemodel", str(weights), "--quiet"]
+    assert main(["--split", "voc2011seg11valid", *net]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: split 'voc2011seg11valid' needs --voc-root") and "\n" not in line
+    assert "http://host.robots.ox.ac.uk/pascal/VOC/" in line and "VOCdevkit" in line
+    voc = voc_folder(tmp_path, {"2008_000001": (jpeg(16, 16), np.zeros((16, 16), np.uint8))})
+    (voc / "VOC2012").rename(voc / "VOC2011")
+    assert main(["--split", "voc2011seg11valid", "--voc-root", str(voc), *net]) == 1
+    line = capsys.readouterr().err.strip()
+    assert (
+        line.startswith("error: seg11valid is VOC2011 seg val minus SBD train: it needs --sbd-root")
+        and "\n" not in line
+    )
+    assert "benchmark.tgz" in line and "--ids FILE" in line and "--voc-root" not in line
 
 
 def test_bad_net_sources_are_reported(tmp_path, capsys):

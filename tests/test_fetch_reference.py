@@ -145,6 +145,9 @@ def run_clone(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     (clone / "tests").mkdir(parents=True, exist_ok=True)
     for name in ("conftest.py", "fetch_reference.py"):
         shutil.copy(TESTS / name, clone / "tests" / name)
+    shutil.copytree(
+        TESTS / "caffe_oracle", clone / "tests" / "caffe_oracle", dirs_exist_ok=True
+    )  # conftest's `caffe` fixture
     (clone / "tests" / "test_needs_reference.py").write_text(
         "def test_reads_a_net(reference_dir):\n"
         "    assert (reference_dir / 'fcn-berkeleyvision' / 'voc-fcn8s' / 'deploy.prototxt').is_file()\n"

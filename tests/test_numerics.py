@@ -3,6 +3,11 @@ only when the user passes --tf32; the flags are process-wide, so no GPU is neede
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,19 +19,6 @@ from porting.numerics import fp32_precision, onnxruntime_provider, set_fp32_prec
 
 IEEE = {"conv": "ieee", "matmul": "ieee"}
 TF32 = {"conv": "tf32", "matmul": "tf32"}
-
-
-@pytest.fixture(autouse=True)
-def restore_precision():
-    saved = (
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.mkldnn.conv.fp32_precision,
-        torch.backends.mkldnn.matmul.fp32_precision,
-    )
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved[:2]
-    torch.backends.mkldnn.conv.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision = saved[2:]
 
 
 def test_helper_sets_cuda_and_onednn_flags():
@@ -81,3 +73,28 @@ def test_the_device_benchs_precisions_restore_the_switches_and_keep_export_worki
         assert fp32_precision() == (TF32 if before else IEEE)
     ep = torch.export.export(torch.nn.Conv2d(1, 1, 3), (torch.zeros(1, 1, 5, 5),))  # reads the flags: must not raise
     assert ep is not None
+
+
+def test_a_test_that_turns_tf32_on_leaves_the_switches_as_it_found_them(tmp_path):
+    """The suite's fixture (conftest.py) puts the switches back after each test: run two tests in a
+    pytest of their own with it, the first turning TF32 on, and the second sees the switches as before."""
+    (tmp_path / "test_leak.py").write_text(
+        "from porting.numerics import set_fp32_precision, switches\n"
+        "BEFORE = switches()\n"
+        "def test_turns_tf32_on():\n"
+        "    set_fp32_precision(tf32=True)\n"
+        "    assert switches() != BEFORE\n"
+        "def test_sees_the_switches_as_before():\n"
+        "    assert switches() == BEFORE\n"
+    )
+    tests = Path(__file__).resolve().parent
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest", str(tmp_path)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout + result.stderr

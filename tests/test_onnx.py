@@ -340,3 +340,25 @@ def test_cli_reports_a_missing_file_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and str(missing) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_export_prints_the_written_file_and_the_exporter_only_with_verbose(tmp_path):
+    """A default export prints what it wrote and nothing of the exporter's own notes (torch's
+    registration warnings, onnxscript's optimizer passes); --verbose shows them."""
+    prototxt, caffemodel = write_net(published_net("voc-fcn8s", 1 / 16), tmp_path)
+
+    def export(*extra: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "porting.onnx", "--prototxt", str(prototxt), "--caffemodel", str(caffemodel)]
+            + ["--out", str(tmp_path / "m.onnx"), *extra],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+        return [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+    quiet = export()
+    assert len(quiet) <= 2 and quiet[-1].startswith(f"wrote {tmp_path / 'm.onnx'}: opset"), quiet
+    assert len(export("--verbose")) > 5

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import porting
 from fcndata import SBDSegmentation
@@ -210,16 +209,7 @@ def test_resume_continues_from_the_latest_snapshot(
     assert (tmp_path / "fcn32s" / "snapshot_iter_2.pt").is_file()
 
 
-@pytest.fixture
-def restore_precision():
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def test_heavy_stage_takes_the_authors_images_in_fp32(
-    tmp_path: Path, capsys: pytest.CaptureFixture, tiny, restore_precision
-) -> None:
+def test_heavy_stage_takes_the_authors_images_in_fp32(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
     """The heavy preset's images are the authors' stream (voc_layers.py: random.seed(1337), then
     randint(0, n - 1) per image, which Python 2 computed as int(random() * n)) over SBD
     train.txt in file order; log.jsonl names them per update. The stage asks for IEEE fp32

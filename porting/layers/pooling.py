@@ -14,6 +14,8 @@ gives 0 / -size = -0, or +0 where both axes are negative).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -40,7 +42,8 @@ def caffe_pooled_size(
     span = size + 2 * pad - kernel
     pooled = (span + stride - 1 if ceil_mode else span) // stride + 1
     if bool(pad) if clip is None else clip:
-        pooled = torch.sym_min(pooled, (size + pad + stride - 1) // stride)
+        # a SymInt under export, typed int as torch types symbolic sizes (torch.Size: tuple[int, ...])
+        pooled = cast(int, torch.sym_min(pooled, (size + pad + stride - 1) // stride))
     return pooled
 
 
