@@ -150,6 +150,7 @@ def solve_task(job, workdir, out):
     repo = Path(job["repo"])
     folder = repo / job["net"]
     os.chdir(folder)
+    (folder / "snapshot").mkdir(exist_ok=True)  # the solver file's snapshot_prefix "snapshot/train"
     runpy.run_path("net.py", run_name="__main__")
     for file in job["net_files"]:
         narrowed = narrow(read_net(file), job["width"], job["keep"])
