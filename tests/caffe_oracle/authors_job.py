@@ -164,17 +164,17 @@ def solve_task(job, workdir, out):
             surgery.transplant(fcn, classifier)
         fcn.save(job["make_fcn_weights"])
         del fcn, classifier
-    losses = []
-    solvers = []
+    losses, solvers, start = [], [], {}
     original = caffe.SGDSolver
 
     def recording_solver(*args):
+        """caffe.SGDSolver, recording the weights the first update starts from and every update's loss."""
         solver = original(*args)
         solvers.append(solver)
 
         def on_start():
-            if not losses and "start" not in solvers_state:
-                solvers_state["start"] = net_params(solver.net)
+            if not start:
+                start.update(net_params(solver.net))
 
         def on_gradients_ready():
             losses.append(float(solver.net.blobs["loss"].data))
@@ -182,7 +182,6 @@ def solve_task(job, workdir, out):
         solver.add_callback(on_start, on_gradients_ready)
         return solver
 
-    solvers_state = {}
     caffe.SGDSolver = recording_solver
     printed = io.StringIO()
     sys.argv = ["solve.py", "0"]
@@ -192,7 +191,7 @@ def solve_task(job, workdir, out):
     finally:
         caffe.SGDSolver = original
     solver = solvers[0]
-    for key, value in solvers_state["start"].items():
+    for key, value in start.items():
         out["start/" + key] = value
     for key, value in net_params(solver.net).items():
         out["final/" + key] = value
