@@ -98,7 +98,7 @@ protobuf_version="$(protoc --version | awk '{print $2}')"
 python_protobuf="4.${protobuf_version#3.}"
 /usr/bin/python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install --quiet --disable-pip-version-check -c "$here/constraints.txt" \
-    numpy "protobuf==$python_protobuf" scipy pillow
+    numpy "protobuf==$python_protobuf" scipy pillow six
 
 cmake -S "$src" -B "$prefix/build" -DCMAKE_BUILD_TYPE=Release -DCPU_ONLY=ON -DUSE_OPENCV=OFF \
     -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DBUILD_python=ON -Dpython_version=3 -DBUILD_python_layer=ON \
