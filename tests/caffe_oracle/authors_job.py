@@ -177,7 +177,7 @@ def solve_task(job, workdir, out):
                 start.update(net_params(solver.net))
 
         def on_gradients_ready():
-            losses.append(float(solver.net.blobs["loss"].data))
+            losses.append(sum(float(solver.net.blobs[name].data) for name in solver.net.outputs))
 
         solver.add_callback(on_start, on_gradients_ready)
         return solver
