@@ -3,7 +3,9 @@
 Measures the machine's fp32 peak, runs the FCN-8s forward table (CPU, with the bf16
 InferenceNet beside it; the device table on CUDA where torch sees a GPU), one training
 step's throughput, the FCN-32s forward of CVPR 2015 Table 1's three backbones, the VGG16
-caffemodel port bench and the confusion-matrix bench, then prints the same markdown it
+caffemodel port bench, loading FCN-8s from each weights format (caffemodel, .pt, safetensors:
+`bench.load_formats`, which can also run alone and merge its figures) and the
+confusion-matrix bench, then prints the same markdown it
 writes. `--quick` runs everything on tiny inputs, without torch.compile, as a smoke test
 (its figures mean nothing), including the device table on the CPU where there is no GPU;
 `--out` writes elsewhere than the bench package.
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench import backbones, forward, metrics, port
+from bench import backbones, forward, load_formats, metrics, port
 from porting import cli
 from porting.numerics import TF32_HELP, set_fp32_precision
 from porting.optional import require
@@ -37,6 +39,7 @@ FULL: dict[str, dict[str, Any]] = {
     "device": dict(width=1.0, size=500, repeats=10),
     "backbones": dict(width=1.0, size=500, repeats=5, warmup=1),
     "port": dict(),
+    "load_formats": dict(),
     "metrics": dict(),
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -46,6 +49,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "device": dict(width=1 / 16, size=48, repeats=1),
     "backbones": dict(width=1 / 16, size=64, repeats=1, warmup=1),
     "port": dict(params=200_000, repeats=1),
+    "load_formats": dict(width=1 / 16, repeats=1),
     "metrics": dict(n_images=2, height=64, width=64, repeats=1),
 }
 
@@ -101,6 +105,8 @@ def collect(command: str, quick: bool, compile_module: bool) -> dict:
                 )
         (workdir / "port").mkdir()
         results["port_vgg16"] = port.run(workdir / "port", **settings["port"])
+        (workdir / "formats").mkdir()
+        results["load_formats"] = load_formats.run(workdir / "formats", **settings["load_formats"])
     results["metrics"] = metrics.run(**settings["metrics"])
     results["wall_s"] = time.time() - started
     return results
@@ -228,6 +234,7 @@ def render(results: dict) -> str:
         f"ours / plain read: {vgg['ours_vs_read']:.2f}x; naive / ours: {vgg['naive_vs_ours']:.1f}x; "
         f"porting.load peak RSS / file size: {vgg['porting_load_vs_file']:.2f}x.",
         "",
+        *(load_formats.render(results["load_formats"]) + [""] if "load_formats" in results else []),
         "## Confusion-matrix accumulation",
         "",
         f"{met['images']} labels ({met['megapixels']:.1f} Mpx): eval.metrics {met['ours_mpx_s']:.0f} Mpx/s "

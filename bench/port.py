@@ -81,7 +81,7 @@ def deploy_prototxt(width: float = 1.0) -> str:
     return to_text(net)
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM peak)."""
     with open("/proc/self/status") as status:
         for line in status:
@@ -136,16 +136,21 @@ def _method(name: str, path: str) -> float:
     raise ValueError(f"unknown method {name!r}")
 
 
-def _measure(method: str, path: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of `method` in a fresh interpreter."""
+def in_fresh_process(module: str, *args: str) -> dict:
+    """Run `python -m <module> --worker ARGS...` from the project root; its last stdout line, as JSON."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.port", "--worker", method, str(path)],
+        [sys.executable, "-m", module, "--worker", *args],
         check=True,
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _measure(method: str, path: Path) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of `method` in a fresh interpreter."""
+    figures = in_fresh_process("bench.port", method, str(path))
     return figures["seconds"], figures["peak_rss_mb"]
 
 
@@ -210,9 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         import porting  # noqa: F401  (every method starts from the same imports, torch included)
 
-        baseline = _status_mb("VmRSS")
+        baseline = status_mb("VmRSS")
         seconds = _method(*args.worker)
-        print(json.dumps({"seconds": seconds, "peak_rss_mb": _status_mb("VmHWM") - baseline}))
+        print(json.dumps({"seconds": seconds, "peak_rss_mb": status_mb("VmHWM") - baseline}))
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         figures = run(Path(workdir), args.params)

@@ -169,7 +169,7 @@ def _entry(confusion: ConfusionMatrix, head: Head, n_images: int) -> dict:
 
 
 def _save(dataset: SegmentationDataset, index: int, image_id: str, pred: Tensor, out_dir: Path, panels: bool) -> None:
-    prediction = pred.to("cpu", torch.uint8).numpy()
+    prediction = pred.cpu().numpy()  # class ids as they are: past 255 they go to a 16-bit PNG
     save_label_png(prediction, out_dir / f"{image_id}.png")
     if panels:
         rgb, label = dataset.read_raw(index)

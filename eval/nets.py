@@ -50,9 +50,19 @@ def file_net(*paths: Path) -> Callable[[], CaffeNet]:
     return _completed(lambda: porting.load(paths[0], caffemodel))
 
 
-def model_net(name: str, caffemodel: Path) -> Callable[[], CaffeNet]:
-    """Loader of a published model (`porting.models`) with its weights file."""
-    return _completed(lambda: models.load_model(name, caffemodel)[0])
+def model_net(
+    name: str, caffemodel: Path | None, download: bool = False, progress: bool = True
+) -> Callable[[], CaffeNet]:
+    """Loader of a published model (`porting.models`): its weights file, else the cached one.
+
+    `download` fetches them into the cache first when missing (`--download`).
+    """
+
+    def load() -> CaffeNet:
+        weights = models.get(name).weights(caffemodel, download=download, progress=progress)
+        return models.load_model(name, weights)
+
+    return _completed(load)
 
 
 def finished_stages(runs: Path, names: tuple[str, ...] = RUN_NAMES) -> dict[str, NetSource]:
@@ -89,16 +99,25 @@ def add_net_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     parser.add_argument(
         "--runs", type=Path, help="reproduce.stage output folder: <stage>/deploy.prototxt + final.caffemodel"
     )
-    parser.add_argument("--checkpoint", type=Path, help=f"converted .pt checkpoint{again}", **repeat)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"converted checkpoint, .pt or .safetensors (python -m porting.convert){again}",
+        **repeat,
+    )
     parser.add_argument("--prototxt", type=Path, help=f"deploy prototxt, with --caffemodel{again}", **repeat)
     parser.add_argument(
-        "--model", help=f"a published model by name (python -m porting.models), with --caffemodel{again}", **repeat
-    )
+        "--model", **repeat,
+        help=f"a published model by name (python -m porting.models); weights from --caffemodel, else the model "
+        f"cache{again}",
+    )  # fmt: skip
     parser.add_argument(
         "--caffemodel", type=Path, **repeat,
         help="weights for --prototxt or --model" + (": the first ones pair with the --prototxt files in order, "
-                                                    "the rest with the --model names" if many else ""),
+                                                    "the rest with the --model names (the others: the cache)"
+                                                    if many else " (a --model's default: the model cache)"),
     )  # fmt: skip
+    models.add_download_flag(parser)
 
 
 def net_sources(
@@ -106,20 +125,24 @@ def net_sources(
 ) -> list[NetSource]:
     """The nets the flags of `add_net_arguments(many=True)` name, in order: stages (among `stages`),
     checkpoints, pairs, models."""
-    if len(args.caffemodel) != len(args.prototxt) + len(args.model):
+    if not len(args.prototxt) <= len(args.caffemodel) <= len(args.prototxt) + len(args.model):
         parser.error(
-            f"each --prototxt and --model needs one --caffemodel: got {len(args.prototxt)} + {len(args.model)} "
-            f"and {len(args.caffemodel)}"
+            f"each --prototxt needs one --caffemodel, and each --model at most one: got {len(args.prototxt)} "
+            f"--prototxt, {len(args.model)} --model and {len(args.caffemodel)} --caffemodel"
         )
+    if args.download and not args.model:
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     pairs = args.caffemodel[: len(args.prototxt)]
     model_weights = args.caffemodel[len(args.prototxt) :]
+    model_weights += [None] * (len(args.model) - len(model_weights))
     nets = list(finished_stages(args.runs, stages).values()) if args.runs else []
     nets += [NetSource(p.stem, file_net(p)) for p in args.checkpoint]
     nets += [NetSource(w.stem, file_net(p, w)) for p, w in zip(args.prototxt, pairs)]
-    nets += [NetSource(name, model_net(name, w)) for name, w in zip(args.model, model_weights)]
+    fetched = dict(download=args.download, progress=not args.quiet)
+    nets += [NetSource(name, model_net(name, w, **fetched)) for name, w in zip(args.model, model_weights)]
     if not nets:
         parser.error(
-            "no net given: --runs DIR, --checkpoint M.pt, --prototxt P --caffemodel W or --model NAME --caffemodel W"
+            "no net given: --runs DIR, --checkpoint M.pt, --prototxt P --caffemodel W or --model NAME [--caffemodel W]"
         )
     names = [net.name for net in nets]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -134,10 +157,14 @@ def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage:
     if len(given) != 1:
         parser.error(
             "give one net: --checkpoint M.pt, --prototxt P --caffemodel W, --runs DIR [--stage S] "
-            "or --model NAME --caffemodel W"
+            "or --model NAME [--caffemodel W]"
         )
-    if (args.caffemodel is not None) != (given[0] in ("prototxt", "model")):
-        parser.error("--caffemodel goes with --prototxt or --model, and they need it")
+    if args.caffemodel is not None and given[0] not in ("prototxt", "model"):
+        parser.error("--caffemodel goes with --prototxt or --model")
+    if args.caffemodel is None and given[0] == "prototxt":
+        parser.error("--prototxt needs --caffemodel W")
+    if args.download and given[0] != "model":
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     if stage is not None and given[0] != "runs":
         parser.error("--stage picks a stage of --runs DIR")
     if args.runs is not None:
@@ -146,4 +173,4 @@ def single_net(args: argparse.Namespace, parser: argparse.ArgumentParser, stage:
         return NetSource(args.checkpoint.stem, file_net(args.checkpoint))
     if args.prototxt is not None:
         return NetSource(args.caffemodel.stem, file_net(args.prototxt, args.caffemodel))
-    return NetSource(args.model, model_net(args.model, args.caffemodel))
+    return NetSource(args.model, model_net(args.model, args.caffemodel, args.download, not args.quiet))

@@ -1,7 +1,7 @@
 """`python -m eval.segment`: label maps and overlays for any images, with any trained FCN.
 
     python -m eval.segment photo.jpg photos/ --checkpoint fcn8s.pt --out seg/
-    python -m eval.segment photo.jpg --model voc-fcn8s --caffemodel fcn8s-heavy-pascal.caffemodel --out seg/
+    python -m eval.segment photo.jpg --model voc-fcn8s --download --out seg/
 
 For each image `<stem>.<ext>`: `seg/<stem>.png`, a palette PNG of the image's size whose
 pixel values are the class indices (argmax over the channels of `score`, first maximum
@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcndata.image import MEAN_BGR, load_rgb, to_input
+from fcndata.image import MEAN_BGR, load_rgb
 from porting import cli
 from porting.errors import FcnError, FormatError
 from porting.inference import InferenceNet
 from porting.metadata import SCORE_BLOB, NetMetadata, complete_metadata, label_blob, read_class_names
 from porting.net import CaffeNet
 from porting.progress import progress_bar
+from porting.transform import CaffeTransform
 
 from .infer import net_device
 from .nets import STAGES, NetSource, add_net_arguments, single_net
@@ -45,7 +46,7 @@ OVERLAY_QUALITY = 90
 
 def preprocess(image: np.ndarray, mean: Sequence[float] | None = None) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 BGR minus `mean` (default: the VGG16 mean)."""
-    return to_input(image, MEAN_BGR if mean is None else mean)[None]
+    return CaffeTransform(tuple(MEAN_BGR if mean is None else mean))(image)
 
 
 def check_one_input(net: CaffeNet) -> None:

@@ -2,7 +2,7 @@
 
 Nets come from the training stage folders (`--runs DIR`), converted checkpoints
 (`--checkpoint M.pt`), original Caffe pairs (`--prototxt P --caffemodel W`) or published
-models (`--model NAME --caffemodel W`). Published numbers are compared only when the
+models (`--model NAME`, weights from `--caffemodel W` or the model cache). Published numbers are compared only when the
 scored set is the exact set they were measured on (e.g. all 736 images of seg11valid),
 never on a subset or the synthetic data. `--dataset KIND:ROOT --split S` scores a split
 of any dataset (fcndata.registry) with its own classes; nothing published applies there.

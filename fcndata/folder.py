@@ -56,13 +56,13 @@ def image_ids(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
 
 
 INDEX_LABEL_HINT = (
-    "labels must be one-channel ('L') or palette ('P') PNGs whose values are class indices "
-    "(a colour rendering of the classes cannot be read back)"
+    "labels must be one-channel ('L') or palette ('P') PNGs, or 16-bit grayscale past 256 classes, whose values "
+    "are class indices (a colour rendering of the classes cannot be read back)"
 )
 
 
 def load_index_png(path: Path) -> np.ndarray:
-    """A one-channel ('L') or palette ('P') PNG as its stored index values, uint8 HxW."""
+    """A one-channel ('L'), palette ('P') or 16-bit PNG as its stored index values, HxW (`load_png_label`)."""
     return load_png_label(path, INDEX_LABEL_HINT)
 
 
@@ -110,3 +110,7 @@ class FolderSegmentation(SegmentationFiles):
 
     def _decode_label(self, path: Path) -> np.ndarray:
         return load_index_png(path)
+
+    def missing_hint(self) -> str:
+        labels, images = self.root / "labels" / self.split, self.root / "images" / self.split
+        return f"add each image's label PNG to {labels} under the image's name, or move the images without one out of {images}"

@@ -1,7 +1,7 @@
 """Loading and input transforms shared by the VOC and SBD datasets.
 
-The transform is the authors' data layers' one: RGB file -> BGR, 0..255 float32, the
-ILSVRC mean subtracted per channel, CHW; labels as stored (0..20, 255 = ignore), int64.
+The transform is the authors' data layers' one (`porting.transform.to_input`): RGB file ->
+BGR, 0..255 float32, the ILSVRC mean subtracted per channel, CHW; labels as stored (0..20, 255 = ignore), int64.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from porting.progress import progress_bar
 from porting.textfile import read_text
+from porting.transform import rgb_array, to_input
 from prototxt.voc import IGNORE_LABEL, MEAN_BGR
 
 from .errors import DatasetError
@@ -31,10 +33,11 @@ class Sample(NamedTuple):
     id: str
 
 
-def voc_palette() -> list[int]:
-    """The 256-entry PASCAL VOC colour map (flat RGB list), as VOCdevkit's `labelcolormap` builds it."""
+def voc_palette(count: int = 256) -> list[int]:
+    """The PASCAL VOC colour map (flat RGB list), as VOCdevkit's `labelcolormap` builds it: 256
+    entries, or `count` (its bit interleaving gives every index below 2**24 its own colour)."""
     palette = []
-    for index in range(256):
+    for index in range(count):
         r = g = b = 0
         code = index
         for bit in range(8):
@@ -73,8 +76,7 @@ def load_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8)
+            return rgb_array(im)
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -86,19 +88,25 @@ VOC_LABEL_HINT = (
 )
 
 
+#: Pillow's modes of a 16-bit grayscale PNG (how label maps of more than 256 classes are stored)
+WIDE_LABEL_MODES = ("I;16", "I;16B", "I")
+
+
 def load_png_label(path: Path, hint: str = VOC_LABEL_HINT) -> np.ndarray:
-    """Decode a one-channel ('L') or palette ('P') label PNG: its stored indices are the labels.
+    """Decode a one-channel ('L'), palette ('P') or 16-bit grayscale label PNG: its stored values are the labels.
 
     Args:
         path: the PNG.
         hint: what such labels must be, said when the PNG has another mode.
 
     Returns:
-        The index values, uint8 HxW.
+        The index values, HxW: uint8, or for a 16-bit PNG (more than 256 classes) uint16.
     """
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in WIDE_LABEL_MODES:
+                return np.asarray(im).astype(np.uint16)
             if im.mode not in ("P", "L"):
                 raise DatasetError(f"{path}: label PNG has mode {im.mode!r}; {hint}")
             return np.asarray(im, dtype=np.uint8)
@@ -115,7 +123,8 @@ def check_label(label: np.ndarray, num_classes: int, path: Path) -> None:
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10])
         raise DatasetError(
-            f"{path}: label values {shown} out of range (expected 0..{num_classes - 1} or {IGNORE_LABEL} = ignore)"
+            f"{path}: label values {shown} out of range: {num_classes} classes, so expected "
+            f"0..{num_classes - 1} or {IGNORE_LABEL} = ignore"
         )
 
 
@@ -125,19 +134,6 @@ def check_sizes(rgb: np.ndarray, label: np.ndarray, image_path: Path, label_path
             f"{label_path}: label size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
             f"{image_path} size {rgb.shape[1]}x{rgb.shape[0]}"
         )
-
-
-def to_input(rgb: np.ndarray, mean: Sequence[float] = MEAN_BGR) -> torch.Tensor:
-    """RGB uint8 HxWx3 -> BGR float32 3xHxW minus `mean` (B, G, R; default the ILSVRC VGG16 mean).
-
-    The subtraction runs in float64 and rounds once to float32, as numpy does in the
-    authors' layers (float32 image minus a float64 mean array).
-    """
-    if len(mean) != 3:
-        raise ValueError(f"an RGB image needs a mean of 3 values (B, G, R), got {len(mean)}")
-    bgr = rgb[:, :, ::-1].transpose(2, 0, 1)
-    centered = bgr.astype(np.float64) - np.asarray(mean, dtype=np.float64)[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray(centered, dtype=np.float32))
 
 
 def to_target(label: np.ndarray) -> torch.Tensor:
@@ -209,8 +205,31 @@ class SegmentationFiles(Dataset):
                     missing = self._count_missing()
                     raise DatasetError(
                         f"{path}: {kind} file of id {image_id!r} not found ({missing} of {len(self.ids)} ids "
-                        "have missing files; pass on_error='skip' to leave them out)"
+                        f"have missing files); {self.missing_hint()}"
                     )
+
+    def missing_hint(self) -> str:
+        """What a user can do about files of the id list that are missing."""
+        return (
+            "restore the missing files, or take their ids out of the split's id list "
+            "(from Python, on_error='skip' leaves them out)"
+        )
+
+    def check_labels(self, description: str = "checking labels") -> None:
+        """Read every label once and raise on the first bad one (unreadable, or holding a value out
+        of range; sizes are checked when the image is read), so that a run stops before its first
+        update instead of when the file is drawn. A tqdm bar shows the pass on a terminal and
+        stays quiet elsewhere.
+
+        Args:
+            description: the bar's label.
+
+        Raises:
+            DatasetError: naming the file, the values and the class count (`check_label`).
+        """
+        for image_id in progress_bar(self.ids, desc=description, unit="label"):
+            path = self.label_path(image_id)
+            check_label(self._decode_label(path), self.num_classes, path)
 
     def _count_missing(self) -> int:
         return sum(not (self.image_path(i).is_file() and self.label_path(i).is_file()) for i in self.ids)

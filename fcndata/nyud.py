@@ -46,7 +46,7 @@ NYUD_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 # a net's mean is its first input's: colour (color, color-d, color-hha) or HHA (hha)
 register_task("nyud", NetMetadata(NYUD_NAMES, MEAN_COLOR_BGR))
-register_task("nyud-hha", NetMetadata(NYUD_NAMES, MEAN_HHA))
+register_task("nyud-hha", NetMetadata(NYUD_NAMES, MEAN_HHA, features="HHA"))
 
 LAYOUT = (
     "Expected <nyud_root>/ as the authors' nyud.tar.gz unpacks: data/images/img_<id>.png, data/depth/img_<id>.png, "

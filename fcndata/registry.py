@@ -34,6 +34,9 @@ class DatasetKind:
     val_split: str
     layout: str  # expected layout and where to get the data, for errors and --help
     mean: tuple[float, ...] = MEAN_BGR  # BGR mean inputs are centred with unless the user gives one
+    #: read every label before training (`SegmentationFiles.check_labels`): labels a user made,
+    #: not a published dataset's
+    check_labels: bool = False
 
 
 DATASETS: dict[str, DatasetKind] = {}
@@ -76,7 +79,7 @@ def parse_dataset(text: str) -> DatasetSpec:
 
 register_dataset(DatasetKind(
     "folder", lambda root, split, mean: FolderSegmentation(root, split, mean=mean), folder_classes,
-    "train", "val", FOLDER_LAYOUT,
+    "train", "val", FOLDER_LAYOUT, check_labels=True,
 ))  # fmt: skip
 register_dataset(DatasetKind(
     "ade20k", lambda root, split, mean: ADE20KSegmentation(root, split, mean=mean), ade20k_classes,

@@ -1,7 +1,8 @@
 """Caffe formats and semantics in PyTorch: read nets and weights, run them as Caffe does.
 
 net = porting.load("deploy.prototxt", "weights.caffemodel")   # a torch.nn.Module
-scores = net(x)["score"]          # x: float32 NCHW, BGR, mean-subtracted
+net = porting.load("model.safetensors")   # or "model.pt": a converted checkpoint (python -m porting.convert)
+scores = net(x)["score"]          # x: float32 NCHW, BGR, mean-subtracted (net.transform(image) makes it)
 per_layer = net.trace(x)          # every layer's output as that layer computed it
 """
 

@@ -25,11 +25,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = temporary_name(path)
     try:
         yield temporary
-        _fsync(temporary, os.O_RDONLY)
-        os.replace(temporary, path)
+        land(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def land(temporary: Path, path: Path) -> None:
+    """Give the complete file `temporary` the name `path` durably (fsync, rename, fsync the folder).
+
+    Args:
+        temporary: the finished file, in the same folder as `path`.
+        path: its final name; an existing file there is replaced.
+    """
+    _fsync(temporary, os.O_RDONLY)
+    os.replace(temporary, path)
     _fsync(path.parent, os.O_RDONLY)
 
 

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -62,11 +63,14 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    value = _number(float, text)
+    """argparse type: a number > 0, as a decimal or a fraction ("0.125", "1/8", "1e-3")."""
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.125 or 1/8, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+    return float(value)
 
 
 def mean(text: str) -> tuple[float, ...]:

@@ -1,6 +1,8 @@
-"""`python -m porting.convert`: Caffe prototxt + caffemodel -> one self-contained `.pt` checkpoint.
+"""`python -m porting.convert`: Caffe prototxt + caffemodel -> one self-contained checkpoint.
 
-The checkpoint holds the (phase-filtered) net definition, its weights and its metadata
+`--format pt` (torch.save) or `--format safetensors` (no pickle, memory-mapped loading; one
+tensor per blob under its `state_dict()` key; the default for an `--out` ending in
+`.safetensors`): `porting.checkpoint` describes both. The checkpoint holds the (phase-filtered) net definition, its weights and its metadata
 (class names, mean: `porting.metadata`), so `porting.load("model.pt")` needs no Caffe file
 afterwards. Metadata comes from `--classes-file`/`--mean`, else the caffemodel's sidecar or
 the `--model` entry, else the defaults for the net's class count (`metadata.defaults_for`).
@@ -17,9 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from porting import cli, models
-from porting.checkpoint import load_caffe, save_checkpoint
+from porting.checkpoint import KINDS, load_caffe, save_checkpoint
 from porting.metadata import NetMetadata, complete_metadata, read_class_names
-from porting.net import LoadReport
 from porting.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (.prototxt; V0/V1/V2 accepted)")
-    source.add_argument("--model", help="a published model by name (python -m porting.models) in place of --prototxt")
-    parser.add_argument("--caffemodel", required=True, type=Path, help="trained weights (.caffemodel, V1 or V2 layout)")
-    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt); written atomically")
+    source.add_argument(
+        "--model",
+        help="a published model by name (python -m porting.models) in place of --prototxt; weights from "
+        "--caffemodel, else the model cache",
+    )
+    parser.add_argument(
+        "--caffemodel", type=Path, help="trained weights (.caffemodel, V1 or V2 layout); a --model's default: the cache"
+    )
+    models.add_download_flag(parser)
+    parser.add_argument(
+        "--out", required=True, type=Path, help="checkpoint to write (.pt or .safetensors); written atomically"
+    )
+    parser.add_argument(
+        "--format",
+        choices=tuple(KINDS),
+        help="pt (torch.save) or safetensors (no pickle, memory-mapped loading); default: the --out suffix's, else pt",
+    )
     parser.add_argument(
         "--phase",
         default="TEST",
@@ -80,25 +95,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.prototxt is not None and args.caffemodel is None:
+        parser.error("--prototxt needs --caffemodel W")
+    if args.download and args.model is None:
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
 
 
 def convert(args: argparse.Namespace) -> None:
-    bar = ReadProgress(args.caffemodel, enabled=not args.quiet)
-    report: LoadReport | None
+    caffemodel = args.caffemodel
+    if args.model is not None:
+        caffemodel = models.get(args.model).weights(caffemodel, download=args.download, progress=not args.quiet)
+    bar = ReadProgress(caffemodel, enabled=not args.quiet)
     try:
         if args.model is not None:
-            net, report = models.load_model(args.model, args.caffemodel, args.phase, bar)
+            net = models.load_model(args.model, caffemodel, args.phase, bar)
         else:
-            net, report = load_caffe(args.prototxt, args.caffemodel, args.phase, bar)
+            net = load_caffe(args.prototxt, caffemodel, args.phase, bar)
     finally:
         bar.close()
     classes = read_class_names(args.classes_file) if args.classes_file else None
     complete_metadata(net, NetMetadata(classes, args.mean))
-    save_checkpoint(net, args.out)
-    assert report is not None  # load_caffe reports whenever a caffemodel is given
+    save_checkpoint(net, args.out, args.format)
+    report = net.load_report
+    assert report is not None  # set whenever a caffemodel is loaded
     if report.missing:
         log.warning("no weights for %s (given their fillers)", ", ".join(report.missing))
     if report.ignored:

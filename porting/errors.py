@@ -1,8 +1,8 @@
 """The project's error family: every expected failure is one of these, with a location.
 
 CLIs catch `FcnError` and print its message; anything else is a bug. Errors of one job
-live with the code that raises them, under `FcnError`: `porting.checkpoint.CheckpointError`,
-`fcndata.DatasetError`.
+live with the code that raises them: `porting.checkpoint.CheckpointError` (a `FormatError`),
+`fcndata.DatasetError` (under `FcnError`).
 """
 
 from __future__ import annotations

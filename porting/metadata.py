@@ -32,15 +32,25 @@ SIDECAR_SUFFIX = ".json"
 SCORE_BLOB = "score"
 
 
+#: the fields of NetMetadata as plain data (`to_dict` keys), which checkpoints store beside the weights
+FIELDS = ("classes", "mean", "width", "features")
+
+
 @dataclass(frozen=True)
 class NetMetadata:
     """Class names in index order and the per-channel mean subtracted from the input (BGR order).
 
     Either may be None (unknown). Input order and scale are Caffe's: BGR, 0..255, mean subtracted.
+    `width` is the backbone width multiplier a generated net was built with (`reproduce.stage`
+    records it, so the next stage builds the same net); None: unknown or not generated.
+    `features` names what the input holds when it is not a colour image (e.g. "HHA": the
+    geocentric depth encoding, its channels as stored, no channel swap); None: a colour image.
     """
 
     classes: tuple[str, ...] | None = None
     mean: tuple[float, ...] | None = None
+    width: float | None = None
+    features: str | None = None
 
     def to_dict(self) -> dict:
         """Plain data (lists, floats) for a checkpoint or a JSON sidecar; unknown fields left out."""
@@ -49,6 +59,10 @@ class NetMetadata:
             data["classes"] = list(self.classes)
         if self.mean is not None:
             data["mean"] = [float(v) for v in self.mean]
+        if self.width is not None:
+            data["width"] = float(self.width)
+        if self.features is not None:
+            data["features"] = self.features
         return data
 
     @classmethod
@@ -67,9 +81,17 @@ class NetMetadata:
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean)
         ):
             raise FormatError(f"{source}: 'mean' must be a non-empty list of numbers (one per input channel)")
+        width = data.get("width")
+        if width is not None and (isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0):
+            raise FormatError(f"{source}: 'width' must be a positive number (the backbone width multiplier)")
+        features = data.get("features")
+        if features is not None and (not isinstance(features, str) or not features):
+            raise FormatError(f"{source}: 'features' must be a non-empty string (what the input holds, e.g. HHA)")
         return cls(
             tuple(classes) if classes is not None else None,
             tuple(float(v) for v in mean) if mean is not None else None,
+            float(width) if width is not None else None,
+            features,
         )
 
     def merged(self, override: NetMetadata) -> NetMetadata:
@@ -77,6 +99,8 @@ class NetMetadata:
         return NetMetadata(
             override.classes if override.classes is not None else self.classes,
             override.mean if override.mean is not None else self.mean,
+            override.width if override.width is not None else self.width,
+            override.features if override.features is not None else self.features,
         )
 
 

@@ -8,24 +8,32 @@ the facts other packages own: its class names and mean (`dataset`, a class list 
 keys are resolved on use (`class_metadata`, `published_scores`), so this module imports
 nothing above `porting` (ARCHITECTURE.md, "The model registry").
 
-`--model NAME --caffemodel FILE` stands for `--prototxt` (plus classes and mean) on
-`eval.segment`, `eval.table`, `porting.convert` and `porting.onnx`.
+`python -m porting.models download NAME...` fetches weights (`porting.fetch`) into the
+model cache (`models_dir()`: `$FCN_MODELS_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/fcn-faithfully/models`).
+`--model NAME` stands for `--prototxt` (plus classes and mean) on `eval.segment`,
+`eval.table`, `porting.convert` and `porting.onnx`; its weights are `--caffemodel FILE`,
+else the cached file, which `--download` fetches first when missing. Nothing is
+downloaded unless asked.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from porting import cli
+from porting import cli, fetch
 from porting.checkpoint import Progress, load_caffe
 from porting.errors import FcnError
 from porting.metadata import NetMetadata
-from porting.net import CaffeNet, LoadReport
+from porting.net import CaffeNet
 from porting.registry import add_unique
+
+log = logging.getLogger(__name__)
 
 #: Where the project's generated net files live (the `prototxt` package's folder).
 PROTOTXT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
@@ -34,6 +42,27 @@ CAFFE_INPUT = "BGR, 0..255, per-channel mean subtracted, NCHW"
 #: module:function of the facts that entries name by key (imported on first use)
 CLASS_LISTS = "fcndata.classes:task_metadata"
 PUBLISHED_SCORES = "eval.published:published_rows"
+#: the subcommand of `python -m porting.models` that fetches weights
+DOWNLOAD = "download"
+#: the usage error of `--download` without `--model`
+DOWNLOAD_NEEDS_MODEL = "--download fetches the weights of --model NAME"
+#: the environment variables: the weights cache (as TORCH_HOME moves torch's), and a mirror serving URL/<file name>
+MODELS_DIR_VARIABLE, MODELS_MIRROR_VARIABLE = "FCN_MODELS_DIR", "FCN_MODELS_MIRROR"
+#: where the cache is, for help texts (`models_dir` computes it)
+MODELS_DIR_HELP = f"${MODELS_DIR_VARIABLE}, else ${{XDG_CACHE_HOME:-~/.cache}}/fcn-faithfully/models"
+
+
+def models_dir() -> Path:
+    """The weights cache, where downloads go and `--model NAME` looks.
+
+    Returns:
+        `$FCN_MODELS_DIR` if set, else `fcn-faithfully/models` under the user's cache folder
+        (`$XDG_CACHE_HOME`, default `~/.cache`).
+    """
+    explicit = os.environ.get(MODELS_DIR_VARIABLE)
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcn-faithfully" / "models"
 
 
 class ModelError(FcnError):
@@ -51,6 +80,7 @@ class PublishedModel:
     scores_on: str  # split of eval.published whose rows are this model's published scores
     input: str = CAFFE_INPUT
     description: str = ""
+    sha256: str | None = None  # the weights' hex digest, checked on download where known
 
     @property
     def filename(self) -> str:
@@ -66,17 +96,79 @@ class PublishedModel:
             )
         return path
 
-    def weights(self, caffemodel: str | Path) -> Path:
-        """`caffemodel` checked to exist; a missing file gets the download URL and expected name."""
-        path = Path(caffemodel)
-        if path.is_dir():
-            path = path / self.filename
+    def cached(self, directory: str | Path | None = None) -> Path:
+        """Where the weights are kept: `directory` (default: the model cache, `models_dir()`) / filename."""
+        return Path(directory if directory is not None else models_dir()) / self.filename
+
+    def download(
+        self,
+        directory: str | Path | None = None,
+        mirror: str | None = None,
+        *,
+        timeout: float = fetch.TIMEOUT,
+        progress: bool = True,
+    ) -> Path:
+        """Fetch the weights into `directory` (default: the model cache) unless they are there already.
+
+        Args:
+            directory: the folder to put them in (default: the model cache).
+            mirror: fetch `<mirror>/<filename>` instead of `url` (default: `$FCN_MODELS_MIRROR`, if set).
+            timeout: seconds the server may stay silent.
+            progress: a progress bar on a terminal.
+
+        Returns:
+            The weights file.
+
+        Raises:
+            porting.fetch.FetchError: the download failed (the message says where a copy obtained elsewhere goes).
+        """
+        target = self.cached(directory)
+        if target.is_file():
+            log.info("%s: %s is already in %s", self.name, self.filename, target.parent)
+            return target
+        url = fetch.source_url(self.url, mirror or os.environ.get(MODELS_MIRROR_VARIABLE))
+        log.info("%s: downloading %s from %s into %s", self.name, self.filename, url, target.parent)
+        try:
+            return fetch.fetch(url, target, sha256=self.sha256, timeout=timeout, progress=progress)
+        except fetch.FolderError as error:
+            raise fetch.FolderError(f"{error}; set {MODELS_DIR_VARIABLE} (or --dir) to a writable folder") from None
+
+    def weights(self, caffemodel: str | Path | None = None, *, download: bool = False, progress: bool = True) -> Path:
+        """The weights file: `caffemodel` (a file, or a folder holding `filename`), else the cached one.
+
+        Args:
+            caffemodel: the file given (`--caffemodel`); None looks in the model cache.
+            download: fetch into the cache when the file is not there (`--download`); otherwise
+                nothing is ever downloaded.
+            progress: a progress bar on a terminal while downloading.
+
+        Returns:
+            An existing file.
+
+        Raises:
+            ModelError: the file is missing (`missing_weights` says how to get it).
+            porting.fetch.FetchError: `download` was asked and failed.
+        """
+        if caffemodel is not None:
+            path = Path(caffemodel)
+            path = path / self.filename if path.is_dir() else path
+        else:
+            path = self.cached()
+            if download and not path.is_file():
+                return self.download(progress=progress)
         if not path.is_file():
-            raise ModelError(
-                f"{path}: weights of {self.name} not found. Download {self.filename} from {self.url} "
-                f"(the authors' caffemodel-url) and pass its path as --caffemodel"
-            )
+            raise ModelError(missing_weights(self, path))
         return path
+
+
+def missing_weights(model: PublishedModel, path: Path) -> str:
+    """The message for weights not found at `path` (a given --caffemodel, or the cache): how to get them."""
+    return (
+        f"{path}: weights of {model.name} not found. `python -m porting.models {DOWNLOAD} {model.name}` (or "
+        f"--download) fetches {model.filename} from {model.url} (the authors' caffemodel-url) into the model "
+        f"cache {models_dir()}; or download it yourself into that folder, or anywhere and pass its path as "
+        "--caffemodel"
+    )
 
 
 MODELS: dict[str, PublishedModel] = {}
@@ -156,17 +248,31 @@ for _model in (
 
 
 def load_model(
-    name: str, caffemodel: str | Path, phase: str = "TEST", progress: Progress | None = None
-) -> tuple[CaffeNet, LoadReport]:
-    """The released net `name` with the weights file `caffemodel`, its class names and mean attached.
+    name: str, caffemodel: str | Path | None = None, phase: str = "TEST", progress: Progress | None = None
+) -> CaffeNet:
+    """The released net `name` with its weights, its class names and mean attached.
 
     Metadata beside the caffemodel (a JSON sidecar) wins over the entry's class list.
-    Returns the net and what the weights covered (`porting.load_caffe`).
+
+    Args:
+        name: a registered model (`python -m porting.models` lists them).
+        caffemodel: its weights file, or a folder holding it under the authors' file name;
+            None: the cached copy (`models_dir()`; `python -m porting.models download NAME` puts it there).
+        phase: "TEST" or "TRAIN".
+        progress: called as `progress(layer name, bytes read so far)` while the weights stream in.
+
+    Returns:
+        The net (`CaffeNet`): `net.transform` prepares an image for it, `net.metadata` holds
+        the class names and mean, `net.load_report` what the weights covered.
+
+    Raises:
+        ModelError: an unknown name, or the weights file missing (the message says how to get it).
+        FormatError: the weights file is damaged or does not fit the deploy net.
     """
     model = get(name)
-    net, report = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
+    net = load_caffe(model.deploy_path(), model.weights(caffemodel), phase, progress)
     net.metadata = class_metadata(model).merged(net.metadata)
-    return net, report  # type: ignore[return-value]
+    return net
 
 
 def _scores_text(model: PublishedModel) -> str:
@@ -189,7 +295,7 @@ def describe(model: PublishedModel) -> str:
     return "\n".join([
         f"{model.name}: {model.description}",
         f"  deploy     prototxt/{model.deploy}" + ("" if (PROTOTXT_DIR / model.deploy).is_file() else " (not generated yet)"),
-        f"  weights    {model.filename}  <- {model.url}",
+        f"  weights    {model.filename}  <- {model.url}" + (" (cached)" if model.cached().is_file() else ""),
         f"  input      {model.input}; mean ({mean})",
         f"  classes    {len(classes)} ({model.dataset}): {shown}",
         f"  published  {_scores_text(model)} on {model.scores_on}",
@@ -197,21 +303,78 @@ def describe(model: PublishedModel) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The arguments of `python -m porting.models`."""
+    """The arguments of `python -m porting.models` (the listing; `download_parser` has the subcommand's)."""
     parser = cli.make_parser(
-        "porting.models", "List the authors' published FCN models: deploy net, weights URL, input, classes, scores."
+        "porting.models",
+        "List the authors' published FCN models: deploy net, weights URL, input, classes, scores.",
+        epilog=f"`python -m porting.models {DOWNLOAD} NAME...` fetches weights into the model cache "
+        f"({MODELS_DIR_HELP}); see its --help.",
     )
+    parser.usage = f"%(prog)s [--quiet] [NAME ...]\n       %(prog)s {DOWNLOAD} NAME ... [--dir DIR] [--mirror URL]"
     parser.add_argument("name", nargs="*", help="models to describe (default: all)")
     cli.add_quiet(parser)
     return parser
 
 
+def download_parser() -> argparse.ArgumentParser:
+    """The arguments of `python -m porting.models download`."""
+    parser = cli.make_parser(
+        f"porting.models {DOWNLOAD}",
+        "Download published models' weights into the model cache, where `--model NAME` finds them. "
+        "A cut transfer resumes from NAME.part on the next run; a file lands only whole.",
+        epilog=f"The cache is {MODELS_DIR_HELP}.",
+    )
+    parser.add_argument("name", nargs="+", help="models to download (python -m porting.models lists them)")
+    parser.add_argument("--dir", type=Path, help="put the files in DIR instead of the model cache (this call only)")
+    parser.add_argument(
+        "--mirror",
+        metavar="URL",
+        help=f"fetch URL/<file name> instead of the authors' address (default: ${MODELS_MIRROR_VARIABLE}, if set)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=cli.positive_float,
+        default=fetch.TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on a server silent this long (default: {fetch.TIMEOUT:g})",
+    )
+    cli.add_quiet(parser)
+    return parser
+
+
+def add_download_flag(parser: argparse.ArgumentParser) -> None:
+    """`--download`, on the commands that take `--model`."""
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help=f"fetch the --model weights into the model cache first when missing "
+        f"(as `python -m porting.models {DOWNLOAD}`); without it nothing is downloaded",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if first is not None and argv[first] == DOWNLOAD:
+        return _download(download_parser().parse_args(argv[:first] + argv[first + 1 :]))
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
     return cli.run(
         lambda: print("\n\n".join(describe(model) for model in [get(name) for name in args.name] or MODELS.values()))
     )
+
+
+def _download(args: argparse.Namespace) -> int:
+    cli.setup_logging(args.quiet)
+
+    def body() -> None:
+        for model in [get(name) for name in args.name]:
+            present = model.cached(args.dir).is_file()
+            path = model.download(args.dir, args.mirror, timeout=args.timeout, progress=not args.quiet)
+            if not present:
+                cli.wrote(path, f"{path.stat().st_size:,} bytes, weights of {model.name}")
+
+    return cli.run(body)
 
 
 if __name__ == "__main__":

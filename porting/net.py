@@ -36,6 +36,7 @@ from porting.metadata import NetMetadata
 from porting.netstate import filter_phase
 from porting.proto import caffe_pb2
 from porting.prototxt import validate
+from porting.transform import CaffeTransform
 from porting.upgrade import upgrade_net
 
 Shape = tuple[int, ...]
@@ -137,6 +138,8 @@ class CaffeNet(nn.Module):
         self.source = source
         #: class names and input mean, as the loader found them (`porting.metadata`)
         self.metadata = NetMetadata()
+        #: what the last `load_blobs` covered (a caffemodel's layers); None before any
+        self.load_report: LoadReport | None = None
         if _needs_upgrade(net_param):
             net_param = upgrade_net(net_param, source)
         validate(net_param, self.phase, source=source)
@@ -405,6 +408,36 @@ class CaffeNet(nn.Module):
         self._run(self._bind(args, kwargs), record)
         return record
 
+    @property
+    def transform(self) -> CaffeTransform:
+        """The net's own input transform: an RGB image (PIL, uint8 array or tensor) -> its input,
+        BGR, 0..255, `metadata.mean` subtracted, N x 3 x H x W (`porting.transform`).
+
+        Raises:
+            FormatError: the net reads several inputs or not 3 channels, its input is not a colour image
+                (`metadata.features`, e.g. HHA), or its metadata has no mean.
+        """
+        if len(self.inputs) != 1:
+            raise FormatError(
+                f"{self.source}: the net reads {len(self.inputs)} inputs ({', '.join(self.inputs)}); the image "
+                "transform prepares one RGB image"
+            )
+        shape = self.input_shapes.get(self.inputs[0])
+        if shape is None or len(shape) != 4 or shape[1] != 3:
+            raise FormatError(f"{self.source}: input '{self.inputs[0]}' has shape {shape}, not N x 3 x H x W")
+        if self.metadata.features is not None:
+            raise FormatError(
+                f"{self.source}: the net reads {self.metadata.features} features, not a colour image, so the image "
+                f"transform does not apply; give it the {self.metadata.features} image's channels as stored, "
+                "0..255 float32 minus `net.metadata.mean`, N x 3 x H x W (as fcndata's dataset of that family reads them)"
+            )
+        if self.metadata.mean is None or len(self.metadata.mean) != 3:
+            raise FormatError(
+                f"{self.source}: the net's metadata has no 3-value input mean (B, G, R); set one with "
+                "porting.metadata.complete_metadata(net)"
+            )
+        return CaffeTransform(self.metadata.mean)
+
     def param_specs(self) -> list[ParamInfo]:
         """The learnable blobs as a solver needs them.
 
@@ -445,7 +478,7 @@ class CaffeNet(nn.Module):
 
         Returns:
             A `LoadReport`: the layers loaded, the net layers without weights (`missing`) and the
-            source layers the net lacks (`ignored`).
+            source layers the net lacks (`ignored`); also kept as `self.load_report`.
 
         Raises:
             ShapeMismatchError: a blob's shape differs from the layer's (legacy 4-D dims accepted).
@@ -464,6 +497,7 @@ class CaffeNet(nn.Module):
         self._fill(unset_only=True)
         loaded = set(report.loaded)
         report.missing = [n for n, layer in self._layers.items() if layer.blob_shapes() and n not in loaded]
+        self.load_report = report
         if strict and (report.missing or report.ignored):
             origin = f"{source}: " if source else ""
             raise FormatError(

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from porting import cli
+from porting import cli, models
 from porting.layers.base import CaffeLayer
 from porting.layers.normalization import LRN
 from porting.net import CaffeNet, Kernel
@@ -163,12 +163,12 @@ def _export(
 
 def _load_net(args: argparse.Namespace) -> CaffeNet:
     import porting
-    from porting import models
 
     if args.checkpoint is not None:
         return porting.load(args.checkpoint)
     if args.model is not None:
-        return models.load_model(args.model, args.caffemodel)[0]
+        weights = models.get(args.model).weights(args.caffemodel, download=args.download, progress=not args.quiet)
+        return models.load_model(args.model, weights)
     return porting.load(args.prototxt, args.caffemodel, phase="TEST")
 
 
@@ -180,9 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prototxt", type=Path, help="net definition (deploy) prototxt")
-    source.add_argument("--checkpoint", type=Path, help="converted checkpoint from `python -m porting.convert`")
-    source.add_argument("--model", help="a published model by name (python -m porting.models); needs --caffemodel")
-    parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt or --model")
+    source.add_argument(
+        "--checkpoint", type=Path, help="converted checkpoint (.pt or .safetensors) from `python -m porting.convert`"
+    )
+    source.add_argument(
+        "--model",
+        help="a published model by name (python -m porting.models); weights from --caffemodel, else the model cache",
+    )
+    parser.add_argument("--caffemodel", type=Path, help="weights for --prototxt or --model (its default: the cache)")
+    models.add_download_flag(parser)
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument(
         "--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})"
@@ -197,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.caffemodel is not None and args.prototxt is None and args.model is None:
         parser.error("--caffemodel goes with --prototxt or --model")
-    if args.model is not None and args.caffemodel is None:
-        parser.error("--model needs --caffemodel FILE (the published weights)")
+    if args.download and args.model is None:
+        parser.error(models.DOWNLOAD_NEEDS_MODEL)
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be >= {MIN_OPSET}")
     cli.setup_logging(args.quiet)

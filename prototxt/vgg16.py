@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 from .netspec import NetSpec, Top, layers
@@ -27,6 +28,14 @@ NAME = "VGG_ILSVRC_16_layers"
 def scaled_width(channels: int, width: float) -> int:
     """Backbone channels at a width multiplier: rounded half up, at least 1."""
     return max(1, math.floor(channels * width + 0.5))
+
+
+def width_text(width: float) -> str:
+    """A width multiplier as `--width` takes it: "1/32" for 0.03125, else a decimal ("0.3", "1")."""
+    fraction = Fraction(width).limit_denominator(4096)
+    if fraction.numerator == 1 and float(fraction) == width:
+        return str(fraction)
+    return f"{width:g}" if float(f"{width:g}") == width else repr(width)
 
 
 def trunk(

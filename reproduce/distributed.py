@@ -109,3 +109,13 @@ def broadcast_from_main(tensors: Sequence[torch.Tensor]) -> None:
         return
     for tensor in tensors:
         dist.broadcast(tensor, src=0)
+
+
+def gather_lists(items: list[str]) -> list[str]:
+    """Every process's `items`, concatenated in rank order (the order of their slots in an update);
+    `items` itself in a single process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(items)
+    gathered: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in (part or [])]

@@ -29,6 +29,7 @@ from porting.proto import caffe_pb2
 from porting.surgery import TransplantReport, transplant
 from prototxt import fcn, nets
 from prototxt.backbone import BACKBONES, GENERATED_BACKBONE
+from reproduce.startweights import check_fits
 
 STAGES = tuple(net for net in nets.NETS if net not in fcn.NETS)
 
@@ -107,14 +108,19 @@ def initial_weights(net: str, out: Path, base_weights: Path | None) -> list[Path
     return paths
 
 
-def initialize(model: porting.CaffeNet, net: str, weights: list[Path]) -> TransplantReport:
-    """Copy the starting weights into a net the way the authors' solve.py does; returns what was copied."""
+def initialize(model: porting.CaffeNet, net: str, weights: list[Path], width: float = 1.0) -> TransplantReport:
+    """Copy the starting weights into a net the way the authors' solve.py does; returns what was copied.
+
+    Every blob of a layer the net shares with a file must fit (`reproduce.startweights.check_fits`);
+    `width` is the net's, named in that error.
+    """
     previous = PREVIOUS.get(net, ())
     if len(previous) > 1:
         report = TransplantReport()
         for name, path in zip(previous, weights):
-            blobs = porting.read_caffemodel(path)
-            part = transplant(model, {f"{layer}{STREAM_SUFFIX[name]}": value for layer, value in blobs.items()})
+            blobs = {f"{layer}{STREAM_SUFFIX[name]}": value for layer, value in porting.read_caffemodel(path).items()}
+            check_fits(model, blobs, path, width)
+            part = transplant(model, blobs)
             report.copied += part.copied
             report.coerced += part.coerced
             report.skipped += part.skipped
@@ -125,8 +131,9 @@ def initialize(model: porting.CaffeNet, net: str, weights: list[Path]) -> Transp
         ]
         return report
     blobs = porting.read_caffemodel(weights[0])
-    report = transplant(model, blobs)
     source, target = EARLY_FUSION_CONV
+    check_fits(model, blobs, weights[0], width)
+    report = transplant(model, blobs)
     if target in model.layers and source in blobs:
         weight, bias = (np.asarray(blob, dtype=np.float32) for blob in blobs[source][:2])
         current = model.blobs_numpy()[target]
@@ -138,7 +145,7 @@ def initialize(model: porting.CaffeNet, net: str, weights: list[Path]) -> Transp
         report.copied.append(f"{target}.1 from {source}.1")
         report.untouched = [name for name in report.untouched if name != target]
     if not (report.copied or report.coerced):
-        raise FcnError(f"{weights[0]}: none of its blobs fit the {net} net (check --width)")
+        raise FcnError(f"{weights[0]}: none of its layers is in the {net} net; is it the right file?")
     return report
 
 

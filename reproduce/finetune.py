@@ -1,11 +1,13 @@
 """Starting a stage from a trained FCN with another class list (`reproduce.stage --from-net`).
 
 Every layer whose name and shape fit is copied, as Caffe's CopyTrainedLayersFrom does.
-The class-scoring layers (Convolutions with one output per class: `score_fr`,
-`score_pool4`, ...) of another width are rebuilt row by row: a class whose name matches a
-source class (`fcndata.match_classes`) keeps that class's filter and bias, the others
-start at zero, as new score layers do in the paper. Upsampling Deconvolutions of another
-width are not copied (their weights mix classes); they start bilinear, as in every stage.
+Unless the target names the source's classes in the source's order, the class-scoring
+layers (Convolutions with one output per class: `score_fr`, `score_pool4`, ...) are
+rebuilt row by row, also for the same number of classes in another order: a class whose
+name matches a source class (`fcndata.match_classes`) keeps that class's filter and bias,
+the others start at zero, as new score layers do in the paper. The upsampling
+Deconvolutions are then not copied (their weights mix classes); they start bilinear, as in
+every stage.
 These are our choices: the paper fine-tunes only to the same classes.
 """
 
@@ -37,9 +39,9 @@ class ClassTransfer:
         kept = ", ".join(f"{t}<-{s}" if t != s else t for t, s in self.kept.items()) or "none"
         out = [f"classes kept from the source net ({len(self.kept)}): {kept}"]
         if self.resized:
-            out.append(f"score layers resized to the new classes: {', '.join(self.resized)}")
+            out.append(f"score layers rebuilt for the new classes, row by row: {', '.join(self.resized)}")
         if self.dropped:
-            out.append(f"upsamplings of another width, started bilinear: {', '.join(self.dropped)}")
+            out.append(f"upsamplings of the source's classes, started bilinear: {', '.join(self.dropped)}")
         return out
 
 
@@ -74,9 +76,9 @@ def adapt_classes(
     transfer = ClassTransfer(tuple(source))
     matches = match_classes(source, target)
     transfer.kept = {target[t]: source[s] for t, s in matches.items()}
-    if len(source) == len(target):
-        return blobs, transfer
     rows = [matches.get(index) for index in range(len(target))]
+    if rows == list(range(len(source))):
+        return blobs, transfer  # the same classes in the same order: every layer fits as it is
     convs, deconvs = class_layers(net, len(target))
     adapted = dict(blobs)
     for name in convs:

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 LOG_COLUMNS = ("iter", "loss", "lr", "images_per_s", "mean_iu")
 PLOT_SIZE_INCHES = (8.0, 6.0)
 PLOT_DPI = 100
+#: the lower panel's note before the first validation
+NO_VALIDATION = "no validation yet"
 #: loss axis turns logarithmic when the largest plotted loss exceeds the smallest by this factor
 LOG_SCALE_SPAN = 100.0
 
@@ -48,16 +50,18 @@ def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], l
     return [point[0] for point in points], [point[1] for point in points]
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_curves(records: Sequence[dict[str, Any]], path: Path, no_validation: str = NO_VALIDATION) -> None:
     """Draw loss (top) and mean IU (bottom) against updates into the PNG `path`, atomically.
 
     The loss axis is logarithmic when the loss is positive and spans more than
     `LOG_SCALE_SPAN` (an unnormalized loss falls from ~1e5 by orders of magnitude);
-    a constant or single-point series plots as a flat line or a dot.
+    a constant or single-point series plots as a flat line or a dot. A panel with
+    nothing to draw says so in words.
 
     Args:
         records: log records; those with a finite "loss" or "mean_iu" are plotted.
         path: the PNG to write (its folder must exist).
+        no_validation: the note in the lower panel while no record has a mean IU.
     """
     figure = Figure(figsize=PLOT_SIZE_INCHES, dpi=PLOT_DPI, layout="constrained")
     FigureCanvasAgg(figure)
@@ -70,6 +74,9 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
     loss_axes.grid(True, which="both", alpha=0.4)
     updates, mean_ius = _series(records, "mean_iu")
     iu_axes.plot(updates, [100 * value for value in mean_ius], color="tab:orange", marker=".")
+    if not mean_ius:
+        iu_axes.set_yticks([])  # no scale to show
+        iu_axes.text(0.5, 0.5, no_validation, transform=iu_axes.transAxes, ha="center", va="center", wrap=True)
     iu_axes.set_ylabel("validation mean IU (%)")
     iu_axes.set_xlabel("updates")
     iu_axes.grid(True, alpha=0.4)
@@ -77,14 +84,27 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
         figure.savefig(temporary, format="png")
 
 
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One log.jsonl line as its record, or None when it is no JSON object with an integer "iter"."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return None
+    if not isinstance(record, dict) or isinstance(record.get("iter"), bool) or not isinstance(record.get("iter"), int):
+        return None
+    return record
+
+
 class TrainLog:
     """The run's records in `out_dir`: log.jsonl (all keys), log.csv (`LOG_COLUMNS`), loss.png (`plot_curves`).
 
     Args:
         out_dir: the run folder (created by the trainer).
+        no_validation: the plot's note while no validation has run (`plot_curves`).
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, no_validation: str = NO_VALIDATION) -> None:
+        self.no_validation = no_validation
         self.jsonl = out_dir / "log.jsonl"
         self.csv = out_dir / "log.csv"
         self.plot = out_dir / "loss.png"
@@ -96,21 +116,42 @@ class TrainLog:
 
         A loss record at iteration k is measured before update k+1, an evaluation record at
         k after update k, so at iteration s the loss is recomputed but the evaluation stays.
+        A line of log.jsonl that is no record (cut short, edited by hand) is data too: it
+        stays in the file where it was, with a warning naming its line; the records after
+        it are read on.
 
         Args:
             resumed_iter: the update count the run continues from (0 for a fresh run).
         """
         kept: list[dict[str, Any]] = []
-        if self.jsonl.exists():
-            with self._guard("reading", self.jsonl):
-                for line in self.jsonl.read_text().splitlines():
-                    record = json.loads(line)
-                    redone = "loss" in record or "ids" in record
-                    if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and not redone):
-                        kept.append(record)
+        lines: list[bytes] = []  # what log.jsonl keeps: the kept records, and every line that is no record
+        try:
+            content = self.jsonl.read_bytes() if self.jsonl.exists() else b""
+        except OSError as error:
+            logger.warning(
+                "reading %s failed (%s); it is left as it is and new records are appended", self.jsonl, error
+            )
+            content = None
+        for number, line in enumerate((content or b"").splitlines(), start=1):
+            record = _record(line)
+            if record is None:
+                if line.strip():
+                    logger.warning(
+                        "%s:%d: not a log record, kept as it is (a record is one JSON object with an integer 'iter'): %r",
+                        self.jsonl,
+                        number,
+                        line[:80].decode("utf-8", "replace"),
+                    )
+                    lines.append(line)
+                continue
+            redone = "loss" in record or "ids" in record
+            if record["iter"] < resumed_iter or (record["iter"] == resumed_iter and not redone):
+                kept.append(record)
+                lines.append(line)
         self.records = kept
-        with self._guard("writing", self.jsonl):
-            self.jsonl.write_text("".join(json.dumps(record) + "\n" for record in self.records))
+        if content is not None:
+            with self._guard("writing", self.jsonl), atomic_path(self.jsonl) as temporary:
+                Path(temporary).write_bytes(b"".join(line + b"\n" for line in lines))
         with self._guard("writing", self.csv):
             text = io.StringIO()
             writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore")
@@ -146,7 +187,7 @@ class TrainLog:
 
     def _redraw(self) -> None:
         with self._guard("plotting", self.plot):
-            plot_curves(self.records, self.plot)
+            plot_curves(self.records, self.plot, self.no_validation)
 
     @contextmanager
     def _guard(self, action: str, path: Path) -> Iterator[None]:

@@ -40,6 +40,8 @@ from porting.errors import PrototxtError
 from porting.proto import caffe_pb2
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+#: the policies whose gamma Caffe's GetLearningRate checks is >= 0 (it aborts otherwise)
+GAMMA_POLICIES = ("step", "exp", "inv", "multistep", "sigmoid")
 REGULARIZATION_TYPES = ("L1", "L2")
 ACCUMULATIONS = ("mean", "sum")
 
@@ -131,8 +133,10 @@ class SolverConfig:
             raise ValueError(f"iter_size must be >= 1, found {self.iter_size}")
         if self.average_loss < 1:
             raise ValueError(f"average_loss must be >= 1, found {self.average_loss}")
-        if self.lr_policy == "step" and self.stepsize <= 0:
-            raise ValueError(f"lr_policy 'step' needs stepsize > 0, found {self.stepsize}")
+        if self.lr_policy in ("step", "sigmoid") and self.stepsize <= 0:
+            raise ValueError(f"lr_policy '{self.lr_policy}' needs stepsize > 0, found {self.stepsize}")
+        if self.lr_policy in GAMMA_POLICIES and self.gamma < 0:
+            raise ValueError(f"lr_policy '{self.lr_policy}' needs gamma >= 0, found {self.gamma}")
         if self.lr_policy == "poly" and self.max_iter <= 0:
             raise ValueError(f"lr_policy 'poly' needs max_iter > 0, found {self.max_iter}")
         if any(b <= a for a, b in zip(self.stepvalue, self.stepvalue[1:])):

@@ -9,12 +9,14 @@ Each stage writes `RUNS/<stage>/`: the generated train/val/deploy/solver prototx
 snapshots, and final.caffemodel. Initial weights: FCN-32s and the at-once FCN-8s from
 the VGG16 classifier (fc6/fc7 cast to convolutions by `porting.surgery.transplant`);
 FCN-16s from RUNS/fcn32s/final.caffemodel and FCN-8s from RUNS/fcn16s, unless
---base-weights names another file. Layers the source lacks keep Caffe's initial values
-(zero score layers). Every upsampling whose layer name contains "up" starts bilinear,
+--base-weights names another file, built at the width and class count the file's
+final.json says (`reproduce.startweights`). Its blobs are copied as Caffe's copy_from
+does: a shared layer of another shape stops the stage. Layers the source lacks keep
+Caffe's initial values (zero score layers). Every upsampling whose layer name contains "up" starts bilinear,
 also one the previous stage learned (FCN-8s' `upscore2` under the cvpr presets), as the
 authors' solve.py files re-interpolate every such layer after `copy_from`. Training set:
-SBD train; validation: VOC2011 seg11valid, scored every --eval-every updates and logged
-as mean IU. Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`; the
+SBD train; validation: VOC2011 seg11valid, scored every --eval-every updates and after the
+last, and logged as mean IU. Several GPUs: `torchrun --nproc_per_node=N -m reproduce.stage ...`; the
 solver.prototxt then holds Caffe's per-GPU `iter_size` (images per update / N).
 
 The written solver has no `random_seed`: the seed (default 1337, the authors') is the data
@@ -78,11 +80,11 @@ from fcndata.registry import DATASETS
 from porting import cli
 from porting.errors import FcnError
 from porting.fully_convolutional import cast_classifier
-from porting.metadata import NetMetadata, write_sidecar
+from porting.metadata import NetMetadata, read_sidecar, write_sidecar
 from porting.numerics import TF32_HELP, set_fp32_precision
 from porting.proto import caffe_pb2
 from porting.prototxt import read_prototxt, to_text
-from porting.surgery import set_bilinear_upsampling, transplant
+from porting.surgery import set_bilinear_upsampling
 from prototxt import backbone as backbones
 from prototxt import fcn, nets, solvers
 from prototxt.stages import STAGES as VOC_STAGES
@@ -91,6 +93,7 @@ from reproduce.distributed import DistContext, init_distributed, shutdown
 from reproduce.finetune import adapt_classes, source_class_names
 from reproduce.solver import CaffeSGD, SolverConfig
 from reproduce.stagedata import StageData, check_voc_roots, dataset_data, voc_data
+from reproduce.startweights import cast_from_classifier, check_classes, copy_trained, inherit
 from reproduce.train import ORDERS, TrainConfig, Trainer, TrainResult
 
 #: what the CLI trains: the VOC recipe's stages (`prototxt.stages`), then the authors' other nets
@@ -117,7 +120,7 @@ class StageOptions:
     display: int | None = None
     snapshot: int | None = None
     classes: int | None = None  # None: the dataset's class count (21 for VOC)
-    width: float = 1.0
+    width: float | None = None  # None: the width the starting weights were trained at (their final.json), else 1
     ids: Path | None = None
     eval_every: int | None = None
     eval_images: int | None = None
@@ -141,6 +144,11 @@ class StageOptions:
         return "heavy" if self.backbone == backbones.GENERATED_BACKBONE else "cvpr"
 
     @property
+    def net_width(self) -> float:
+        """The width multiplier the stage builds its nets with (`width`, 1 when unknown)."""
+        return 1.0 if self.width is None else self.width
+
+    @property
     def run_name(self) -> str:
         """The stage's folder under --out: the stage, with the backbone appended unless it is VGG16."""
         return backbones.run_name(self.stage, self.backbone)
@@ -161,6 +169,12 @@ def roots(options: StageOptions) -> dict[str, Path | None]:
 def classifier_help(backbone: str) -> str:
     """Where to get the classifier a backbone's fcn32s starts from."""
     return backbones.BACKBONES[backbone].files
+
+
+def starts_from_classifier(options: StageOptions) -> bool:
+    """Whether the stage casts an ILSVRC classifier (fcn32s, fcn8s-atonce, FCN-AlexNet), not a trained FCN."""
+    stage = VOC_STAGES.get(options.stage)
+    return options.from_net is None and (stage is None or stage.previous is None)
 
 
 def initial_weights(options: StageOptions) -> Path:
@@ -213,7 +227,7 @@ def definitions(options: StageOptions, data: StageData | None = None, ranks: int
                 name,
                 split,
                 num_classes=len(data.classes),
-                width=options.width,
+                width=options.net_width,
                 normalize_loss=recipe.normalize_loss,
                 learn_skip_upsampling=recipe.learn_skip_upsampling,
                 data_params=params,
@@ -254,7 +268,7 @@ def cast_backbone(
         )
     if not options.base_prototxt.is_file():
         raise FcnError(f"{options.base_prototxt}: --base-prototxt file not found")
-    classifier = backbones.narrow(read_prototxt(options.base_prototxt), options.width)
+    classifier = backbones.narrow(read_prototxt(options.base_prototxt), options.net_width)
     source = str(options.base_prototxt)
     trunk = cast_classifier(classifier, drop=backbones.BACKBONES[options.backbone].drop, source=source)
     nets, _ = backbones.fcn32s_nets(
@@ -267,7 +281,7 @@ def family_definitions(options: StageOptions, ranks: int = 1) -> dict[str, Defin
     name = net_name(options.stage)
     recipe = solvers.recipe(options.recipe, name)
     train_split, test_split = nets.info(name).splits
-    settings: dict = {"width": options.width, "normalize_loss": recipe.normalize_loss}
+    settings: dict = {"width": options.net_width, "normalize_loss": recipe.normalize_loss}
     if name == "voc-fcn-alexnet":
         settings["num_classes"] = options.classes or NUM_CLASSES
     else:
@@ -389,11 +403,14 @@ def run_stage(
         weights = families.initial_weights(name, options.out, options.base_weights)
     else:
         weights = [initial_weights(options)]
+    options = inherit(options, weights)
     data = None
     dataset: Dataset
     validation: Dataset | None
     if family == "voc":
         data = stage_data(options, evaluating=eval_every > 0)
+        if options.from_net is None:
+            check_classes(weights[0], (read_sidecar(weights[0]) or NetMetadata()).classes, data.classes)
         dataset, validation, num_classes = data.train, data.validation, len(data.classes)
     else:
         train_split, test_split = nets.info(name).splits
@@ -419,12 +436,15 @@ def run_stage(
             f"{', '.join(str(path) for path in weights)}"
         )
     if data is None:
-        report = families.initialize(net, name, weights)
+        report = families.initialize(net, name, weights, options.net_width)
     else:
         blobs = initial_blobs(options, weights[0], net, data.classes, log if ctx.is_main else _quiet)
-        report = transplant(net, blobs)
+        if starts_from_classifier(options):
+            report = cast_from_classifier(net, blobs, weights[0], options.net_width)
+        else:
+            report = copy_trained(net, blobs, weights[0], options.net_width, len(data.classes))
         if not (report.copied or report.coerced):
-            raise FcnError(f"{weights[0]}: none of its blobs fit the {options.stage} net (check --classes and --width)")
+            raise FcnError(f"{weights[0]}: none of its layers is in the {options.stage} net; is it the right file?")
     upsamplings = [layer.name for layer in net.net_param.layer if layer.type == "Deconvolution" and "up" in layer.name]
     bilinear = set_bilinear_upsampling(net, upsamplings)
     if ctx.is_main:
@@ -448,7 +468,7 @@ def run_stage(
     result = trainer.run(resume=directory if options.resume else None)
     if ctx.is_main:
         metadata = NetMetadata(data.classes, data.mean) if data is not None else task_metadata(net_task(name))
-        write_sidecar(result.caffemodel, metadata)
+        write_sidecar(result.caffemodel, dataclasses.replace(metadata, width=options.net_width))
         for line in summary(options.run_name, options.recipe, result):
             log(line)
     return result
@@ -558,12 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="class names of --from-net, one per line (default: its sidecar .json, else by its width)",
     )
     parser.add_argument("--mean", type=cli.bgr_mean, help="input mean B,G,R (default: the dataset's, the VGG16 mean)")
-    parser.add_argument("--width", type=cli.positive_float, default=1.0, help="VGG16 channel multiplier (1 = VGG16)")
+    parser.add_argument(
+        "--width",
+        type=cli.positive_float,
+        help="backbone channel multiplier, e.g. 0.125 or 1/8 (default: the width the starting net was "
+        "trained at, said by its final.json; 1 = VGG16)",
+    )
     parser.add_argument("--ids", type=Path, help="validation id list replacing the derived seg11valid")
     parser.add_argument(
         "--eval-every",
         type=cli.non_negative_int,
-        help="validate every N updates (0: never; default: the snapshot interval)",
+        help="validate every N updates and after the last (0: never; default: the snapshot interval)",
     )
     parser.add_argument("--eval-images", type=cli.positive_int, help="validate on the first N images only")
     parser.add_argument("--resume", action="store_true", help="continue from the latest snapshot in OUT/<stage>/")

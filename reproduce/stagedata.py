@@ -58,6 +58,10 @@ def dataset_data(
     mean = tuple(mean) if mean is not None else spec.kind.mean
     train = spec.open(spec.kind.train_split, mean)
     validation = _first(spec.open(spec.kind.val_split, mean), eval_images) if evaluating else None
+    if spec.kind.check_labels:
+        for split, dataset in ((spec.kind.train_split, train), (spec.kind.val_split, validation)):
+            if dataset is not None:
+                dataset.check_labels(f"checking the {split} labels of {spec}")
     params = {
         "train": {"dataset": str(spec), "split": spec.kind.train_split, "seed": seed, "mean": mean},
         "val": {"dataset": str(spec), "split": spec.kind.val_split, "seed": seed, "mean": mean},

@@ -17,7 +17,8 @@ The torch RNG is reseeded from (seed, n) before each pass. Data order and dropou
 therefore depend only on (seed, n): several processes split the one sequence, and a run
 resumes from a snapshot without stored RNG state. Every update's image ids go to
 log.jsonl as `{"iter": k, "ids": [...]}` (k: updates done before it), so a run's order
-can be checked and a bad image found.
+can be checked and a bad image found: the ids the samples themselves carried into the
+passes (every process's, in slot order), not a second computation of the order.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from fcndata import net_feed
 from fcndata.splits import sample_order
 from porting.checkpoint import CheckpointError
 from porting.errors import FcnError
-from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context
+from reproduce.distributed import DistContext, all_reduce_sum, broadcast_from_main, current_context, gather_lists
 from reproduce.monitor import Progress, TrainLog
 from reproduce.snapshot import latest_snapshot, load_snapshot, save_snapshot, snapshot_path
 from reproduce.solver import CaffeSGD, SolverConfig
@@ -134,12 +135,11 @@ def image_order(order: str, seed: int, length: int) -> AuthorsOrder | ImageOrder
     return AuthorsOrder(seed, length) if order == "authors" else ImageOrder(seed, length)
 
 
-def image_ids(dataset: Dataset) -> Callable[[int], str]:
-    """Dataset index -> image id: the dataset's `ids` list, else the id of the sample itself."""
-    ids = getattr(dataset, "ids", None)
-    if ids is not None:
-        return lambda index: str(ids[index])
-    return lambda index: str(dataset[index].id)
+def validation_note(validating: bool, config: TrainConfig) -> str:
+    """What the plot's validation panel says before the first validation of a run."""
+    if not validating:
+        return "no validation in this run (--eval-every 0, or no validation set)"
+    return f"no validation yet: every {config.eval_every} updates and after the last ({config.max_iter})"
 
 
 def image_seed(seed: int, position: int) -> int:
@@ -173,7 +173,8 @@ class _RankSampler:
 class Trainer:
     """Caffe-style training of a TRAIN-phase `CaffeNet` on a dataset of `Sample`s.
 
-    `evaluate(net)`, if given, runs on rank 0 every `eval_every` updates (under no_grad)
+    `evaluate(net)`, if given, runs on rank 0 every `eval_every` updates and after the last
+    one (a run shorter than `eval_every` is validated too; under no_grad)
     and returns metrics such as {"mean_iu": ...}; it must leave the weights alone.
     """
 
@@ -212,7 +213,7 @@ class Trainer:
             raise FcnError("the net has no loss layer (no top with a nonzero loss weight)")
         self.losses: deque[float] = deque(maxlen=config.average_loss)
         self.out_dir = Path(config.out_dir)
-        self.log = TrainLog(self.out_dir)
+        self.log = TrainLog(self.out_dir, validation_note(evaluate is not None and config.eval_every > 0, config))
 
     def trainer_state(self) -> dict[str, Any]:
         """The loop's part of a snapshot: data-order position and the smoothed-loss window."""
@@ -324,8 +325,6 @@ class Trainer:
         """Updates until max_iter with display, validation and snapshots; returns the last snapshot."""
         config = self.config
         positions = sampler.positions()
-        logged_order = image_order(config.order, config.seed, len(cast(Sized, self.dataset)))
-        id_of = image_ids(self.dataset)
         last_snapshot: Path | None = None
         snapshot_iter = self.solver.iter
         window_start, window_iter = time.perf_counter(), self.solver.iter
@@ -334,15 +333,17 @@ class Trainer:
             iteration = self.solver.iter
             self.solver.zero_grad()
             loss_sum = torch.zeros((), dtype=self.dtype, device=self.ctx.device)
+            used: list[str] = []  # the ids of the samples this process trained on, as they came
             for _ in range(sampler.per_rank):
-                loss_sum += self._forward_backward(next(samples), next(positions))
+                sample = next(samples)
+                used.append(str(sample.id))
+                loss_sum += self._forward_backward(sample, next(positions))
+            ids = gather_lists(used)
             self.losses.append(self._reduce_and_scale(loss_sum))
             rate = self.solver.step()
             smoothed = sum(self.losses) / len(self.losses)
             progress.step(self.solver.iter, smoothed)
             if self.ctx.is_main:
-                first = iteration * config.images_per_update
-                ids = [id_of(logged_order[n]) for n in range(first, first + config.images_per_update)]
                 self.log.append_ids(iteration, ids)
             if self.ctx.is_main and config.display and iteration % config.display == 0:
                 elapsed = time.perf_counter() - window_start
@@ -350,7 +351,7 @@ class Trainer:
                 progress.display(iteration, smoothed, rate, images_per_s)
                 self.log.append({"iter": iteration, "loss": smoothed, "lr": rate, "images_per_s": images_per_s})
                 window_start, window_iter = time.perf_counter(), self.solver.iter
-            if config.eval_every and self.solver.iter % config.eval_every == 0:
+            if config.eval_every and (self.solver.iter % config.eval_every == 0 or self.solver.iter == config.max_iter):
                 self._evaluate(progress)
             if config.snapshot_every and self.solver.iter % config.snapshot_every == 0:
                 last_snapshot, snapshot_iter = self._snapshot(), self.solver.iter

@@ -112,7 +112,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.section("checked against Caffe itself")
     for item, row in sorted(rows.items()):
         terminalreporter.write_line(f"{item}: {int(row['cases'])} cases, worst error {row['worst_error']:.2g}")
-    if config.cache is not None:
+    if getattr(config, "cache", None) is not None:  # None or absent under -p no:cacheprovider
         path = Path(config.cache.mkdir("caffe")) / "comparisons.json"
         path.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
         terminalreporter.write_line(f"written to {path}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
 import resource
 import sys
@@ -24,6 +25,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -431,6 +433,24 @@ def _checkpoint_weights(folder: Path):
     return porting.load(path)
 
 
+@entry("safetensors checkpoint truncated (cut in half)")
+def _truncated_safetensors(folder: Path):
+    path = folder / "model.safetensors"
+    porting.save_checkpoint(porting.CaffeNet(porting.parse_prototxt(TINY_NET, source="tiny")), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return porting.load(path)
+
+
+@entry("safetensors file that is not a converted net (plain `safetensors.torch.save_file`)")
+def _foreign_safetensors(folder: Path):
+    from safetensors.torch import save_file
+
+    path = folder / "model.safetensors"
+    save_file({"weight": torch.zeros(3)}, path)
+    return porting.load(path)
+
+
 @entry("training snapshot cut short")
 def _truncated_snapshot(folder: Path):
     from reproduce.snapshot import load_snapshot
@@ -664,7 +684,25 @@ def _ade20k_value(folder: Path):
 def _model_weights_missing(folder: Path):
     from porting import models
 
-    return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
+        return models.load_model("voc-fcn8s", folder / "fcn8s-heavy-pascal.caffemodel")
+
+
+@entry("`--model` without `--caffemodel`, its weights not in the model cache")
+def _model_not_cached(folder: Path):
+    from porting import models
+
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "cache")}):
+        return models.get("voc-fcn8s").weights()
+
+
+@entry("model cache that cannot be written (`download`, `--download`)")
+def _model_cache_unwritable(folder: Path):
+    from porting import models
+
+    (folder / "a-file").write_text("not a folder")
+    with mock.patch.dict(os.environ, {models.MODELS_DIR_VARIABLE: str(folder / "a-file" / "models")}):
+        return models.get("voc-fcn8s").download(progress=False)
 
 
 @entry("`--model` name unknown")
@@ -672,6 +710,23 @@ def _model_unknown(folder: Path):
     from porting import models
 
     return models.get("voc-fcn4s")
+
+
+# ---------------------------------------------------------------- images given to a model's transform
+
+
+@entry("float image in 0..1 (torchvision's `ToTensor`) given to `net.transform`")
+def _float_image(folder: Path):
+    from porting.transform import CaffeTransform
+
+    return CaffeTransform((104.0, 117.0, 123.0))(torch.linspace(0, 1, 48).reshape(3, 4, 4))
+
+
+@entry("image tensor whose layout is ambiguous (3 x H x 3) given to `net.transform`")
+def _ambiguous_image(folder: Path):
+    from porting.transform import CaffeTransform
+
+    return CaffeTransform((104.0, 117.0, 123.0))(torch.zeros(3, 8, 3, dtype=torch.uint8))
 
 
 # ---------------------------------------------------------------- training stages

@@ -19,6 +19,9 @@ DESIGN_KEYS = {
     "peak_cpu": {"peak_gflop_s", "blas_gemm_gflop_s", "onednn_gemm_gflop_s"},
     "port_vgg16": {"ours_s", "read_s", "naive_s", "peak_rss_mb", "file_mb"},
     "metrics": {"ours_mpx_s", "numpy_mpx_s"},
+    "load_formats": {
+        f"{kind}_{figure}" for kind in ("safetensors", "pt", "caffemodel") for figure in ("s", "ready_s", "peak_rss_mb")
+    },
 }
 
 
@@ -74,6 +77,7 @@ def test_quick_run_writes_results_with_the_documented_keys(tmp_path, capsys, mon
         "## FCN-8s forward, CPU",
         "## CUDA",
         "## Porting a VGG16-sized caffemodel",
+        "## Loading a VGG16-FCN-8s-sized net from each format",
         "## Confusion-matrix accumulation",
     ):
         assert heading in markdown

@@ -239,6 +239,59 @@ def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true
     np.testing.assert_allclose(scores.grad.flatten().numpy(), expected, rtol=1e-6)
 
 
+def test_eltwise_max_sends_a_tied_gradient_where_caffe_does():
+    """EltwiseLayer::Forward_cpu: bottoms 0 and 1 by `a > b ? 0 : 1` (a tie goes to bottom 1), then each
+    later bottom only where strictly greater; Backward_cpu gives the whole diff to that one bottom."""
+    net = layer_net(
+        'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" bottom: "c" top: "e" eltwise_param { operation: MAX } }',
+        a=(4,),
+        b=(4,),
+        c=(4,),
+    )
+    a = torch.tensor([1.0, 2.0, 5.0, 0.0], requires_grad=True)
+    b = torch.tensor([1.0, 2.0, 3.0, 0.0], requires_grad=True)
+    c = torch.tensor([0.0, 2.0, 5.0, 0.0], requires_grad=True)
+    top = net(a=a, b=b, c=c)["e"]
+    top.backward(torch.tensor([10.0, 20.0, 30.0, 40.0]))
+    np.testing.assert_array_equal(top.detach().numpy(), [1, 2, 5, 0])
+    # position 0: a = b -> b; 1: a = b -> b, c ties b -> stays b; 2: a > b -> a, c ties a -> stays a; 3: b
+    np.testing.assert_array_equal(a.grad.numpy(), [0, 0, 30, 0])
+    np.testing.assert_array_equal(b.grad.numpy(), [10, 20, 0, 40])
+    np.testing.assert_array_equal(c.grad.numpy(), [0, 0, 0, 0])
+
+
+def test_global_max_pooling_sends_a_tied_gradient_to_the_first_maximum():
+    """PoolingLayer's MAX keeps the first position of the window holding the maximum (`>` from
+    -FLT_MAX, row by row), and its backward sends the whole diff there."""
+    net = layer_net(
+        'layer { name: "g" type: "Pooling" bottom: "x" top: "g" pooling_param { pool: MAX global_pooling: true } }',
+        x=(1, 2, 2, 3),
+    )
+    x = torch.tensor([[[[1.0, 3.0, 0.0], [3.0, 2.0, 3.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]], requires_grad=True)
+    top = net(x=x)["g"]
+    top.backward(torch.tensor([5.0, 7.0]).reshape(1, 2, 1, 1))
+    np.testing.assert_array_equal(top.detach().numpy().ravel(), [3, 0])
+    expected = np.zeros((1, 2, 2, 3), dtype=np.float32)
+    expected[0, 0, 0, 1] = 5.0  # the first 3, row-major
+    expected[0, 1, 0, 0] = 7.0  # the first 0
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
+def test_softmax_with_loss_refuses_what_caffe_cannot_set_up():
+    # Caffe's SoftmaxWithLoss sets up an inner Softmax from a copy of its own definition, one
+    # loss_weight per top included (LossLayer adds loss_weight 1 when none is given): with a second
+    # top, either the outer layer (2 tops, 1 weight) or the inner Softmax (1 top, 2 weights) fails
+    # Layer::SetLossWeights' count check. LossLayer::Reshape also requires scores and labels to share
+    # their first dimension.
+    head = 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" '
+    for weights in ("", "loss_weight: 1 loss_weight: 0 "):
+        with pytest.raises(PrototxtError, match="has one top"):
+            layer_net(head + f'top: "prob" {weights}}}', s=(2, 3, 4), l=(2, 4))
+    with pytest.raises(PrototxtError, match="first dimension"):
+        layer_net(head + "softmax_param { axis: 2 } }", s=(2, 3, 4), l=(1, 6))
+    assert layer_net(head + "softmax_param { axis: 2 } }", s=(2, 3, 4), l=(2, 3)).outputs == ["loss"]
+
+
 def test_accuracy_top_k_and_ignore_label():
     scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [2.0, 2.0, 0.0], [0.0, 1.0, 2.0]]).reshape(4, 3, 1, 1)
     labels = torch.tensor([0.0, 0.0, 1.0, 255.0]).reshape(4, 1, 1, 1)

@@ -102,6 +102,18 @@ def test_window_starting_past_the_input_is_kept_as_caffe_does():
     np.testing.assert_array_equal(np.isnan(ave), np.isnan(expected))
 
 
+def test_average_of_a_window_starting_beyond_the_input_is_zero_over_a_negative_pool_size():
+    # 5x5 input 1..25, AVE kernel 1 stride 3, pad 0: windows start at 0, 3, 6 (ceil(4 / 3) + 1 = 3,
+    # no pad so none is dropped). The one at 6 starts past H = 5: Caffe's hend = min(6 + 1, 5 + 0) = 5,
+    # pool size 5 - 6 = -1 on that axis, nothing summed: 0 / -1 = -0, and 0 / (-1 * -1) = +0 in the
+    # corner. (A window starting exactly at H has pool size 0: 0 / 0 = NaN, as in the test above.)
+    x = torch.arange(1, 26, dtype=torch.float32).reshape(1, 1, 5, 5)
+    top = pool_net("AVE", 1, 3, 0, (1, 1, 5, 5))(x)["pool"][0, 0].numpy()
+    expected = np.array([[1, 4, -0.0], [16, 19, -0.0], [-0.0, -0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(top, expected)
+    np.testing.assert_array_equal(np.signbit(top), np.signbit(expected))
+
+
 def test_last_window_rule_applies_to_both_axes_when_either_is_padded():
     """PoolingLayer::Reshape clips the last window on both axes `if (pad_h_ || pad_w_)`.
 

@@ -80,8 +80,9 @@ def test_load_model_runs_every_model(name, tmp_path, monkeypatch):
     weights = caffemodel.rename(tmp_path / model.filename)
     monkeypatch.setattr(models, "PROTOTXT_DIR", tmp_path / "prototxt")
 
-    net, report = models.load_model(name, tmp_path)  # a folder: the weights under the authors' file name
-    assert not report.missing and report.loaded and weights.is_file()
+    net = models.load_model(name, tmp_path)  # a folder: the weights under the authors' file name
+    report = net.load_report
+    assert report is not None and not report.missing and report.loaded and weights.is_file()
     assert net.metadata == models.class_metadata(model)
     rng = np.random.default_rng(0)
     inputs = {
@@ -212,3 +213,16 @@ def test_model_flag_on_eval_table(tmp_path, narrow_registry, capsys):
     entry = json.loads(report.read_text())["voc-fcn8s"]
     assert entry["n_images"] == paths.seg11valid_count and len(entry["per_class_iu"]) == 21
     assert "voc-fcn8s per-class IU: background" in capsys.readouterr().out
+
+
+def test_load_model_returns_the_net_and_reads_the_cache(tmp_path, narrow_registry, monkeypatch):
+    monkeypatch.setenv("FCN_MODELS_DIR", str(narrow_registry.parent))  # the weights under the authors' file name
+    net = models.load_model("voc-fcn8s")
+    assert isinstance(net, porting.CaffeNet)
+    report = net.load_report
+    assert report is not None and not report.missing and not report.ignored
+    assert set(report.loaded) == {layer for layer, blobs in porting.read_caffemodel(narrow_registry).items() if blobs}
+    given = models.load_model("voc-fcn8s", narrow_registry)
+    x = torch.randn(1, 3, 33, 29)
+    with torch.no_grad():
+        assert torch.equal(net(x)["score"], given(x)["score"])

@@ -82,7 +82,7 @@ def test_failing_plot_does_not_stop_training(
     fake_caffemodel_writer(monkeypatch)
     calls = []
 
-    def broken_plot(records, path) -> None:
+    def broken_plot(records, path, *_) -> None:
         calls.append(len(records))
         raise ValueError("no room on the canvas")
 
@@ -121,3 +121,45 @@ def test_validation_scores_are_logged_in_percent_like_the_display(caplog: pytest
     assert caplog.messages == [
         "Iteration 20, validation: pixel acc 75.17, mean acc 10.00, mean IU 7.52, f.w. IU 56.50, geo_mean_iu 50.00"
     ]
+
+
+def test_restart_keeps_every_record_and_the_line_it_cannot_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resumed run rewrites log.jsonl without the records it is about to redo; a line that is no
+    record stops nothing and is kept where it was, with a warning naming the file and line."""
+    records = [{"iter": k, "loss": 2.0 - k / 10, "lr": 1e-10} for k in range(4)]
+    records += [{"iter": 4, "mean_iu": 0.25}, {"iter": 4, "ids": ["a"]}, {"iter": 5, "loss": 1.0}]
+    lines = [json.dumps(record) for record in records]
+    bad = '{"iter": 2, "loss": 1.7'  # cut short by a crash
+    lines.insert(2, bad)
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    log = monitor.TrainLog(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        log.restart(4)
+    kept = [record for record in records if record["iter"] < 4] + [{"iter": 4, "mean_iu": 0.25}]
+    assert log.records == kept
+    assert (tmp_path / "log.jsonl").read_text().splitlines() == [*lines[:2], bad, *lines[3:6]]
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and f"{tmp_path / 'log.jsonl'}:3: not a log record" in warnings[0]
+
+
+def _dark_pixels(path: Path, rows: tuple[float, float]) -> int:
+    """Near-black pixels in the middle 40% of the plot's width between fractions `rows` of its height
+    (inside the lower panel: no spines or tick labels there, only light grid lines)."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    height, width = pixels.shape[:2]
+    box = pixels[int(rows[0] * height) : int(rows[1] * height), int(0.3 * width) : int(0.7 * width)]
+    return int((box.sum(axis=2) < 200).sum())
+
+
+def test_the_plot_says_when_there_is_no_validation_yet(tmp_path: Path) -> None:
+    """Loss records only: the lower panel holds a note (text), not an empty frame; once a mean IU
+    is logged the note goes and the curve is drawn."""
+    plot_curves(_loss_records([3.0, 2.0, 1.5]), tmp_path / "loss.png")
+    assert _dark_pixels(tmp_path / "loss.png", (0.65, 0.85)) > 50
+    assert len(_colour_rows(tmp_path / "loss.png", IU_RGB)) == 0
+    plot_curves([*_loss_records([3.0, 2.0]), {"iter": 20, "mean_iu": 0.4}], tmp_path / "loss.png")
+    assert _dark_pixels(tmp_path / "loss.png", (0.65, 0.85)) == 0
+    assert len(_colour_rows(tmp_path / "loss.png", IU_RGB)) > 0

@@ -252,6 +252,27 @@ def test_explicit_pooling_exports_for_sizes_where_it_differs_from_the_traced_one
         check_parity(net, path, provider, [(1, 23, 23), (2, 24, 25), (1, 31, 20)], seed=5)
 
 
+def test_average_pooling_past_the_input_exports_caffe_pool_size(tmp_path):
+    # AVE kernel 1 stride 3, no pad, traced at 7x7 (windows at 0, 3, 6 all inside), run at 5x5 on 1..25:
+    # the window at 6 starts past the input, Caffe's pool size there is 5 - 6 = -1 per axis and nothing
+    # is summed (0 / -1 = -0; 0 / 1 in the corner); at 6x6 it starts at the input's end: 0 / 0 = NaN.
+    net = layer_net(
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+        "pooling_param { pool: AVE kernel_size: 1 stride: 3 } }",
+        data=(2, 1, 7, 7),
+    )
+    path = tmp_path / "sparse_average.onnx"
+    export_onnx(net, path)
+    sess = session(path, "CPUExecutionProvider")
+    x = np.arange(1, 26, dtype=np.float32).reshape(1, 1, 5, 5)
+    top = sess.run(None, {"data": np.concatenate([x, x])})[0][1, 0]
+    expected = np.array([[1, 4, -0.0], [16, 19, -0.0], [-0.0, -0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(top, expected)
+    np.testing.assert_array_equal(np.signbit(top), np.signbit(expected))
+    top = sess.run(None, {"data": np.ones((2, 1, 6, 6), dtype=np.float32)})[0][0, 0]
+    assert np.isnan(top[2]).all() and np.isnan(top[:, 2]).all() and (top[:2, :2] == 1).all()
+
+
 def test_fixed_size_and_label_layers_export_with_dynamic_batch(tmp_path):
     net = randomize(layer_net(FIXED_SIZE_LAYERS, data=(2, 3, 14, 14), label=(2,)), seed=10)
     path = tmp_path / "fixed.onnx"

@@ -4,6 +4,7 @@ from a 21-class net, score with `eval.table`, segment with the result."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from PIL import Image
 import porting
 from eval import table
 from eval.segment import main as segment
-from fcndata import parse_dataset
+from fcndata import net_defaults, parse_dataset
 from fcndata.synthetic import write_synthetic_folder
 from prototxt import fcn
 from reproduce import stage
 from reproduce.basenet import train_base_net
+from reproduce.finetune import adapt_classes
 
 WIDTH = 1 / 32
 NAMES = ("background", "aeroplane", "car", "widget")
@@ -235,3 +237,55 @@ def test_demo_runs_the_whole_path_on_ade20k(tmp_path):
     assert len(segmented) == 2 * demo.FAST.segment_images and all(
         name.endswith((".png", "_overlay.jpg")) for name in segmented
     )
+
+
+def test_the_same_class_count_in_another_order_follows_the_names(voc_net):
+    """21 classes, VOC's in reverse: score row i is VOC's row 20 - i, not VOC's row i."""
+    path, source = voc_net
+    voc = net_defaults(21).classes
+    target = tuple(reversed(voc))
+    net = porting.CaffeNet(fcn.build("voc-fcn32s", "deploy", width=WIDTH))
+    adapted, transfer = adapt_classes(source, net, voc, target)
+    weight, bias = adapted["score_fr"]
+    for index in range(21):
+        np.testing.assert_array_equal(weight[index], source["score_fr"][0][20 - index])
+        assert bias[index] == source["score_fr"][1][20 - index]
+    assert transfer.kept == {name: name for name in target} and transfer.resized == ["score_fr"]
+    assert "upscore" not in adapted  # mixes the source's classes; the stage starts it bilinear
+    same, _ = adapt_classes(source, net, voc, voc)
+    assert same is source
+
+
+def test_a_label_out_of_range_stops_the_run_before_its_first_update(mine, tmp_path, capsys):
+    """The last training label holds a value the 4 classes cannot have: one `error:` line naming
+    the file, the value and the class count, before any update (no log written)."""
+    data = tmp_path / "data"
+    shutil.copytree(mine["data"], data)
+    bad = sorted((data / "labels" / "train").iterdir())[-1]
+    with Image.open(bad) as image:
+        label = np.asarray(image).copy()
+    label[0, 0] = 9
+    Image.fromarray(label).save(bad)  # one-channel, as a user's tool may write it
+    runs = tmp_path / "runs"
+    argv = ["fcn32s", "--dataset", f"folder:{data}", "--out", str(runs), "--base-weights", str(mine["base"])]
+    argv += ["--width", "1/32", "--max-iter", "1", "--images-per-update", "1", "--eval-every", "0", "--device", "cpu"]
+    assert stage.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"error: {bad}: label values 9 out of range: 4 classes, so expected 0..3 or 255 = ignore"
+    )
+    assert not (runs / "fcn32s" / "log.jsonl").exists()
+
+
+def test_a_missing_label_says_what_to_do_from_the_command_line(mine, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(mine["data"], data)
+    missing = sorted((data / "labels" / "train").iterdir())[2]
+    missing.unlink()
+    with pytest.raises(porting.FcnError) as error:
+        parse_dataset(f"folder:{data}").open("train")
+    message = str(error.value)
+    assert message.startswith(f"{missing}: label file of id {missing.stem!r} not found")
+    assert f"add each image's label PNG to {data / 'labels' / 'train'}" in message
+    assert f"move the images without one out of {data / 'images' / 'train'}" in message
+    assert "on_error" not in message

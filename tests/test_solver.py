@@ -142,6 +142,13 @@ def test_reads_the_authors_solver_file(reference: Path) -> None:
         ('lr_policy: "fixed" type: "Adam"', "solver type 'Adam'"),
         ('lr_policy: "fixed" solver_type: NESTEROV', "solver type 'Nesterov'"),
         ('lr_policy: "step" gamma: 0.1', "stepsize > 0"),
+        # Caffe's SGDSolver::GetLearningRate: CHECK_GT(stepsize, 0) for sigmoid too, CHECK_GE(gamma, 0)
+        # for step, exp, inv, multistep and sigmoid
+        ('lr_policy: "sigmoid" gamma: 0.1', "lr_policy 'sigmoid' needs stepsize > 0"),
+        ('lr_policy: "exp" gamma: -0.5', "lr_policy 'exp' needs gamma >= 0"),
+        ('lr_policy: "inv" gamma: -1 power: 0.5', "lr_policy 'inv' needs gamma >= 0"),
+        ('lr_policy: "multistep" gamma: -0.1 stepvalue: 3', "lr_policy 'multistep' needs gamma >= 0"),
+        ('lr_policy: "sigmoid" gamma: -0.1 stepsize: 3', "lr_policy 'sigmoid' needs gamma >= 0"),
         ("base_lr: 0.1", "lr_policy is required"),
         ('lr_policy: "fixed" regularization_type: "L3"', "regularization_type 'L3'"),
     ],

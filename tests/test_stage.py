@@ -270,3 +270,88 @@ def test_solver_file_is_what_caffe_would_run_on_each_gpu(tmp_path: Path) -> None
     assert "summed" in solvers.notes("cvpr") and "summed" not in solvers.notes("cvpr-mean", 2)
     with pytest.raises(porting.FcnError, match="20 images per update cannot be split over 3 processes"):
         stage.stage_solver(options, solvers.build("cvpr", "voc-fcn32s"), 3)
+
+
+def test_a_stage_continues_the_net_it_starts_from(tmp_path: Path, capsys: pytest.CaptureFixture, tiny) -> None:
+    """The authors' solve.py starts each stage with `solver.net.copy_from(weights)`, and Caffe's
+    CopyTrainedLayersFrom aborts on a blob of another shape: fcn16s builds the fcn32s it starts
+    from (width and classes from its final.json), an explicit other value is an error naming
+    both, and a file of another width is refused, never half copied."""
+    runs = tmp_path / "runs"
+    common = [*_data(tiny), "--out", str(runs), "--preset", "demo", "--device", "cpu", "--eval-every", "0"]
+    common += ["--images-per-update", "1", "--max-iter", "0"]
+    base = ["--base-weights", str(tiny["base"])]
+    assert _run(capsys, "fcn32s", *common, *base, "--width", "1/32")[0] == 0  # a fraction, as the user writes it
+    sidecar = json.loads((runs / "fcn32s" / "final.json").read_text())
+    assert sidecar["width"] == 1 / 32 and len(sidecar["classes"]) == 21
+
+    assert _run(capsys, "fcn16s", *common)[0] == 0
+    thirty_two = _blobs(runs / "fcn32s" / "final.caffemodel")
+    sixteen = _blobs(runs / "fcn16s" / "final.caffemodel")
+    for name in ("conv1_1", "conv5_3", "fc6", "fc7", "score_fr"):
+        for got, want in zip(sixteen[name], thirty_two[name], strict=True):
+            assert np.array_equal(got, want), name
+    assert json.loads((runs / "fcn16s" / "final.json").read_text())["width"] == 1 / 32
+
+    code, err, _ = _run(capsys, "fcn16s", *common, "--width", "1/8")
+    assert code == 1 and err.startswith("error: --width 1/8 differs from the width 1/32") and err.count("\n") == 1
+    assert str(runs / "fcn32s" / "final.json") in err
+    code, err, _ = _run(capsys, "fcn16s", *common, "--classes", "5")
+    assert code == 1 and "--classes 5 differs from the 21 classes" in err and "--from-net" in err
+
+    # A final.json that says no width (or none at all): Caffe's rule still holds, with the shapes.
+    (runs / "fcn32s" / "final.json").unlink()
+    code, err, _ = _run(capsys, "fcn16s", *common)
+    err = err.splitlines()[-1]
+    assert code == 1 and err.startswith(f"error: {runs / 'fcn32s' / 'final.caffemodel'}: layer 'conv1_1' ")
+    assert "layer 'conv1_1' blob 0 has shape (2, 3, 3, 3), the net's has (64, 3, 3, 3)" in err
+    assert "--width 1/32" in err
+    # The classifier cast for fcn32s is held to the same rule (the base net is 1/32 wide).
+    code, err, _ = _run(capsys, "fcn32s", *common, *base, "--width", "0.0625")
+    assert "Traceback" not in err and err.count("error:") == 1
+    assert code == 1 and "layer 'conv1_1' blob 0 has shape (2, 3, 3, 3), the net's has (4, 3, 3, 3)" in err
+    assert "--width 1/32" in err and "--width 1/16" in err
+
+
+@pytest.mark.parametrize("text", ["1/0", "abc", "inf", "-1/8", "0"])
+def test_width_takes_fractions_and_refuses_what_is_no_positive_number(text: str, capsys) -> None:
+    assert stage.parse_args(["fcn32s", "--width", "1/8"])[0].width == 0.125
+    assert stage.parse_args(["fcn32s", "--width", "3e-2"])[0].width == 0.03
+    with pytest.raises(SystemExit) as exit_info:
+        stage.parse_args(["fcn32s", "--width", text])
+    assert exit_info.value.code == 2 and "--width" in capsys.readouterr().err
+
+
+def test_the_stage_gives_the_trainer_its_presets_accumulation(tmp_path: Path, capsys, tiny) -> None:
+    """`cvpr` (20 gradients summed, lr 1e-4) and `cvpr-mean` (averaged, lr 2e-3, decay / 20) make
+    the same update only if the stage hands each preset's accumulation and its 20 images per
+    update to the trainer: an averaging cvpr would move the weights 20 times less."""
+    trained = {}
+    for preset in ("cvpr", "cvpr-mean"):
+        runs = tmp_path / preset
+        argv = ["fcn32s", *_data(tiny), "--out", str(runs), "--preset", preset, "--width", "1/32", "--device", "cpu"]
+        argv += ["--base-weights", str(tiny["base"]), "--max-iter", "1", "--eval-every", "0"]
+        assert _run(capsys, *argv)[0] == 0
+        assert porting.read_solver(runs / "fcn32s" / "solver.prototxt").iter_size == 20
+        records = [json.loads(line) for line in (runs / "fcn32s" / "log.jsonl").read_text().splitlines()]
+        assert [len(r["ids"]) for r in records if "ids" in r] == [20]
+        trained[preset] = _blobs(runs / "fcn32s" / "final.caffemodel")
+    # score_fr starts at zero, so after one update it is -lr x the gradient: equal only if both presets
+    # reach the summed gradient x 1e-4 (float32 nets: agreement to a few ulps)
+    weight = trained["cvpr"]["score_fr"][0]
+    assert np.abs(weight).max() > 0
+    np.testing.assert_allclose(trained["cvpr-mean"]["score_fr"][0], weight, rtol=1e-4, atol=1e-6 * np.abs(weight).max())
+    np.testing.assert_allclose(trained["cvpr-mean"]["score_fr"][1], trained["cvpr"]["score_fr"][1], rtol=1e-4)
+
+
+def test_a_later_stage_takes_the_class_count_of_the_one_before(tmp_path: Path, capsys, tiny) -> None:
+    """fcn32s trained for 5 classes: fcn16s without --classes builds 5 (not VOC's 21) and copies score_fr."""
+    runs = tmp_path / "runs"
+    common = [*_data(tiny), "--out", str(runs), "--preset", "demo", "--device", "cpu", "--eval-every", "0"]
+    common += ["--images-per-update", "1", "--max-iter", "0"]
+    argv = ["fcn32s", *common, "--base-weights", str(tiny["base"]), "--width", "1/32", "--classes", "5"]
+    assert _run(capsys, *argv)[0] == 0
+    assert _run(capsys, "fcn16s", *common)[0] == 0
+    sixteen = _blobs(runs / "fcn16s" / "final.caffemodel")
+    assert sixteen["score_fr"][0].shape[0] == 5 and sixteen["score_pool4"][0].shape[0] == 5
+    assert len(json.loads((runs / "fcn16s" / "final.json").read_text())["classes"]) == 5

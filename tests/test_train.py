@@ -161,6 +161,47 @@ def test_authors_order_is_their_data_layers_stream_and_goes_to_the_log(
     assert [i for r in logged for i in r["ids"]] == stream
 
 
+class ShiftedDataset(torch.utils.data.Dataset):
+    """A data-path bug: `ids[i]` names sample i, but item i is sample i + 1."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+        self.ids = [sample.id for sample in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[(index + 1) % len(self.samples)]
+
+
+class RecordingNet(TinyNet):
+    """TinyNet that notes which image each pass saw (pixel (0, 0, 0) of image k holds 1000 + k)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def forward(self, data: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append(f"img{int(data[0, 0, 0, 0].item()) - 1000}")
+        return super().forward(data, label)
+
+
+def test_the_log_names_the_images_that_were_trained_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ids in log.jsonl are those the samples carried into the passes, so a data path that
+    hands over other images than the order says shows in the log."""
+    fake_caffemodel_writer(monkeypatch)
+    samples = make_samples(5, [(4, 5)])
+    for index, sample in enumerate(samples):
+        sample.image[0, 0, 0] = 1000 + index
+    net = RecordingNet()
+    config = TrainConfig(images_per_update=3, max_iter=4, display=0, out_dir=tmp_path, order="authors")
+    result = Trainer(net, solver_for(net, 3), ShiftedDataset(samples), config).run()
+    records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
+    logged = [r["ids"] for r in records if "ids" in r]
+    assert [i for ids in logged for i in ids] == net.seen and [len(ids) for ids in logged] == [3] * 4
+
+
 def test_authors_order_resumes_mid_stream() -> None:
     first = AuthorsOrder(seed=1337, length=11)
     ahead = [first[n] for n in range(40)]
@@ -227,6 +268,26 @@ def test_logs_plot_progress_and_final_files(
     assert "\r" not in capsys.readouterr().err  # captured stderr is no terminal: no bar
 
 
+def test_a_run_shorter_than_the_validation_interval_is_validated_after_its_last_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--preset heavy validates every 4000 updates; a 12-update run with --display 10 is still
+    validated once, after update 12, and a run with validation off is not."""
+    fake_caffemodel_writer(monkeypatch)
+    net = TinyNet()
+    config = TrainConfig(images_per_update=1, max_iter=12, display=10, eval_every=4000, out_dir=tmp_path / "on")
+    result = Trainer(
+        net, solver_for(net, 1), make_samples(3, [(5, 5)]), config, evaluate=lambda _: {"mean_iu": 0.5}
+    ).run()
+    records = [json.loads(line) for line in result.log_jsonl.read_text().splitlines()]
+    assert [r["iter"] for r in records if "mean_iu" in r] == [12]
+    config = dataclasses.replace(config, eval_every=0, out_dir=tmp_path / "off")
+    result = Trainer(
+        net, solver_for(net, 1), make_samples(3, [(5, 5)]), config, evaluate=lambda _: {"mean_iu": 0.5}
+    ).run()
+    assert not [line for line in result.log_jsonl.read_text().splitlines() if "mean_iu" in line]
+
+
 def test_mismatched_iter_size_is_refused(tmp_path: Path) -> None:
     net = TinyNet()
     with pytest.raises(porting.errors.FcnError, match="iter_size 4 differs from images_per_update 20"):
@@ -275,15 +336,21 @@ def test_caffenet_accumulation_equals_batch_and_writes_caffemodel(tmp_path: Path
         np.testing.assert_allclose(written[spec.layer][spec.index], spec.parameter.detach().numpy(), rtol=1e-6)
 
 
-def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("labels", ["drawn", "all ignored"])
+def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, labels: str) -> None:
     """`cvpr` is the paper's Caffe (41cf06c): 20 gradients summed, lr 1e-4, decay 5e-4.
     `cvpr-mean` is today's Caffe (0e7a078 divides by iter_size): lr 20 x 1e-4 = 2e-3, decay
-    5e-4 / 20 = 2.5e-5. Both must equal torch.optim.SGD on the *summed* batch loss with the
-    paper's numbers (for a fixed rate, Caffe's history is lr x torch's momentum buffer), up to
-    the float32 rounding of the solver file's base_lr and weight_decay (~3e-8 relative)."""
+    5e-4 / 20 = 2.5e-5. Both must move the weights as torch.optim.SGD on the *summed* batch
+    loss with the paper's numbers (for a fixed rate, Caffe's history is lr x torch's momentum
+    buffer), up to the float32 rounding of the solver file's base_lr and weight_decay (~3e-8
+    relative). The moves are compared, not the weights: with every label ignored there is no
+    gradient and weight decay alone moves them (by ~1e-8 of their size per update)."""
     fake_caffemodel_writer(monkeypatch)
     samples = make_samples(20, [(6, 7)])
-    trained = {}
+    if labels == "all ignored":
+        samples = [sample._replace(label=torch.full_like(sample.label, 255)) for sample in samples]
+    initial = TinyNet(dropout=0.0).double().state_dict()
+    moved = {}
     for preset in ("cvpr", "cvpr-mean"):
         config = dataclasses.replace(
             SolverConfig.from_proto(solvers.build(preset, "voc-fcn32s")),
@@ -296,7 +363,7 @@ def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.
             samples,
             TrainConfig(images_per_update=20, max_iter=3, display=1, out_dir=tmp_path / preset),
         ).run()
-        trained[preset] = net.state_dict()
+        moved[preset] = {name: value - initial[name] for name, value in net.state_dict().items()}
     mean = SolverConfig.from_proto(solvers.build("cvpr-mean", "voc-fcn32s"))
     assert (mean.base_lr, mean.weight_decay, mean.iter_size) == (pytest.approx(2e-3), pytest.approx(2.5e-5), 20)
 
@@ -314,6 +381,7 @@ def test_cvpr_presets_make_the_same_updates(tmp_path: Path, monkeypatch: pytest.
         (reference(data=data, label=label)["loss"] * len(samples)).backward()  # the sum of the 20 losses
         optimizer.step()
     for name, theirs in reference.state_dict().items():
-        torch.testing.assert_close(trained["cvpr"][name], theirs, rtol=1e-6, atol=1e-9, msg=name)
-        torch.testing.assert_close(trained["cvpr-mean"][name], theirs, rtol=1e-6, atol=1e-9, msg=name)
-    assert not torch.equal(trained["cvpr"]["conv.weight"], TinyNet().double().state_dict()["conv.weight"])
+        move = theirs - initial[name]
+        torch.testing.assert_close(moved["cvpr"][name], move, rtol=1e-6, atol=1e-20, msg=name)
+        torch.testing.assert_close(moved["cvpr-mean"][name], move, rtol=1e-6, atol=1e-20, msg=name)
+    assert moved["cvpr"]["conv.weight"].abs().min() > 0  # every weight moved: by decay at least

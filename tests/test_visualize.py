@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from eval.visualize import PALETTE, colorize, panel, save_label_png, save_panel
+import porting
+from eval.visualize import PALETTE, colorize, overlay, panel, save_label_png, save_panel
+from fcndata.folder import load_index_png
+from fcndata.image import load_png_label
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +61,21 @@ def test_panel_places_image_label_and_prediction_side_by_side(tmp_path):
         assert saved.size == (3 * 7 + 2 * 4, 5)
     with pytest.raises(ValueError, match="differ in size"):
         panel(image, label, prediction[:, :6])
+
+
+def test_more_than_256_classes_round_trip_through_a_16_bit_png(tmp_path):
+    """A 300-class prediction keeps its ids: a 16-bit grayscale PNG (read here by OpenCV and by the
+    project's own label reader), a distinct colour per class, and no wrap-around at 256."""
+    label = np.arange(300, dtype=np.int64).reshape(15, 20)
+    save_label_png(label, tmp_path / "p.png")
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "p.png"), cv2.IMREAD_UNCHANGED), label)
+    with Image.open(tmp_path / "p.png") as image:
+        assert image.mode == "I;16"
+    np.testing.assert_array_equal(load_png_label(tmp_path / "p.png"), label)
+    np.testing.assert_array_equal(load_index_png(tmp_path / "p.png"), label)
+    colours = colorize(label).reshape(-1, 3)
+    assert len({tuple(colour) for colour in colours}) == 300
+    np.testing.assert_array_equal(colours[:256], PALETTE)
+    overlay(np.zeros((15, 20, 3), np.uint8), label, [f"class {i}" for i in range(300)])
+    with pytest.raises(porting.FcnError, match="0..65535"):
+        save_label_png(np.array([[70000]]), tmp_path / "q.png")

@@ -15,7 +15,8 @@ E = caffe_pb2.EltwiseParameter
 
 
 class Eltwise(CaffeLayer):
-    """Caffe Eltwise: SUM (with per-bottom `coeff`), PROD, MAX over same-shaped bottoms."""
+    """Caffe Eltwise: SUM (with per-bottom `coeff`), PROD, MAX over same-shaped bottoms; MAX's
+    gradient goes to the one bottom Caffe picks (ties: bottom 1 over bottom 0, else the earliest)."""
 
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
         super().__init__(param, bottom_shapes, phase)
@@ -39,9 +40,11 @@ class Eltwise(CaffeLayer):
             for b in bottoms[2:]:
                 out = out * b
         elif self.operation == E.MAX:
-            out = torch.maximum(first, bottoms[1])
+            # Caffe's choice, which its backward follows: bottom 1 unless bottom 0 is greater, then a
+            # later bottom only where strictly greater (torch.maximum would split a tie's gradient)
+            out = torch.where(first > bottoms[1], first, bottoms[1])
             for b in bottoms[2:]:
-                out = torch.maximum(out, b)
+                out = torch.where(b > out, b, out)
         elif self.coeff:
             out = first * self.coeff[0]
             for c, b in zip(self.coeff[1:], bottoms[1:]):

@@ -53,8 +53,14 @@ class SoftmaxWithLoss(CaffeLayer):
     def __init__(self, param: caffe_pb2.LayerParameter, bottom_shapes: list[Shape], phase: str) -> None:
         super().__init__(param, bottom_shapes, phase)
         self.expect_bottoms(2)
-        if not 1 <= self.num_tops <= 2:
-            raise self.error(f"has 1 or 2 tops (loss, optional probabilities), found {self.num_tops}")
+        if self.num_tops != 1:
+            # Caffe's SoftmaxWithLoss copies its own definition, loss_weight entries included, into
+            # the inner Softmax it sets up; with two tops one of the two fails the check "loss_weight
+            # must be unspecified or specified once per top blob", whatever loss_weight says
+            raise self.error(
+                f"has one top (the loss), found {self.num_tops}: Caffe cannot set up a SoftmaxWithLoss "
+                "with a second (probabilities) top; add a Softmax layer for them"
+            )
         self.axis = canonical_axis(self, param.softmax_param.axis, len(bottom_shapes[0]))
         lp = param.loss_param
         self.ignore_label = lp.ignore_label if lp.HasField("ignore_label") else None
@@ -74,6 +80,11 @@ class SoftmaxWithLoss(CaffeLayer):
         return 1.0
 
     def forward(self, scores: Tensor, label: Tensor) -> list[Tensor]:
+        if label.dim() == 0 or label.shape[0] != scores.shape[0]:
+            raise self.bad_input(
+                f"label shape {tuple(label.shape)} and scores shape {tuple(scores.shape)} differ in their first "
+                "dimension (Caffe's loss layers require the same)"
+            )
         labels = _labels(self, scores, label, self.axis)
         outer, inner = labels.shape
         exact = F.log_softmax(scores, dim=self.axis)
@@ -84,8 +95,6 @@ class SoftmaxWithLoss(CaffeLayer):
         )
         picked = log_prob.gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
         loss = -(picked * valid).sum() / self._normalizer(labels, valid)
-        if self.num_tops == 2:
-            return [loss, F.softmax(scores, dim=self.axis)]
         return [loss]
 
 

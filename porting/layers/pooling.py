@@ -7,7 +7,9 @@ p = 0 too, and PyTorch refuses p > k / 2; where that can matter at some input si
 (`torch_pools_like_caffe`, decided per layer, not per size) the layer pads explicitly and
 pools without padding, which reproduces Caffe exactly: MAX starts from -FLT_MAX (so an
 empty window gives -FLT_MAX) and AVE divides the zero-padded sum by Caffe's pool size
-(hend - hstart with hend clipped to H + p, so an empty window gives 0 / 0 = NaN).
+(hend - hstart per axis, hend clipped to H + p; computed before hstart is clipped, so a window
+starting at H + p has size 0 and gives 0 / 0 = NaN, one starting past it a negative size and
+gives 0 / -size = -0, or +0 where both axes are negative).
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class Pooling(CaffeLayer):
             raise self.bad_input(f"expected a 4-D input (N, C, H, W), found {tuple(x.shape)}")
         height, width = x.shape[-2:]
         if self.global_pooling:
-            reduce = torch.amax if self.is_max else torch.mean
-            return [reduce(x, dim=(2, 3), keepdim=True)]
+            if self.is_max:  # max(dim) sends the gradient to the first maximum, as Caffe; amax splits ties
+                return [x.flatten(2).max(dim=2, keepdim=True).values.unsqueeze(3)]
+            return [x.mean(dim=(2, 3), keepdim=True)]
         out = self.output_size(height, width)
         if min(out) <= 0:
             raise self.bad_input(f"input {height}x{width} is too small for kernel {self.kernel} with pad {self.pad}")
@@ -111,10 +114,20 @@ class Pooling(CaffeLayer):
         padding = (self.pad[1], right[1], self.pad[0], right[0])
         if self.is_max:
             return F.max_pool2d(F.pad(x, padding, value=-FLT_MAX), self.kernel, self.stride)
-        summed = F.avg_pool2d(F.pad(x, padding), self.kernel, self.stride, divisor_override=1)
-        # Caffe's pool size: the window's positions inside the input plus its pad, [-p, n + p);
-        # counted by pooling ones, in tensor ops so an exported graph counts at every size
-        inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), (self.pad[1],) * 2 + (self.pad[0],) * 2, value=1.0)
-        counted = F.pad(inside, (0, right[1] - self.pad[1], 0, right[0] - self.pad[0]))
-        pool_size = F.avg_pool2d(counted, self.kernel, self.stride, divisor_override=1)[0, 0]
-        return summed / pool_size
+        # the mean over the whole (explicitly padded) kernel, times kernel area / Caffe's pool size:
+        # Caffe's sum / pool size, written without avg_pool2d's divisor_override, which torch's ONNX
+        # exporter drops
+        mean = F.avg_pool2d(F.pad(x, padding), self.kernel, self.stride)
+        height, width = (self._pool_extents(x, axis, out[axis]) for axis in (0, 1))
+        return mean * (self.kernel[0] * self.kernel[1] / (height[:, None] * width[None, :]))
+
+    def _pool_extents(self, x: Tensor, axis: int, count: int) -> Tensor:
+        """Caffe's pool size along one axis per window: min(start + k, n + p) - start, start = i * s - p.
+
+        Signed as Caffe computes it (zero or negative for a window starting at or past n + p), in
+        tensor ops on the input's size so an exported graph computes it at every size.
+        """
+        kernel, stride, pad = self.kernel[axis], self.stride[axis], self.pad[axis]
+        start = torch.arange(count, dtype=x.dtype, device=x.device) * stride - pad
+        end = start + kernel
+        return end - (end - (x.shape[2 + axis] + pad)).clamp_min(0) - start

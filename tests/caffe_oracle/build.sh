@@ -92,7 +92,7 @@ if old in text:
     io_py.write_text(text.replace(old, new))
 PY
 
-# Caffe's Python: the system interpreter its extension is built against, numpy<2 for the C API,
+# Caffe's Python: the system interpreter its extension is built against, numpy<2 for the C API, six (pycaffe imports it),
 # the protobuf runtime that matches protoc, and what the authors' data layers import.
 protobuf_version="$(protoc --version | awk '{print $2}')"
 python_protobuf="4.${protobuf_version#3.}"
