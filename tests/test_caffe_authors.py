@@ -11,7 +11,8 @@ On the project's synthetic data in the real on-disk formats (`fcndata.synthetic`
   `reproduce.families.initialize`) give;
 - `score.py`'s histogram and `seg_tests` metrics equal `eval.metrics`;
 - their solve.py (CPU, narrowed nets, Dropout out) against `python -m reproduce.stage fcn32s
-  --preset heavy` then `fcn16s`: the same per-update losses and the same weights.
+  --preset heavy` then `fcn16s`, and against `siftflow-fcn32s` (two heads) and
+  `nyud-fcn32s-color-d` (early fusion): the same per-update losses, seg_tests metrics and weights.
 
 Python 3 and CPU need a few changes to their files; they are made on the copy and listed in
 `AUTHORS_CHANGES` (each asserted to apply).

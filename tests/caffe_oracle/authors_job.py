@@ -11,8 +11,8 @@ resolve as in their repository. Tasks:
 - data: for each net, run its net.py (it writes the train/val prototxt), keep the Python data
   layer of each written file as a net of its own, and forward it K times: each forward's tops.
 - interp: `surgery.interp` on a net of Deconvolution layers whose weights are set first.
-- transplant: `surgery.transplant(new_net, net, suffix)` from a classifier (or trained net) into
-  another net; the new net's parameters after it.
+- transplant: `surgery.transplant(new_net, net, suffix)` from each source in turn (a classifier,
+  or the trained streams of a late-fusion net) into another net; the new net's parameters after.
 - score: `score.do_seg_tests` over (score, label) pairs fed by a Python layer; its histogram and
   what it prints.
 - solve: one stage of their recipe: net.py, the prototxt narrowed and Dropout out, the solver
