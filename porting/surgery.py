@@ -36,9 +36,12 @@ def bilinear_kernel(channels: int, kernel_size: int) -> np.ndarray:
 def set_bilinear_upsampling(net, layers: Iterable[str] | None = None) -> list[str]:
     """Set every Deconvolution layer (or only `layers`) to bilinear interpolation.
 
-    The weight must be square and either (C, C, k, k) (diagonal fill) or (C, 1, k, k)
-    (one filter per channel, `group: C`), as in the authors' `interp`. Returns the
-    names of the layers it set.
+    The weight must be square and either (C, C, k, k) or (C, 1, k, k) (one filter per
+    channel, `group: C`), as in the authors' `interp`, which writes the filter where input
+    channel i meets output channel i and leaves every other entry as it was: zero from
+    Caffe's default filler, or the cross-channel weights a previous stage learned (the
+    CVPR presets' FCN-16s `upscore2`, copied into FCN-8s). Returns the names of the layers
+    it set.
     """
     deconvs = [layer.name for layer in net.net_param.layer if layer.type == "Deconvolution"]
     if layers is None:
@@ -58,7 +61,8 @@ def set_bilinear_upsampling(net, layers: Iterable[str] | None = None) -> list[st
                 name, 0, (c_in, c_out, kh, kh), weight.shape, "bilinear upsampling needs a square kernel"
             )
         if c_out == c_in:
-            new = bilinear_kernel(c_in, kh)
+            new = weight.copy()
+            new[np.arange(c_in), np.arange(c_in)] = bilinear_filter(kh).numpy()
         elif c_out == 1:
             new = np.repeat(bilinear_kernel(1, kh), c_in, axis=0)
         else:

@@ -161,14 +161,17 @@ def test_staged_run_hands_weights_over(tmp_path: Path, capsys: pytest.CaptureFix
     assert np.array_equal(sixteen["upscore2"][0], bilinear_kernel(21, 4))
     assert np.array_equal(sixteen["upscore16"][0], bilinear_kernel(21, 32))
 
-    # One update of fcn16s learns upscore2 (demo preset); fcn8s starts it bilinear again, as the
-    # authors' voc-fcn8s/solve.py calls surgery.interp on every layer named "*up*" after copy_from.
+    # One update of fcn16s learns upscore2 (demo preset); fcn8s starts its class-to-same-class filters
+    # bilinear again and keeps the learned cross-class ones, as the authors' voc-fcn8s/solve.py calls
+    # surgery.interp (which writes data[range(m), range(k)]) on every layer named "*up*" after copy_from.
     assert _run(capsys, "fcn16s", *common, "--max-iter", "1", "--eval-every", "0")[0] == 0
     learned = _blobs(runs / "fcn16s" / "final.caffemodel")["upscore2"][0]
     assert not np.array_equal(learned, bilinear_kernel(21, 4))
     assert _run(capsys, "fcn8s", *common, "--max-iter", "0", "--eval-every", "0")[0] == 0
     eight = _blobs(runs / "fcn8s" / "final.caffemodel")
-    assert np.array_equal(eight["upscore2"][0], bilinear_kernel(21, 4))
+    diagonal = np.eye(21, dtype=bool)
+    assert np.array_equal(eight["upscore2"][0][diagonal], bilinear_kernel(21, 4)[diagonal])
+    assert np.array_equal(eight["upscore2"][0][~diagonal], learned[~diagonal]) and learned[~diagonal].any()
     assert np.array_equal(eight["upscore_pool4"][0], bilinear_kernel(21, 4))
     assert np.array_equal(eight["upscore8"][0], bilinear_kernel(21, 16))
     assert not eight["score_pool3"][0].any()

@@ -74,14 +74,25 @@ layer {{ name: "up2" type: "Deconvolution" bottom: "data" top: "up2"
 def test_set_bilinear_upsampling_sets_named_deconvolutions(group: str) -> None:
     torch.manual_seed(0)
     net = porting.CaffeNet(parse_prototxt(DECONV_NET.format(group=group)), phase="TEST")
-    before = net.blobs_numpy()["up2"][0].copy()
+    before = {name: blobs[0].copy() for name, blobs in net.blobs_numpy().items()}
     assert set_bilinear_upsampling(net, ["up"]) == ["up"]
-    x = torch.randn(1, 3, 4, 5)
-    expected = F.conv_transpose2d(x, torch.from_numpy(bilinear_kernel(3, 4)), stride=2)
-    assert torch.allclose(net(x)["up"], expected, atol=1e-6)
-    assert np.array_equal(net.blobs_numpy()["up2"][0], before)
+    filt = bilinear_kernel(1, 4)[0, 0]
+    if group:  # one filter per channel: all of them bilinear, each channel upsampled on its own
+        x = torch.randn(1, 3, 4, 5)
+        expected = F.conv_transpose2d(x, torch.from_numpy(np.repeat(filt[None, None], 3, 0)), stride=2, groups=3)
+        assert torch.allclose(net(x)["up"], expected, atol=1e-6)
+    else:  # channel i -> i bilinear; the other entries keep their (here random) values, as interp leaves them
+        _assert_diagonal_set(net.blobs_numpy()["up"][0], before["up"], filt)
+    assert np.array_equal(net.blobs_numpy()["up2"][0], before["up2"])
     assert set_bilinear_upsampling(net) == ["up", "up2"]
-    assert np.array_equal(net.blobs_numpy()["up2"][0], bilinear_kernel(3, 4))
+    _assert_diagonal_set(net.blobs_numpy()["up2"][0], before["up2"], filt)
+
+
+def _assert_diagonal_set(weight: np.ndarray, before: np.ndarray, filt: np.ndarray) -> None:
+    for i in range(weight.shape[0]):
+        for j in range(weight.shape[1]):
+            assert np.array_equal(weight[i, j], filt if i == j else before[i, j]), (i, j)
+    assert before[0, 1].any()  # the kept entries were not zero to begin with
 
 
 def test_set_bilinear_upsampling_rejects_other_layers() -> None:

@@ -23,7 +23,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parents[1]
-AUTHORS_SCRIPTS = REPOSITORY.parent / "shared" / "caffe" / "fcn-scripts"
+#: the authors' Python files (../shared/caffe/fcn-scripts beside the checkout, or $FCN_AUTHORS_SCRIPTS)
+AUTHORS_SCRIPTS = Path(os.environ.get("FCN_AUTHORS_SCRIPTS") or REPOSITORY.parent / "shared" / "caffe" / "fcn-scripts")
 NOT_BUILT = (
     "Caffe is not built: run `bash tests/caffe_oracle/build.sh` (it builds ../shared/caffe/caffe-9b89154.tar.gz, "
     "or the BVLC Caffe source tree or tarball named by FCN_CAFFE_SOURCE; ~10 minutes on 2 cores)"
