@@ -108,7 +108,7 @@ def write_outputs(
     out: Path, stem: str, image: np.ndarray, scores: torch.Tensor, classes: Sequence[str], with_scores: bool
 ) -> None:
     """`<stem>.png`, `<stem>_overlay.jpg` and, with `with_scores`, `<stem>.npz` under `out`."""
-    label = scores.argmax(0).cpu().numpy().astype(np.uint8)
+    label = scores.argmax(0).cpu().numpy()
     save_label_png(label, out / f"{stem}.png")
     overlay(image, label, classes).save(out / f"{stem}_overlay.jpg", quality=OVERLAY_QUALITY)
     if with_scores:

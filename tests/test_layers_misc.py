@@ -214,16 +214,18 @@ def test_softmax_with_loss_normalization(loss_param, mode):
     assert net.loss_weights == {"loss": 2.0}
 
 
+@pytest.mark.parametrize("gap", [100.0, 1e6, 1e10])
 @pytest.mark.parametrize("true_class", [0, 1])
-def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true_class):
+def test_softmax_with_loss_gradient_is_unclamped_where_the_value_is_clamped(true_class, gap):
     """Caffe's forward adds -log(max(p, FLT_MIN)); its backward is p - onehot, unclamped.
 
-    Two classes, the true one trailing by 100: p(true) = 1 / (1 + e^100) underflows below
-    FLT_MIN, so the loss is -log(FLT_MIN) and the gradient is -1 on the true class, +1 on
-    the other (1 valid pixel: VALID normalizes by 1).
+    Two classes, the true one trailing by `gap`: p(true) = 1 / (1 + e^gap) underflows below
+    FLT_MIN, so the loss is -log(FLT_MIN) = 87.3365 however far behind (a diverging run logs
+    that, not 0), and the gradient is -1 on the true class, +1 on the other (1 valid pixel:
+    VALID normalizes by 1).
     """
     logits = [0.0, 0.0]
-    logits[1 - true_class] = 100.0
+    logits[1 - true_class] = gap
     scores = torch.tensor(logits).reshape(1, 2, 1, 1).requires_grad_()
     net = layer_net(
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "s" bottom: "l" top: "loss" }',

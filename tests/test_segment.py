@@ -237,3 +237,17 @@ def test_sift_flow_net_segments_by_its_semantic_head_and_a_two_input_net_is_refu
     argv = [str(demo_image), "--prototxt", str(prototxt), "--caffemodel", str(caffemodel), "--out", str(out)]
     assert main([*argv, "--quiet"]) == 1
     assert "the net reads 2 inputs (color, hha)" in capsys.readouterr().err
+
+
+def test_label_pngs_keep_class_ids_past_255(tmp_path):
+    """A 300-class net's label map keeps ids above 255 (a 16-bit PNG), not ids wrapped by a uint8 cast."""
+    from eval.segment import write_outputs
+    from fcndata.image import load_png_label
+
+    scores = torch.zeros(300, 2, 3)
+    expected = np.array([[0, 255, 256], [299, 1, 270]])
+    for (row, column), index in np.ndenumerate(expected):
+        scores[index, row, column] = 1.0
+    image = np.zeros((2, 3, 3), dtype=np.uint8)
+    write_outputs(tmp_path, "many", image, scores, [f"class{i}" for i in range(300)], with_scores=False)
+    np.testing.assert_array_equal(load_png_label(tmp_path / "many.png"), expected)

@@ -88,7 +88,8 @@ class SoftmaxWithLoss(CaffeLayer):
         labels = _labels(self, scores, label, self.axis)
         outer, inner = labels.shape
         exact = F.log_softmax(scores, dim=self.axis)
-        log_prob = exact + (exact.clamp_min(LOG_FLT_MIN) - exact).detach()  # clamped value, unclamped gradient
+        # the clamped value with the unclamped gradient (exact - exact.detach() is 0 in value: nothing cancels)
+        log_prob = exact.clamp_min(LOG_FLT_MIN).detach() + (exact - exact.detach())
         log_prob = log_prob.reshape(outer, scores.shape[self.axis], inner)
         valid = (
             labels != self.ignore_label if self.ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
