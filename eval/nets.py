@@ -137,8 +137,7 @@ def net_sources(
             f"{paired[len(args.caffemodel)]} has no --caffemodel: give one --caffemodel per --prototxt, in order, "
             "before those of the --model names"
         )
-    if args.download and not args.model:
-        parser.error(models.DOWNLOAD_NEEDS_MODEL)
+    models.check_download_flag(args, parser)
     pairs = args.caffemodel[: len(args.prototxt)]
     model_weights = args.caffemodel[len(args.prototxt) :]
     model_weights += [None] * (len(args.model) - len(model_weights))
@@ -176,8 +175,7 @@ def check_net_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, s
         parser.error(f"--caffemodel goes with --prototxt or --model, not with --{given[0]}")
     if args.caffemodel is None and given[0] == "prototxt":
         parser.error(f"--prototxt {args.prototxt} needs --caffemodel W, the weights of that net")
-    if args.download and given[0] != "model":
-        parser.error(models.DOWNLOAD_NEEDS_MODEL)
+    models.check_download_flag(args, parser)
     if stage is not None and given[0] != "runs":
         parser.error("--stage picks a stage of --runs DIR")
 

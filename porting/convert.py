@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.prototxt is not None and args.caffemodel is None:
         parser.error(f"--prototxt {args.prototxt} needs --caffemodel W, the weights of that net")
-    if args.download and args.model is None:
-        parser.error(models.DOWNLOAD_NEEDS_MODEL)
+    models.check_download_flag(args, parser)
     cli.setup_logging(args.quiet)
     return cli.run(lambda: convert(args))
 

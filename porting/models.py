@@ -44,8 +44,6 @@ CLASS_LISTS = "fcndata.classes:task_metadata"
 PUBLISHED_SCORES = "eval.published:published_rows"
 #: the subcommand of `python -m porting.models` that fetches weights
 DOWNLOAD = "download"
-#: the usage error of `--download` without `--model`
-DOWNLOAD_NEEDS_MODEL = "--download fetches the weights of --model NAME"
 #: the environment variables: the weights cache (as TORCH_HOME moves torch's), and a mirror serving URL/<file name>
 MODELS_DIR_VARIABLE, MODELS_MIRROR_VARIABLE = "FCN_MODELS_DIR", "FCN_MODELS_MIRROR"
 #: where the cache is, for help texts (`models_dir` computes it)
@@ -350,6 +348,12 @@ def add_download_flag(parser: argparse.ArgumentParser) -> None:
         help=f"fetch the --model weights into the model cache first when missing "
         f"(as `python -m porting.models {DOWNLOAD}`); without it nothing is downloaded",
     )
+
+
+def check_download_flag(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A usage error for `--download` (`add_download_flag`) given without `--model` (one name or a list)."""
+    if args.download and not args.model:
+        parser.error("--download fetches the weights of --model NAME")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.caffemodel is not None and args.prototxt is None and args.model is None:
         parser.error("--caffemodel goes with --prototxt or --model")
-    if args.download and args.model is None:
-        parser.error(models.DOWNLOAD_NEEDS_MODEL)
+    models.check_download_flag(args, parser)
     if args.opset < MIN_OPSET:
         parser.error(f"--opset must be >= {MIN_OPSET}")
     cli.setup_logging(args.quiet)

@@ -33,6 +33,7 @@ from pathlib import Path
 import caffe
 import numpy as np
 from caffe.proto import caffe_pb2
+from caffe_side import load_params, read_params
 from google.protobuf import text_format
 
 
@@ -40,12 +41,6 @@ def read_net(path):
     param = caffe_pb2.NetParameter()
     text_format.Merge(Path(path).read_text(), param)
     return param
-
-
-def net_params(net):
-    return {
-        f"{layer}.{index}": blob.data.copy() for layer, blobs in net.params.items() for index, blob in enumerate(blobs)
-    }
 
 
 def data_task(job, workdir, out):
@@ -69,12 +64,9 @@ def interp_task(job, workdir, out):
     import surgery
 
     net = caffe.Net(str(workdir / "net.prototxt"), caffe.TEST)
-    with np.load(workdir / "params.npz") as params:
-        for key in params.files:
-            layer, index = key.rsplit(".", 1)
-            net.params[layer][int(index)].data[...] = params[key]
+    load_params(net, workdir / "params.npz")
     surgery.interp(net, job["layers"])
-    out.update(net_params(net))
+    out.update(read_params(net))
 
 
 def transplant_task(job, workdir, out):
@@ -86,7 +78,7 @@ def transplant_task(job, workdir, out):
         net = caffe.Net(str(workdir / source["prototxt"]), str(workdir / source["weights"]), caffe.TEST)
         with contextlib.redirect_stdout(printed):
             surgery.transplant(new_net, net, suffix=source["suffix"])
-    out.update(net_params(new_net))
+    out.update(read_params(new_net))
     return {"printed": printed.getvalue()}
 
 
@@ -174,7 +166,7 @@ def solve_task(job, workdir, out):
 
         def on_start():
             if not start:
-                start.update(net_params(solver.net))
+                start.update(read_params(solver.net))
 
         def on_gradients_ready():
             losses.append(sum(float(solver.net.blobs[name].data) for name in solver.net.outputs))
@@ -193,7 +185,7 @@ def solve_task(job, workdir, out):
     solver = solvers[0]
     for key, value in start.items():
         out["start/" + key] = value
-    for key, value in net_params(solver.net).items():
+    for key, value in read_params(solver.net).items():
         out["final/" + key] = value
     if job.get("save"):
         solver.net.save(job["save"])

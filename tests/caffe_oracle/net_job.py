@@ -15,17 +15,14 @@ from pathlib import Path
 
 import caffe
 import numpy as np
+from caffe_side import load_params
 
 SEED = 1701
 
 
 def run_case(folder, phase, backward):
     net = caffe.Net(str(folder / "net.prototxt"), caffe.TRAIN if phase == "TRAIN" else caffe.TEST)
-    with np.load(folder / "params.npz") as params:
-        for key in params.files:
-            layer, index = key.rsplit(".", 1)
-            blob = net.params[layer][int(index)]
-            blob.data[...] = params[key].reshape(blob.data.shape)
+    load_params(net, folder / "params.npz")
     with np.load(folder / "inputs.npz") as inputs:
         input_names = list(inputs.files)
         for name in input_names:

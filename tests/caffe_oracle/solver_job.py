@@ -20,14 +20,11 @@ from pathlib import Path
 
 import caffe
 import numpy as np
+from caffe_side import load_params, read_params
 
 LOSS_LINE = re.compile(r"Iteration (\d+) \(.*\), loss = (\S+)")
 RATE_LINE = re.compile(r"Iteration (\d+), lr = (\S+)")
 CLIP_LINE = re.compile(r"Gradient clipping: scaling down gradients")
-
-
-def weights(net):
-    return {f"{layer}.{i}": blob.data.copy() for layer, blobs in net.params.items() for i, blob in enumerate(blobs)}
 
 
 def run_case(folder):
@@ -38,15 +35,11 @@ def run_case(folder):
         os.dup2(log.fileno(), 2)  # glog writes to fd 2
         try:
             solver = caffe.SGDSolver(str(folder / "solver.prototxt"))
-            with np.load(folder / "params.npz") as params:
-                for key in params.files:
-                    layer, index = key.rsplit(".", 1)
-                    blob = solver.net.params[layer][int(index)]
-                    blob.data[...] = params[key].reshape(blob.data.shape)
+            load_params(solver.net, folder / "params.npz")
             after = []
-            solver.add_callback(lambda: after.append(weights(solver.net)), lambda: None)
+            solver.add_callback(lambda: after.append(read_params(solver.net)), lambda: None)
             solver.step(solver.param.max_iter)
-            after.append(weights(solver.net))
+            after.append(read_params(solver.net))
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
